@@ -1,0 +1,257 @@
+"""Tables (DESIGN §5). Portable SQL only: the same models run on SQLite and PostgreSQL.
+
+People are referred to by username in cases, work items and events: usernames never change, a
+deactivated person keeps theirs, and events name actors the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
+
+TIERS = ("info_officer", "grid_leader", "district_leader", "village_secretary", "town_leadership")
+LEVEL_OF_ROLE = {
+    "info_officer": "grid",
+    "grid_leader": "grid",
+    "district_leader": "district",
+    "village_secretary": "village",
+    "town_leadership": "town",
+    "department_officer": "department",
+    "auditor": "town",
+    "admin": "town",
+}
+LEVELS = ("town", "village", "district", "grid", "department")
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out, whatever the database keeps."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Unit(Base):
+    __tablename__ = "unit"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    level: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("unit.id"), index=True)
+    households: Mapped[int] = mapped_column(Integer, default=0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Notification settings and the like; free-form so later issues need no migration for them.
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+
+    parent: Mapped[Unit | None] = relationship(remote_side="Unit.id")
+
+
+class Household(Base):
+    __tablename__ = "household"
+    __table_args__ = (UniqueConstraint("grid_id", "number"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    grid_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    head: Mapped[str | None] = mapped_column(String(100))
+
+
+class Person(Base):
+    __tablename__ = "person"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    positions: Mapped[list[Position]] = relationship(back_populates="person", lazy="selectin")
+
+
+class Position(Base):
+    __tablename__ = "position"
+    __table_args__ = (
+        UniqueConstraint("person_id", "role", "unit_id"),
+        Index("ix_position_role_unit", "role", "unit_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    role: Mapped[str] = mapped_column(String(32))
+    unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
+
+    person: Mapped[Person] = relationship(back_populates="positions")
+    unit: Mapped[Unit] = relationship(lazy="joined")
+
+
+class Liaison(Base):
+    """A town leader's liaison villages (镇联点)."""
+
+    __tablename__ = "liaison"
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), primary_key=True)
+    village_id: Mapped[int] = mapped_column(ForeignKey("unit.id"), primary_key=True)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_token"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CalendarYear(Base):
+    """Holidays and make-up working days an administrator entered for a year."""
+
+    __tablename__ = "calendar_year"
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holidays: Mapped[list] = mapped_column(JSON, default=list)
+    workdays: Mapped[list] = mapped_column(JSON, default=list)
+
+
+class DiagramVersion(Base):
+    __tablename__ = "diagram_version"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    process_id: Mapped[str] = mapped_column(String(100), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    files: Mapped[dict] = mapped_column(JSON)  # POSIX path from the repository root -> content
+    deployed_by: Mapped[str] = mapped_column(String(64))
+    deployed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Counter(Base):
+    """Sequences that must not repeat (case numbers per town and year)."""
+
+    __tablename__ = "counter"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+
+
+class Case(Base):
+    __tablename__ = "case"
+    __table_args__ = (
+        Index("ix_case_grid_opened", "grid_id", "id"),
+        Index("ix_case_district", "district_id", "id"),
+        Index("ix_case_village", "village_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str | None] = mapped_column(String(32))
+    severity: Mapped[str | None] = mapped_column(String(16))
+    household: Mapped[str | None] = mapped_column(String(100))
+    reporter_name: Mapped[str | None] = mapped_column(String(100))
+    reporter_phone: Mapped[str | None] = mapped_column(String(32))
+    town_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
+    village_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
+    district_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
+    grid_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    tier: Mapped[str | None] = mapped_column(String(32))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    satisfaction: Mapped[str | None] = mapped_column(String(32))
+    reopen_count: Mapped[int] = mapped_column(Integer, default=0)
+    overdue_marked: Mapped[bool] = mapped_column(Boolean, default=False)
+    diagram_id: Mapped[int] = mapped_column(ForeignKey("diagram_version.id"))
+    workflow: Mapped[str] = deferred(mapped_column(Text))
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __mapper_args__ = {"version_id_col": version}
+
+    grid: Mapped[Unit] = relationship(foreign_keys=[grid_id], lazy="joined")
+    diagram: Mapped[DiagramVersion] = relationship(lazy="joined")
+
+
+class CaseDepartment(Base):
+    """Departments a town leader named to join the handling (联办)."""
+
+    __tablename__ = "case_department"
+    case_id: Mapped[int] = mapped_column(ForeignKey("case.id"), primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"), primary_key=True)
+
+
+class WorkItem(Base):
+    __tablename__ = "work_item"
+    __table_args__ = (
+        Index("ix_work_item_inbox", "role", "unit_id", "completed_at", "due_at", "id"),
+        Index("ix_work_item_assignee", "assignee", "completed_at"),
+        Index("ix_work_item_case", "case_id", "completed_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("case.id"))
+    task_id: Mapped[str] = mapped_column(String(36))  # SpiffWorkflow task UUID
+    spec: Mapped[str] = mapped_column(String(100))  # diagram element id
+    task: Mapped[str] = mapped_column(String(32))  # logical name (accept, handle, ...)
+    name: Mapped[str] = mapped_column(String(200))
+    form: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(32))
+    unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
+    village_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
+    assignee: Mapped[str | None] = mapped_column(String(64))  # owner-only tasks
+    excluded: Mapped[str | None] = mapped_column(String(64))  # e.g. the resolver, for a peer review
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    supervised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_by: Mapped[str | None] = mapped_column(String(64))
+    cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    case: Mapped[Case] = relationship(lazy="joined")
+    unit: Mapped[Unit] = relationship(foreign_keys=[unit_id], lazy="joined")
+
+
+class Timer(Base):
+    __tablename__ = "timer"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("case.id"), index=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(100))
+
+
+class CaseEvent(Base):
+    """Append-only and hash-chained (DESIGN §6). `at` and `data` keep the exact text that was hashed."""
+
+    __tablename__ = "case_event"
+    __table_args__ = (UniqueConstraint("case_id", "seq"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("case.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str | None] = mapped_column(String(32))
+    data: Mapped[str] = mapped_column(Text)
+    diagram: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,255 @@
+"""The working-time calendar: turns a time limit in hours into a deadline.
+
+Time limits for case steps are stated in hours. Urgent cases run on the wall clock; every other case
+only spends hours on working days, so a weekend or the National Day week does not eat into the time a
+grid worker has. What a working day is comes from the ``chinese_calendar`` package (statutory
+holidays and make-up working days, 调休), which only knows the years the State Council has already
+published. For other years, and to correct the package, administrators enter each year's holidays and
+make-up working days from a calendar file (``import_calendar``), kept in ``CalendarYear`` rows.
+
+The day an instant falls on is decided in Asia/Shanghai time, whatever zone the instant is given in:
+a working day is its 24 hours from local midnight to local midnight. Results are always aware UTC,
+the one form the engine stores and compares.
+
+Plain Python, no Flask: the calendar object is built once per request or job (``load_calendar``)
+and asked for many deadlines, so it caches the working-day verdict per date.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
+
+import chinese_calendar
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .models import CalendarYear
+
+
+def _shanghai() -> tzinfo:
+    """China has had no daylight saving time since 1991, so +08:00 is a faithful stand-in when the
+    machine has no time-zone database."""
+    try:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    except ImportError:  # pragma: no cover - zoneinfo is in the standard library from 3.9
+        return timezone(timedelta(hours=8), "Asia/Shanghai")
+    try:
+        return ZoneInfo("Asia/Shanghai")
+    except (ZoneInfoNotFoundError, ValueError):  # pragma: no cover - depends on the machine
+        return timezone(timedelta(hours=8), "Asia/Shanghai")
+
+
+SHANGHAI: tzinfo = _shanghai()
+
+MIN_YEAR = 2000
+MAX_YEAR = 2100
+
+# A stretch this long without a single working day can only be a broken calendar (say, every day
+# of a year entered as a holiday); give up rather than loop on.
+MAX_IDLE_DAYS = 400
+
+_DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+NOT_A_DATE = "not a date (YYYY-MM-DD)"
+
+Overrides = dict[int, tuple[frozenset[date], frozenset[date]]]
+
+
+class CalendarFileError(ValueError):
+    """A calendar file an administrator uploaded is wrong; ``fields`` says where and why, one
+    message per field (``{"holidays[2]": "not a date (YYYY-MM-DD)"}``), so a form can show each
+    message next to the entry it is about."""
+
+    def __init__(self, fields: dict[str, str]):
+        self.fields: dict[str, str] = dict(fields)
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        details = "; ".join(f"{name}: {message}" for name, message in self.fields.items())
+        return f"invalid calendar file: {details}"
+
+
+class WorkCalendar:
+    """Which days are working days, and when a limit in hours runs out.
+
+    ``overrides`` maps a year to the (holidays, workdays) an administrator entered for it. They win
+    over ``chinese_calendar``: the package can be late or wrong, the administrator has the notice.
+    """
+
+    def __init__(self, overrides: Overrides | None = None):
+        self._holidays: dict[int, frozenset[date]] = {}
+        self._workdays: dict[int, frozenset[date]] = {}
+        for year, (holidays, workdays) in (overrides or {}).items():
+            self._holidays[year] = frozenset(holidays)
+            self._workdays[year] = frozenset(workdays)
+        # Deadlines are computed on every case step, mostly over the same few weeks of dates.
+        self._cache: dict[date, bool] = {}
+
+    def is_workday(self, day: date) -> bool:
+        """Administrator entries first, then the package; for years the package does not cover,
+        Monday to Friday (the rule that holds unless a holiday notice says otherwise)."""
+        if isinstance(day, datetime):
+            # The date of an instant depends on the zone; make the caller decide it.
+            raise TypeError("is_workday takes a date, not a datetime")
+        cached = self._cache.get(day)
+        if cached is not None:
+            return cached
+        if day in self._holidays.get(day.year, ()):
+            verdict = False
+        elif day in self._workdays.get(day.year, ()):
+            verdict = True
+        else:
+            try:
+                verdict = bool(chinese_calendar.is_workday(day))
+            except NotImplementedError:
+                verdict = day.weekday() < 5
+        self._cache[day] = verdict
+        return verdict
+
+    def add_hours(self, start: datetime, hours: float, urgent: bool) -> datetime:
+        """The instant ``hours`` of the limit are used up, counted from ``start``, in aware UTC.
+
+        Urgent: every clock hour counts. Otherwise only hours on working days count, each working
+        day all 24 of its Shanghai hours; a start on a non-working day begins counting at the next
+        working day's midnight. Hours that run out exactly at the end of a working day end at that
+        midnight, not after the weekend that follows. Walks day by day, never hour by hour, and uses
+        timedelta arithmetic so fractional limits (the 80% supervision point) are exact to the
+        microsecond.
+        """
+        if start.tzinfo is None or start.utcoffset() is None:
+            raise ValueError("naive datetime: give a time zone")
+        if isinstance(hours, bool) or not isinstance(hours, int | float):
+            raise TypeError(f"hours must be a number, not {type(hours).__name__}")
+        if not math.isfinite(hours) or hours < 0:
+            raise ValueError(f"hours must be a finite number >= 0, not {hours!r}")
+
+        cursor = start.astimezone(UTC)
+        remaining = timedelta(hours=hours)
+        if urgent or not remaining:
+            return cursor + remaining
+
+        day = cursor.astimezone(SHANGHAI).date()
+        idle = 0
+        while True:
+            day_end = _midnight_utc(day + timedelta(days=1))
+            if self.is_workday(day):
+                idle = 0
+                available = day_end - cursor
+                if remaining <= available:
+                    return cursor + remaining
+                remaining -= available
+            else:
+                idle += 1
+                if idle > MAX_IDLE_DAYS:
+                    raise ValueError(
+                        f"no working day in the {MAX_IDLE_DAYS} days before {day.isoformat()}: "
+                        "check the calendar entries"
+                    )
+            cursor = day_end
+            day += timedelta(days=1)
+
+
+def _midnight_utc(day: date) -> datetime:
+    """The instant a Shanghai day begins, in UTC."""
+    return datetime.combine(day, time(), tzinfo=SHANGHAI).astimezone(UTC)
+
+
+def load_calendar(session: Session) -> WorkCalendar:
+    """A calendar with every year's administrator entries, for one request or job.
+
+    The rows are few (one per year) and read once; the returned object does not see later imports.
+    """
+    overrides: Overrides = {}
+    for row in session.scalars(select(CalendarYear)):
+        overrides[row.year] = (
+            frozenset(date.fromisoformat(text) for text in row.holidays or ()),
+            frozenset(date.fromisoformat(text) for text in row.workdays or ()),
+        )
+    return WorkCalendar(overrides)
+
+
+def parse_calendar_file(data: object) -> tuple[int, list[date], list[date]]:
+    """Check an uploaded calendar file and return (year, holidays, workdays), each list sorted.
+
+    Shape: ``{"year": 2027, "holidays": ["2027-01-01", ...], "workdays": ["2027-02-07", ...]}``;
+    both lists are required (either may be empty), other keys are ignored. Every problem is
+    reported at once, one message per field, so an administrator fixes the file in one go. Dates
+    must be strict ``YYYY-MM-DD`` in the file's year; a date may not be both a holiday and a
+    workday, nor appear twice in one list (likely a typo for another date).
+    """
+    if not isinstance(data, Mapping):
+        raise CalendarFileError(
+            {"file": "must be an object with year, holidays and workdays"}
+        )
+    errors: dict[str, str] = {}
+
+    year: int | None = None
+    if "year" not in data:
+        errors["year"] = "required"
+    else:
+        raw_year = data["year"]
+        if isinstance(raw_year, bool) or not isinstance(raw_year, int):
+            errors["year"] = "must be a whole number"
+        elif not MIN_YEAR <= raw_year <= MAX_YEAR:
+            errors["year"] = f"must be between {MIN_YEAR} and {MAX_YEAR}"
+        else:
+            year = raw_year
+
+    found: dict[str, dict[date, str]] = {}
+    for key in ("holidays", "workdays"):
+        found[key] = {}
+        if key not in data:
+            errors[key] = "required"
+            continue
+        items = data[key]
+        if not isinstance(items, list):
+            errors[key] = "must be a list of dates (YYYY-MM-DD)"
+            continue
+        for index, item in enumerate(items):
+            name = f"{key}[{index}]"
+            day = _parse_day(item)
+            if day is None:
+                errors[name] = NOT_A_DATE
+            elif year is not None and day.year != year:
+                errors[name] = f"not in {year}"
+            elif day in found[key]:
+                errors[name] = f"listed twice (also {found[key][day]})"
+            else:
+                found[key][day] = name
+
+    for day, name in found["workdays"].items():
+        if day in found["holidays"]:
+            errors[name] = f"also a holiday ({found['holidays'][day]})"
+
+    if errors:
+        raise CalendarFileError(errors)
+    assert year is not None
+    return year, sorted(found["holidays"]), sorted(found["workdays"])
+
+
+def _parse_day(item: object) -> date | None:
+    """Only the plain ``YYYY-MM-DD`` form: ``date.fromisoformat`` alone would also take
+    ``20270101`` and week dates, which nobody means in a holiday list."""
+    if not isinstance(item, str) or not _DATE_TEXT.fullmatch(item):
+        return None
+    try:
+        return date.fromisoformat(item)
+    except ValueError:
+        return None
+
+
+def import_calendar(session: Session, data: object) -> CalendarYear:
+    """Validate a calendar file and store it as its year's entries, replacing what was there.
+
+    Does not commit: the caller's unit of work does, together with whatever else the step records.
+    """
+    year, holidays, workdays = parse_calendar_file(data)
+    row = session.get(CalendarYear, year)
+    if row is None:
+        row = CalendarYear(year=year)
+        session.add(row)
+    row.holidays = [day.isoformat() for day in holidays]
+    row.workdays = [day.isoformat() for day in workdays]
+    return row
