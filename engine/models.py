@@ -178,6 +178,7 @@ class Case(Base):
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     satisfaction: Mapped[str | None] = mapped_column(String(32))
     reopen_count: Mapped[int] = mapped_column(Integer, default=0)
     overdue_marked: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -68,6 +68,8 @@ class Passwords:
         if self._dummy is None:
             constant = CHEAP_DUMMY_HASH if self.cheap else DUMMY_HASH
             self._dummy = (
-                constant if not self.needs_rehash(constant) else self.hash(secrets.token_urlsafe(32))
+                constant
+                if not self.needs_rehash(constant)
+                else self.hash(secrets.token_urlsafe(32))
             )
         return self._dummy

@@ -180,9 +180,7 @@ def parse_calendar_file(data: object) -> tuple[int, list[date], list[date]]:
     workday, nor appear twice in one list (likely a typo for another date).
     """
     if not isinstance(data, Mapping):
-        raise CalendarFileError(
-            {"file": "must be an object with year, holidays and workdays"}
-        )
+        raise CalendarFileError({"file": "must be an object with year, holidays and workdays"})
     errors: dict[str, str] = {}
 
     year: int | None = None

@@ -1,0 +1,139 @@
+"""The hash-chained case history (DESIGN §6).
+
+hash = sha256(prev + "\\n" + canonical), canonical being the event's eight fields as sorted, compact,
+non-ASCII-preserving JSON. Anyone holding the events API's JSON can recompute it in a few lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .models import Case, CaseEvent
+
+GENESIS = "0" * 64
+
+
+def canonical(event: dict[str, Any]) -> str:
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(prev: str, event: dict[str, Any]) -> str:
+    return hashlib.sha256((prev + "\n" + canonical(event)).encode("utf-8")).hexdigest()
+
+
+def check_data(value: Any, path: str = "data") -> None:
+    """Event data holds no floats, so every language writes the same canonical text."""
+    if isinstance(value, float):
+        raise TypeError(f"{path} is a float; event data holds no floats")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{path} has a non-string key")
+            check_data(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_data(item, f"{path}[{i}]")
+    elif value is not None and not isinstance(value, str | int | bool):
+        raise TypeError(f"{path} holds a {type(value).__name__}")
+
+
+def as_dict(case_number: str, row: CaseEvent) -> dict[str, Any]:
+    """The eight hashed fields of a stored event."""
+    return {
+        "case": case_number,
+        "seq": row.seq,
+        "at": row.at,
+        "type": row.type,
+        "actor": row.actor,
+        "task": row.task,
+        "data": json.loads(row.data),
+        "diagram": row.diagram,
+    }
+
+
+class Chain:
+    """Appends to one case's chain within the current step's transaction."""
+
+    def __init__(self, session: Session, case: Case, head: tuple[int, str]):
+        self.session, self.case = session, case
+        self.seq, self.head = head
+
+    @classmethod
+    def open(cls, session: Session, case: Case) -> Chain:
+        last = session.execute(
+            select(CaseEvent.seq, CaseEvent.hash)
+            .where(CaseEvent.case_id == case.id)
+            .order_by(CaseEvent.seq.desc())
+            .limit(1)
+        ).first()
+        return cls(session, case, (last[0], last[1]) if last else (0, GENESIS))
+
+    def append(
+        self, at: str, type_: str, actor: str, task: str | None, data: dict, diagram: str
+    ) -> CaseEvent:
+        check_data(data)
+        event = {
+            "case": self.case.number,
+            "seq": self.seq + 1,
+            "at": at,
+            "type": type_,
+            "actor": actor,
+            "task": task,
+            "data": data,
+            "diagram": diagram,
+        }
+        digest = chain_hash(self.head, event)
+        row = CaseEvent(
+            case_id=self.case.id,
+            seq=event["seq"],
+            at=at,
+            type=type_,
+            actor=actor,
+            task=task,
+            data=canonical(data),
+            diagram=diagram,
+            hash=digest,
+        )
+        self.session.add(row)
+        self.seq, self.head = event["seq"], digest
+        return row
+
+
+@dataclass
+class Verification:
+    ok: bool
+    events: int
+    head: str
+    bad_seq: int | None = None
+    reason: str | None = None
+
+
+def case_events(session: Session, case: Case) -> list[CaseEvent]:
+    return list(
+        session.scalars(
+            select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.seq)
+        )
+    )
+
+
+def verify(session: Session, case: Case) -> Verification:
+    """Recompute the chain from the stored fields; name the first event that does not match."""
+    prev = GENESIS
+    rows = case_events(session, case)
+    for expected_seq, row in enumerate(rows, start=1):
+        if row.seq != expected_seq:
+            return Verification(False, len(rows), prev, expected_seq, "missing event")
+        try:
+            digest = chain_hash(prev, as_dict(case.number, row))
+        except ValueError:
+            return Verification(False, len(rows), prev, row.seq, "unreadable data")
+        if digest != row.hash:
+            return Verification(False, len(rows), prev, row.seq, "hash mismatch")
+        prev = row.hash
+    return Verification(True, len(rows), prev)

@@ -1,0 +1,280 @@
+"""Diagram bundles: loading, hashing, validating, parsing once per version, and deploying.
+
+A bundle is every BPMN, DMN and form file of a process. Its sha256 names the version; a case is pinned
+to the version it started on, and the parsed spec is kept by hash so that no request parses twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jsonschema
+from lxml import etree
+from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from SpiffWorkflow.bpmn.specs.mixins.exclusive_gateway import ExclusiveGateway
+from SpiffWorkflow.bpmn.specs.mixins.script_task import ScriptTask
+from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask
+from SpiffWorkflow.dmn.specs.business_rule_task_mixin import BusinessRuleTaskMixin
+from SpiffWorkflow.spiff.parser.process import VALIDATOR, SpiffBpmnParser
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .models import TIERS, DiagramVersion
+from .sandbox import UnsafeScript, check_source
+
+PROCESS_ID = "case_loop"
+LOGICAL_TASKS = ("accept", "handle", "feedback", "report", "review")
+HELPERS = frozenset({"gl_deadline"})
+BUNDLE_DIRS = ("workflows/bpmn", "rules")
+BUNDLE_SUFFIXES = (".bpmn", ".dmn", ".json")
+
+
+class DiagramError(ValueError):
+    """A bundle that must not go live. `element` names the diagram element at fault."""
+
+    def __init__(
+        self,
+        message: str,
+        element: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+    ):
+        self.element, self.file, self.line = element, file, line
+        where = ", ".join(
+            p
+            for p in (
+                f"element '{element}'" if element else "",
+                file or "",
+                f"line {line}" if line else "",
+            )
+            if p
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    files: dict[str, str]  # POSIX path from the repository root -> text
+
+    @property
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        for path in sorted(self.files):
+            digest.update(path.encode() + b"\0" + self.files[path].encode() + b"\0")
+        return digest.hexdigest()
+
+
+def load_bundle(root: Path) -> Bundle:
+    files = {}
+    for folder in BUNDLE_DIRS:
+        for path in sorted((root / folder).rglob("*")):
+            if path.is_file() and path.suffix in BUNDLE_SUFFIXES:
+                rel = PurePosixPath(path.relative_to(root).as_posix())
+                files[str(rel)] = path.read_text(encoding="utf-8")
+    return Bundle(files)
+
+
+@dataclass
+class TaskInfo:
+    """What the engine needs of a user task, read from its extension properties."""
+
+    spec: str
+    task: str
+    name: str
+    lane: str
+    form: str
+    props: dict[str, str]
+
+
+@dataclass
+class Spec:
+    sha256: str
+    process: Any
+    subprocesses: dict
+    forms: dict[str, dict]
+    tasks: dict[str, TaskInfo]
+    validators: dict[str, Any] = field(default_factory=dict)
+
+
+def _parser() -> SpiffBpmnParser:
+    return SpiffBpmnParser(validator=VALIDATOR)
+
+
+def parse_bundle(bundle: Bundle) -> Spec:
+    """Parse and validate a bundle, or raise DiagramError naming the element at fault."""
+    parser = _parser()
+    forms: dict[str, dict] = {}
+    for path, text in sorted(bundle.files.items()):
+        try:
+            if path.endswith(".bpmn"):
+                parser.add_bpmn_str(text.encode("utf-8"), filename=path)
+            elif path.endswith(".dmn"):
+                parser.add_dmn_str(text.encode("utf-8"), filename=path)
+            elif path.endswith(".schema.json"):
+                forms[PurePosixPath(path).name.removesuffix(".schema.json")] = _load_form(
+                    path, text
+                )
+        except etree.XMLSyntaxError as exc:
+            raise DiagramError(f"malformed XML: {exc.msg}", file=path, line=exc.lineno) from exc
+        except ValidationException as exc:
+            raise _from_validation(exc, path) from exc
+    try:
+        process = parser.get_spec(PROCESS_ID)
+        subprocesses = parser.get_subprocess_specs(PROCESS_ID)
+    except ValidationException as exc:
+        raise _from_validation(exc, getattr(exc, "file_name", None)) from exc
+    except KeyError as exc:
+        raise DiagramError(f"no executable process '{PROCESS_ID}'") from exc
+    tasks = _check_process(process, forms)
+    spec = Spec(bundle.sha256, process, subprocesses, forms, tasks)
+    spec.validators = {name: jsonschema.Draft202012Validator(s) for name, s in forms.items()}
+    return spec
+
+
+def _from_validation(exc: ValidationException, path: str | None) -> DiagramError:
+    element = getattr(exc, "id", None) or getattr(exc, "name", None)
+    return DiagramError(
+        str(exc).split("\n")[0],
+        element=element,
+        file=getattr(exc, "file_name", None) or path,
+        line=getattr(exc, "line_number", None) or None,
+    )
+
+
+def _load_form(path: str, text: str) -> dict:
+    try:
+        schema = json.loads(text)
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except (ValueError, jsonschema.SchemaError) as exc:
+        raise DiagramError(f"bad form schema: {exc}", file=path) from exc
+    return schema
+
+
+def _check_process(process, forms: dict[str, dict]) -> dict[str, TaskInfo]:
+    tasks: dict[str, TaskInfo] = {}
+    for name, ts in process.task_specs.items():
+        element = getattr(ts, "bpmn_id", None) or name
+        try:
+            for source, mode in _python_of(ts):
+                check_source(source, mode, HELPERS)
+        except (UnsafeScript, SyntaxError) as exc:
+            raise DiagramError(f"unsafe or invalid Python: {exc}", element=element) from exc
+        if isinstance(ts, UserTask):
+            props = dict(ts.extensions.get("properties", {}))
+            logical, form = props.get("task"), props.get("formKey")
+            if logical not in LOGICAL_TASKS:
+                raise DiagramError(f"property 'task' must be one of {LOGICAL_TASKS}", element)
+            if form not in forms:
+                raise DiagramError(f"formKey '{form}' has no forms/{form}.schema.json", element)
+            if ts.lane not in TIERS:
+                raise DiagramError(f"lane '{ts.lane}' is not one of the five tiers", element)
+            tasks[ts.name] = TaskInfo(
+                ts.name, logical, ts.bpmn_name or ts.name, ts.lane, form, props
+            )
+    if not any(t.task == "accept" for t in tasks.values()):
+        raise DiagramError("the process has no accept task")
+    return tasks
+
+
+def _python_of(ts) -> list[tuple[str, str]]:
+    """Every piece of Python a task spec will run, with the mode it runs in."""
+    found: list[tuple[str, str]] = []
+    if isinstance(ts, ScriptTask) and ts.script:
+        found.append((ts.script, "exec"))
+    extensions = getattr(ts, "extensions", {})
+    for key in ("preScript", "postScript"):
+        if extensions.get(key):
+            found.append((extensions[key], "exec"))
+    if isinstance(ts, ExclusiveGateway) or hasattr(ts, "cond_task_specs"):  # inclusive too
+        for cond, _target in getattr(ts, "cond_task_specs", []):
+            if cond is not None:
+                found.append((cond.args[0], "eval"))
+    event = getattr(ts, "event_definition", None)
+    if isinstance(event, TimerEventDefinition):
+        found.append((event.expression, "eval"))
+    if isinstance(ts, BusinessRuleTaskMixin):
+        table = ts.dmnEngine.decision_table
+        for inp in table.inputs:
+            if inp.expression:
+                found.append((inp.expression, "eval"))
+        for rule in table.rules:
+            for entry in rule.inputEntries:
+                for lhs in entry.lhs:
+                    if lhs:
+                        found.append((_dmn_entry(lhs), "eval"))
+            for entry in rule.outputEntries:
+                if entry.text:
+                    found.append((entry.text, "eval"))
+    return found
+
+
+def _dmn_entry(text: str) -> str:
+    """An input entry as the DMN engine will evaluate it (`? in (...)` or a bare value)."""
+    if "?" in text:
+        return text.replace("?", "dmninputexpr")
+    try:
+        check_source(text, "eval", HELPERS)
+        return text
+    except SyntaxError:
+        return f"dmninputexpr {text}"
+
+
+class SpecRegistry:
+    """Parsed specs kept by bundle hash. One per process, shared by every request and worker."""
+
+    def __init__(self) -> None:
+        self._by_sha: dict[str, Spec] = {}
+        self._by_id: dict[int, Spec] = {}
+
+    def get(self, version: DiagramVersion) -> Spec:
+        spec = self._by_sha.get(version.sha256)
+        if spec is None:
+            spec = parse_bundle(Bundle(version.files))
+            self._by_sha[version.sha256] = spec
+            self._by_id[id(spec.process)] = spec
+        return spec
+
+    def by_process(self, process) -> Spec:
+        return self._by_id[id(process)]
+
+    def by_sha(self, sha: str) -> Spec:
+        return self._by_sha[sha]
+
+
+def latest_version(session: Session, process_id: str = PROCESS_ID) -> DiagramVersion | None:
+    return session.scalars(
+        select(DiagramVersion)
+        .where(DiagramVersion.process_id == process_id)
+        .order_by(DiagramVersion.id.desc())
+        .limit(1)
+    ).first()
+
+
+def deploy(
+    session: Session, registry: SpecRegistry, bundle: Bundle, actor: str, now: datetime
+) -> tuple[DiagramVersion, bool]:
+    """Store the bundle as the live version if its hash is new. A bundle that fails validation
+    raises DiagramError and leaves the old version live. Does not commit."""
+    sha = bundle.sha256
+    existing = session.scalars(select(DiagramVersion).where(DiagramVersion.sha256 == sha)).first()
+    if existing is not None:
+        return existing, False
+    spec = parse_bundle(bundle)
+    version = DiagramVersion(
+        process_id=PROCESS_ID,
+        sha256=sha,
+        files=dict(bundle.files),
+        deployed_by=actor,
+        deployed_at=now,
+    )
+    session.add(version)
+    session.flush()
+    registry._by_sha[sha] = spec
+    registry._by_id[id(spec.process)] = spec
+    return version, True
