@@ -43,6 +43,7 @@ DISTRICT_KEYS = ("code", "name", "leader", "grids")
 GRID_KEYS = ("code", "name", "households", "leader", "officers")
 HOUSEHOLD_KEYS = ("number", "head")
 
+MAX_SHOWN = 100  # problems in an OrgFileError's text; `.errors` keeps them all
 _CHUNK = 500  # ids per IN (...) list, well below every database's parameter limit
 
 Problem = tuple[int, str, str]  # (line, field path, message); line 0 when the data has no lines
@@ -56,7 +57,10 @@ class OrgFileError(ValueError):
         super().__init__(self.errors)
 
     def __str__(self) -> str:
-        return "\n".join(_format_problem(*problem) for problem in self.errors)
+        shown = [_format_problem(*problem) for problem in self.errors[:MAX_SHOWN]]
+        if len(self.errors) > MAX_SHOWN:
+            shown.append(f"... and {len(self.errors) - MAX_SHOWN} more problems")
+        return "\n".join(shown)
 
 
 def _format_problem(line: int, path: str, message: str) -> str:
@@ -126,13 +130,19 @@ class _Plan:
     liaisons: set[tuple[str, str]] = field(default_factory=set)  # username, village code
 
 
-def _lc_line(node: Any, attr: str, arg: Any, default: int) -> int:
-    """The 1-based line ruamel's round-trip loader recorded, or `default` for plain data."""
+def _lc_line(node: Any, what: str | None = None, which: Any = None, default: int = 0) -> int:
+    """The 1-based line ruamel's round-trip loader recorded for `node` itself (what=None) or for
+    one of its keys, values or items (what="key"/"value"/"item", which=key or index); `default`
+    for plain data, which has no line information."""
     lc = getattr(node, "lc", None)
     try:
-        return (getattr(lc, attr)(arg) if arg is not None else lc.line) + 1
+        return (lc.line if what is None else getattr(lc, what)(which)[0]) + 1
     except (AttributeError, KeyError, IndexError, TypeError):
         return default
+
+
+def _node_line(node: Any, default: int) -> int:
+    return _lc_line(node, default=default)
 
 
 def _key_line(node: Any, key: Any, default: int) -> int:
@@ -194,7 +204,7 @@ class _Reader:
                 line, path, f"must be a mapping with keys {', '.join(keys)}, not {_kind(node)}"
             )
             return False
-        line = _lc_line(node, "", None, line)
+        line = _node_line(node, line)
         for key in node:
             if key not in keys:
                 self.error(
@@ -259,7 +269,7 @@ class _Reader:
         self, node: Mapping, line: int, path: str, level: str, parent: str | None
     ) -> str | None:
         """Register the unit whose mapping is `node`; its code, or None when the code is bad."""
-        line = _lc_line(node, "", None, line)
+        line = _node_line(node, line)
         code = self.text(node, "code", path, line, max_len=64, pattern=CODE_RE, hint=CODE_HINT)
         name = self.text(node, "name", path, line, max_len=200)
         if code is None:
@@ -275,8 +285,8 @@ class _Reader:
         self.plan.units[code] = _UnitSpec(code, name, level, parent, code_line, _join(path, "code"))
         return code
 
-    def town(self, root: Mapping) -> str | None:
-        node, line = root.get("town"), _value_line(root, "town", 1)
+    def town(self, root: Mapping, top: int) -> str | None:
+        node, line = root.get("town"), _value_line(root, "town", top)
         if "town" not in root or not self.mapping(node, line, "town", TOWN_KEYS, TOWN_KEYS):
             return None
         return self.unit(node, line, "town", "town", None)
@@ -319,7 +329,7 @@ class _Reader:
         """number -> head; a count N stands for households 1..N with unknown heads."""
         if "households" not in node:
             return {}
-        value, line, path = node["households"], _value_line(node, "households", line), path
+        value, line = node["households"], _value_line(node, "households", line)
         path = _join(path, "households")
         if _is_int(value):
             if 0 <= value <= MAX_HOUSEHOLDS:
@@ -339,7 +349,7 @@ class _Reader:
     def household(self, node: Any, line: int, path: str, rows: dict[int, str | None]) -> None:
         if not self.mapping(node, line, path, HOUSEHOLD_KEYS, ("number",)):
             return
-        line = _lc_line(node, "", None, line)
+        line = _node_line(node, line)
         head = self.text(node, "head", path, line, max_len=100, nullable=True)
         if "number" not in node:
             return
@@ -376,7 +386,7 @@ class _Reader:
         """Register one appearance of a person holding `role` at `unit`; their username."""
         if not self.mapping(node, line, path, keys, ("username", "name")):
             return None
-        line = _lc_line(node, "", None, line)
+        line = _node_line(node, line)
         username = self.text(
             node, "username", path, line, max_len=64, pattern=USERNAME_RE, hint=USERNAME_HINT
         )
@@ -403,7 +413,7 @@ class _Reader:
         name: str | None,
         pw: str | None,
     ) -> None:
-        """A username seen again must be the same person: same name, no second password."""
+        """A username seen again must be the same person: same name, no other password."""
         where = f"line {spec.line} ({spec.path})" if spec.line else spec.path
         if name is not None and spec.name is not None and name != spec.name:
             self.error(
@@ -437,17 +447,18 @@ class _Reader:
         if root is None:
             self.error(1, "", "the file is empty")
             return self.plan
-        if not self.mapping(root, 1, "", TOP_KEYS, ("town",)):
+        top = _node_line(root, 0)  # 0: plain data, which has no lines
+        if not self.mapping(root, top, "", TOP_KEYS, ("town",)):
             return self.plan
-        town = self.town(root)
-        for node, line, path in self.items(root, "leaders", "", 1):
+        town = self.town(root, top)
+        for node, line, path in self.items(root, "leaders", "", top):
             self.leader(node, line, path, town)
-        for node, line, path in self.items(root, "departments", "", 1):
+        for node, line, path in self.items(root, "departments", "", top):
             self.department(node, line, path, town)
-        for node, line, path in self.items(root, "villages", "", 1):
+        for node, line, path in self.items(root, "villages", "", top):
             self.village(node, line, path, town)
         for role, key in (("auditor", "auditors"), ("admin", "admins")):
-            for node, line, path in self.items(root, key, "", 1):
+            for node, line, path in self.items(root, key, "", top):
                 self.person(node, line, path, role, town)
         self.check_liaisons()
         self.check_passwords()
@@ -487,9 +498,15 @@ def parse_org_file(text: str) -> Any:
         raise OrgFileError([(mark.line + 1 if mark else 1, "", f"YAML: {message}")]) from exc
 
 
-def check_org(session: Session, data: Any) -> _Plan:
-    """Check parsed organisation data against §9 and the database; raise OrgFileError listing
-    every problem. Only reads: which usernames exist decides whether a password is required."""
+def check_org(session: Session, data: Any) -> None:
+    """Check parsed organisation data without writing (a dry run); raise OrgFileError listing
+    every problem."""
+    _read_plan(session, data)
+
+
+def _read_plan(session: Session, data: Any) -> _Plan:
+    """The checked plan, or OrgFileError. Only reads the database: whether a username exists
+    decides whether the file must give a password."""
     reader = _Reader(set(session.scalars(select(Person.username))))
     plan = reader.read(data)
     if reader.errors:
@@ -522,7 +539,7 @@ def import_org_data(
 ) -> ImportReport:
     """`import_org` for data already parsed (ruamel nodes, or plain dicts such as `demo_org()`,
     whose problems then carry line 0 and only their field path)."""
-    plan = check_org(session, data)
+    plan = _read_plan(session, data)
     return _Sync(session, plan, passwords, reset_passwords).run()
 
 

@@ -54,6 +54,8 @@ class Passwords:
     def needs_rehash(self, hash: str) -> bool:
         """True when `hash` was made with other parameters than ours (or is not a valid hash), so
         a successful login can upgrade it, e.g. demo accounts hashed cheaply."""
+        if not isinstance(hash, str):
+            return True
         try:
             return self._hasher.check_needs_rehash(hash)
         except (Argon2Error, InvalidHashError, ValueError, TypeError):

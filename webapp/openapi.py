@@ -1,0 +1,130 @@
+"""The OpenAPI document of /api/v1, generated from the marshmallow schemas in schemas.py."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from . import schemas
+
+_ERRORS = {
+    "400": "invalid input: one message per field",
+    "401": "missing or bad token",
+    "403": "visible, but not yours to do",
+    "404": "missing or outside your units",
+    "409": "claimed, completed or changed by someone else",
+}
+
+
+def _op(
+    summary: str,
+    ok: tuple[str, str | None],
+    body: str | None = None,
+    params: list | None = None,
+    errors: tuple[str, ...] = ("401",),
+) -> dict:
+    status, schema = ok
+    responses = {status: {"description": "OK"}}
+    if schema:
+        responses[status]["content"] = {"application/json": {"schema": schema}}
+    for code in errors:
+        responses[code] = {
+            "description": _ERRORS[code],
+            "content": {"application/json": {"schema": "ErrorOut"}},
+        }
+    op = {"summary": summary, "responses": responses}
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if params:
+        op["parameters"] = params
+    if "401" in errors:
+        op["security"] = [{"bearer": []}]
+    return op
+
+
+def _q(name: str, type_: str = "string") -> dict:
+    return {"in": "query", "name": name, "schema": {"type": type_}, "required": False}
+
+
+def _p(name: str, type_: str = "string") -> dict:
+    return {"in": "path", "name": name, "schema": {"type": type_}, "required": True}
+
+
+@cache
+def build_openapi() -> dict:
+    spec = APISpec(
+        title="Gridloop", version="1", openapi_version="3.0.3", plugins=[MarshmallowPlugin()]
+    )
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    for name in (
+        "TokenIn",
+        "TokenOut",
+        "CaseIn",
+        "CompleteIn",
+        "MeOut",
+        "CaseOut",
+        "CasePage",
+        "WorkItemOut",
+        "InboxPage",
+        "EventsOut",
+        "ErrorOut",
+    ):
+        spec.components.schema(name, schema=getattr(schemas, name))
+    item = [_p("item_id", "integer")]
+    all_errors = ("400", "401", "403", "404", "409")
+    paths = {
+        "/tokens": {
+            "post": _op("Log in for a token", ("201", "TokenOut"), "TokenIn", errors=("400", "401"))
+        },
+        "/me": {"get": _op("Who I am and my positions", ("200", "MeOut"))},
+        "/cases": {
+            "post": _op("Open a case", ("201", "CaseOut"), "CaseIn", errors=("400", "401")),
+            "get": _op(
+                "Cases in my units",
+                ("200", "CasePage"),
+                params=[_q("status"), _q("unit"), _q("cursor")],
+                errors=("400", "401"),
+            ),
+        },
+        "/cases/{number}": {
+            "get": _op("One case", ("200", "CaseOut"), params=[_p("number")], errors=("401", "404"))
+        },
+        "/cases/{number}/events": {
+            "get": _op(
+                "The case's hash-chained events",
+                ("200", "EventsOut"),
+                params=[_p("number")],
+                errors=("401", "404"),
+            )
+        },
+        "/inbox": {
+            "get": _op(
+                "My work items, most urgent first",
+                ("200", "InboxPage"),
+                params=[_q("overdue", "boolean"), _q("category"), _q("cursor")],
+                errors=("400", "401"),
+            )
+        },
+        "/work-items/{item_id}/claim": {
+            "post": _op("Claim", ("200", "WorkItemOut"), params=item, errors=all_errors)
+        },
+        "/work-items/{item_id}/release": {
+            "post": _op("Release", ("200", "WorkItemOut"), params=item, errors=all_errors)
+        },
+        "/work-items/{item_id}/complete": {
+            "post": _op(
+                "Complete with the form's data",
+                ("200", "CaseOut"),
+                "CompleteIn",
+                params=item,
+                errors=all_errors,
+            )
+        },
+    }
+    for path, operations in paths.items():
+        spec.path(path=path, operations=operations)
+    document = spec.to_dict()
+    document["servers"] = [{"url": "/api/v1"}]
+    return document

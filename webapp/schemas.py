@@ -1,0 +1,164 @@
+"""Marshmallow schemas of the JSON API (DESIGN §8): what requests may carry, what answers hold.
+
+Output schemas exist for the OpenAPI document; answers are built by the serializers in api.py.
+"""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+CATEGORIES = (
+    "resident_request",
+    "dispute",
+    "safety_hazard",
+    "policy",
+    "straw_burning",
+    "flood_drought",
+    "fireworks",
+)
+SEVERITIES = ("low", "normal", "urgent")
+STATUSES = ("accepting", "handling", "feedback", "reporting", "archived", "rejected")
+
+
+class TokenIn(Schema):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class TokenOut(Schema):
+    token = fields.String()
+
+
+class ReporterIn(Schema):
+    name = fields.String(validate=validate.Length(max=100), load_default=None)
+    phone = fields.String(
+        validate=validate.Regexp(r"^[0-9+\- ]{3,32}$", error="not a phone number"),
+        load_default=None,
+    )
+
+
+class CaseIn(Schema):
+    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    description = fields.String(load_default="", validate=validate.Length(max=4000))
+    grid = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    category = fields.String(validate=validate.OneOf(CATEGORIES), load_default=None)
+    severity = fields.String(validate=validate.OneOf(SEVERITIES), load_default=None)
+    household = fields.String(validate=validate.Length(max=100), load_default=None)
+    reporter = fields.Nested(ReporterIn, load_default=None)
+
+
+class CompleteIn(Schema):
+    data = fields.Dict(required=True, keys=fields.String())
+
+
+class CaseListArgs(Schema):
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    unit = fields.String(validate=validate.Length(min=1, max=64))
+    cursor = fields.String()
+
+
+class InboxArgs(Schema):
+    overdue = fields.Boolean()
+    category = fields.String(validate=validate.OneOf(CATEGORIES))
+    cursor = fields.String()
+
+
+class UnitOut(Schema):
+    code = fields.String()
+    name = fields.String()
+    level = fields.String()
+
+
+class PositionOut(Schema):
+    role = fields.String()
+    unit = fields.Nested(UnitOut)
+
+
+class MeOut(Schema):
+    username = fields.String()
+    name = fields.String()
+    positions = fields.List(fields.Nested(PositionOut))
+
+
+class GridOut(Schema):
+    code = fields.String()
+    name = fields.String()
+
+
+class CaseOut(Schema):
+    number = fields.String()
+    title = fields.String()
+    description = fields.String()
+    category = fields.String(allow_none=True)
+    severity = fields.String(allow_none=True)
+    status = fields.String()
+    tier = fields.String(allow_none=True)
+    grid = fields.Nested(GridOut)
+    owner = fields.String(allow_none=True)
+    holder = fields.String(allow_none=True)
+    due_at = fields.String(allow_none=True)
+    overdue = fields.Boolean()
+    opened_at = fields.String()
+    closed_at = fields.String(allow_none=True)
+    satisfaction = fields.String(allow_none=True)
+    reopen_count = fields.Integer()
+    diagram = fields.String()
+
+
+class CaseRefOut(Schema):
+    number = fields.String()
+    title = fields.String()
+    category = fields.String(allow_none=True)
+    severity = fields.String(allow_none=True)
+    grid = fields.Nested(GridOut)
+
+
+class WorkItemOut(Schema):
+    id = fields.Integer()
+    task = fields.String()
+    name = fields.String()
+    role = fields.String()
+    unit = fields.Nested(GridOut)
+    case = fields.Nested(CaseRefOut)
+    created_at = fields.String()
+    due_at = fields.String(allow_none=True)
+    overdue = fields.Boolean()
+    claimed_by = fields.String(allow_none=True)
+    form = fields.Dict()
+
+
+class CasePage(Schema):
+    items = fields.List(fields.Nested(CaseOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class InboxPage(Schema):
+    items = fields.List(fields.Nested(WorkItemOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class EventOut(Schema):
+    case = fields.String()
+    seq = fields.Integer()
+    at = fields.String()
+    type = fields.String()
+    actor = fields.String()
+    task = fields.String(allow_none=True)
+    data = fields.Dict()
+    diagram = fields.String()
+    hash = fields.String()
+
+
+class EventsOut(Schema):
+    events = fields.List(fields.Nested(EventOut))
+    head = fields.String()
+
+
+class ErrorBody(Schema):
+    code = fields.String()
+    message = fields.String()
+    fields = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class ErrorOut(Schema):
+    error = fields.Nested(ErrorBody)
