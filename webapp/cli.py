@@ -96,7 +96,7 @@ def org_import(file: Path, reset_passwords: bool) -> None:
         db.session.rollback()
         raise click.ClickException(f"{file}: nothing was imported.\n{exc}") from exc
     db.session.commit()
-    click.echo(str(report))
+    click.echo(report.summary())
 
 
 @main.command(help="Load the demo township and sample cases into an empty database.")
