@@ -332,7 +332,7 @@ class Runtime:
         return self.serializer.deserialize_json(case.workflow)
 
     def _actionable(self, session: Session, actor: Viewer, item_id: int) -> tuple[WorkItem, Case]:
-        item = session.get(WorkItem, item_id)
+        item = session.get(WorkItem, item_id) if 0 < item_id < 2**63 else None
         if item is None:
             raise NotFound("no such work item")
         case = item.case

@@ -28,6 +28,7 @@ from .openapi import build_openapi
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 PAGE = 50
+MAX_ID = 2**63 - 1
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 STATUS_OF = {Invalid: 400, Forbidden: 403, NotFound: 404, Conflict: 409}
 
@@ -112,15 +113,20 @@ def encode_cursor(values: list) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
 
-def decode_cursor(text: str) -> list:
+def decode_cursor(text: str, *kinds: type) -> list:
+    """A cursor this API gave out: a list of the given kinds, ids in the database's range."""
+    bad = Invalid("bad cursor", {"cursor": "not a cursor this API gave out"})
     try:
         padded = text + "=" * (-len(text) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded))
-        if not isinstance(values, list):
-            raise ValueError
-        return values
-    except (ValueError, json.JSONDecodeError) as exc:
-        raise Invalid("bad cursor", {"cursor": "not a cursor this API gave out"}) from exc
+    except ValueError as exc:
+        raise bad from exc
+    if not isinstance(values, list) or len(values) != len(kinds):
+        raise bad
+    for value, kind in zip(values, kinds, strict=True):
+        if type(value) is not kind or (kind is int and not 0 < value <= MAX_ID):
+            raise bad
+    return values
 
 
 # ------------------------------------------------------------------ serializers
@@ -254,8 +260,8 @@ def list_cases():
     if "unit" in args:
         query = query.where(_in_unit(args["unit"]))
     if "cursor" in args:
-        (last_id,) = decode_cursor(args["cursor"])
-        query = query.where(Case.id < int(last_id))
+        (last_id,) = decode_cursor(args["cursor"], int)
+        query = query.where(Case.id < last_id)
     cases = list(db.session.scalars(query.order_by(Case.id.desc()).limit(PAGE + 1)))
     more = len(cases) > PAGE
     cases = cases[:PAGE]
@@ -319,11 +325,13 @@ def inbox():
     if "category" in args:
         query = query.where(Case.category == args["category"])
     if "cursor" in args:
-        values = decode_cursor(args["cursor"])
+        last_text, last_id = decode_cursor(args["cursor"], str, int)
         try:
-            last_due, last_id = datetime.fromisoformat(values[0]), int(values[1])
-        except (ValueError, TypeError, IndexError) as exc:
+            last_due = datetime.fromisoformat(last_text)
+        except ValueError as exc:
             raise Invalid("bad cursor", {"cursor": "not a cursor this API gave out"}) from exc
+        if last_due.tzinfo is None:
+            raise Invalid("bad cursor", {"cursor": "not a cursor this API gave out"})
         query = query.where(tuple_(due, WorkItem.id) > tuple_(last_due, last_id))
     items = list(db.session.scalars(query.order_by(due, WorkItem.id).limit(PAGE + 1)))
     more = len(items) > PAGE
