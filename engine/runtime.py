@@ -23,6 +23,7 @@ from SpiffWorkflow.util.task import TaskState
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.orm.exc import StaleDataError
 
 from . import spiffclock
@@ -259,6 +260,8 @@ class Runtime:
                 fired += self.fire_case_timers(session, case_id, as_of)
             except Conflict:
                 log.info("case %s changed while its timers fired; skipped", case_id)
+            except Exception:  # one broken case must not stop every other escalation
+                log.exception("firing the timers of case %s failed; retried next time", case_id)
         return fired
 
     def fire_case_timers(self, session: Session, case_id: int, as_of: datetime) -> bool:
@@ -351,6 +354,7 @@ class Runtime:
     def _touch(self, ctx: StepContext, case: Case, type_: str, item: WorkItem, data: dict) -> None:
         """A step that changes no workflow still bumps the case version and appends its event."""
         case.updated_at = ctx.now
+        flag_modified(case, "updated_at")  # the versioned UPDATE runs even at the same instant
         chain = Chain.open(ctx.session, case)
         chain.append(iso(ctx.now), type_, ctx.actor, item.task, data, case.diagram.sha256)
 
@@ -366,12 +370,18 @@ class Runtime:
         tier_before = _tier_of(workflow)
         ran: list = []
         workflow.script_engine = self._script_engine(ctx)
-        action()
-        while True:
-            workflow.do_engine_steps(did_complete_task=ran.append)
-            workflow.refresh_timers()
-            if not any(not t.task_spec.manual for t in workflow.get_tasks(state=TaskState.READY)):
-                break
+        # Diagram code must not trigger database I/O: a flush inside a timer expression would
+        # surface a concurrent change as a script error instead of a retryable conflict.
+        ctx.work_calendar()
+        with ctx.session.no_autoflush:
+            action()
+            while True:
+                workflow.do_engine_steps(did_complete_task=ran.append)
+                workflow.refresh_timers()
+                if not any(
+                    not t.task_spec.manual for t in workflow.get_tasks(state=TaskState.READY)
+                ):
+                    break
         for task in ran:
             props = getattr(task.task_spec, "extensions", {}).get("properties", {})
             if props.get("marksOverdue") == "true":
@@ -616,7 +626,9 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _is_concurrency(exc: Exception) -> bool:
+def _is_concurrency(exc: BaseException | None) -> bool:
+    if exc is None:
+        return False
     if isinstance(exc, StaleDataError | IntegrityError):
         return True
     text = str(exc).lower()

@@ -143,6 +143,8 @@ def _check_cached(source: str, mode: str, helpers: frozenset[str]) -> None:
                     raise UnsafeScript(f"calling '{func.id}' is not allowed in diagram scripts")
             elif not isinstance(func, ast.Attribute):
                 raise UnsafeScript("only named functions may be called in diagram scripts")
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow | ast.LShift):
+            raise UnsafeScript("** and << are not allowed in diagram scripts (unbounded cost)")
         elif isinstance(node, ast.FormattedValue) and node.format_spec is not None:
             raise UnsafeScript("format specs are not allowed in diagram scripts")
 

@@ -298,9 +298,7 @@ def test_parse_rejects_duplicates_and_wrong_shapes():
     assert fields_of({"year": 2027, "holidays": ["2027-01-01", "2027-01-01"], "workdays": []}) == {
         "holidays[1]": "listed twice (also holidays[0])"
     }
-    assert set(fields_of({"year": 2027, "holidays": "2027-01-01", "workdays": []})) == {
-        "holidays"
-    }
+    assert set(fields_of({"year": 2027, "holidays": "2027-01-01", "workdays": []})) == {"holidays"}
     assert set(fields_of(["2027-01-01"])) == {"file"}
     assert set(fields_of("{}")) == {"file"}
 

@@ -1,0 +1,253 @@
+"""Shared fixtures: a SQLite file database, a FixedClock, a Runtime, the repository's bundle deployed
+and a small organisation imported from a DESIGN §9 file.
+
+The town XDK has two villages. V01 (liaison leader tl1) has district V01-D1 with grids G01 (leader
+gl1, officers off1 and off1b) and G02 (gl2, off2); V02 (no liaison leader, so every town leader
+sees its town items) has district V02-D1 with grids G01 (gl3, off3) and G02 (gl4, off4). Town
+leaders tl1 and tl2, department PS with officer ps1, auditor aud, admin adm.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from engine.access import Viewer, inbox_scope, viewer_of
+from engine.clock import FixedClock
+from engine.models import Case, CaseEvent, Person, Timer, WorkItem
+from engine.org import import_org
+from engine.passwords import Passwords
+from engine.runtime import Runtime
+from engine.specs import Bundle, SpecRegistry, deploy, load_bundle
+from engine.storage import create_schema, make_engine, make_sessionmaker
+
+REPO = Path(__file__).resolve().parents[1]
+# Monday 2026-11-23 10:00 in Asia/Shanghai.
+START = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+GRID = "V01-D1-G01"
+
+ORG_YAML = """\
+town: {code: XDK, name: 小渡口镇}
+leaders:
+  - {username: tl1, name: 张伟, password: pw, liaises: [V01]}
+  - {username: tl2, name: 李强, password: pw}
+departments:
+  - {code: PS, name: 派出所, officers: [{username: ps1, name: 王警官, password: pw}]}
+villages:
+  - code: V01
+    name: 一村
+    secretary: {username: vs1, name: 赵书记, password: pw}
+    districts:
+      - code: V01-D1
+        name: 一片
+        leader: {username: dl1, name: 钱片长, password: pw}
+        grids:
+          - code: V01-D1-G01
+            name: 一组
+            households: 4
+            leader: {username: gl1, name: 孙组长, password: pw}
+            officers:
+              - {username: off1, name: 周信息员, password: pw}
+              - {username: off1b, name: 吴信息员, password: pw}
+          - code: V01-D1-G02
+            name: 二组
+            households: 3
+            leader: {username: gl2, name: 郑组长, password: pw}
+            officers: [{username: off2, name: 冯信息员, password: pw}]
+  - code: V02
+    name: 二村
+    secretary: {username: vs2, name: 陈书记, password: pw}
+    districts:
+      - code: V02-D1
+        name: 一片
+        leader: {username: dl2, name: 褚片长, password: pw}
+        grids:
+          - code: V02-D1-G01
+            name: 一组
+            households: 3
+            leader: {username: gl3, name: 卫组长, password: pw}
+            officers: [{username: off3, name: 蒋信息员, password: pw}]
+          - code: V02-D1-G02
+            name: 二组
+            households: 3
+            leader: {username: gl4, name: 沈组长, password: pw}
+            officers: [{username: off4, name: 韩信息员, password: pw}]
+auditors: [{username: aud, name: 杨审计, password: pw}]
+admins: [{username: adm, name: 朱管理, password: pw}]
+"""
+
+ACCEPT_NORMAL = {"valid": True, "category": "resident_request", "severity": "normal"}
+
+
+@pytest.fixture(scope="session")
+def bundle() -> Bundle:
+    return load_bundle(REPO)
+
+
+@pytest.fixture(scope="session")
+def registry() -> SpecRegistry:
+    """Parsed specs by hash, shared like one server process shares them across requests."""
+    return SpecRegistry()
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory, bundle, registry) -> Path:
+    """A database file with the schema, the repository's bundle deployed and the organisation
+    imported; each test gets a copy (building it per test costs more than copying it)."""
+    path = tmp_path_factory.mktemp("template") / "gridloop.sqlite"
+    engine = make_engine(f"sqlite:///{path}")
+    create_schema(engine)
+    session = make_sessionmaker(engine)()
+    deploy(session, registry, bundle, "system", START)
+    session.commit()
+    import_org(session, ORG_YAML, Passwords(cheap=True))
+    session.commit()
+    session.close()
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def db_url(tmp_path, template_db) -> str:
+    path = tmp_path / "gridloop.sqlite"
+    shutil.copyfile(template_db, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def db_engine(db_url):
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def make_session(db_engine):
+    return make_sessionmaker(db_engine)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(START)
+
+
+@pytest.fixture
+def runtime(clock, registry) -> Runtime:
+    return Runtime(clock, registry)
+
+
+@pytest.fixture
+def session(make_session):
+    s = make_session()
+    yield s
+    s.close()
+
+
+class Loop:
+    """Helpers that drive cases the way the API would, and read what a user would see."""
+
+    def __init__(self, session, runtime: Runtime, clock: FixedClock):
+        self.session, self.runtime, self.clock = session, runtime, clock
+
+    def viewer(self, username: str) -> Viewer:
+        person = self.session.scalars(select(Person).where(Person.username == username)).one()
+        return viewer_of(self.session, person)
+
+    def open(self, officer: str | None = "off1", grid: str = GRID, **fields) -> Case:
+        fields.setdefault("title", "路灯坏了")
+        actor = self.viewer(officer) if officer else None
+        return self.runtime.open_case(self.session, actor, grid=grid, **fields)
+
+    def reload(self, case: Case) -> Case:
+        self.session.rollback()
+        self.session.expire_all()
+        return self.session.get(Case, case.id)
+
+    def items(self, case: Case) -> list[WorkItem]:
+        """The case's open work items."""
+        return list(
+            self.session.scalars(
+                select(WorkItem)
+                .where(WorkItem.case_id == case.id, WorkItem.completed_at.is_(None))
+                .order_by(WorkItem.id)
+            )
+        )
+
+    def item(self, case: Case) -> WorkItem:
+        """The case's one open work item."""
+        items = self.items(case)
+        assert len(items) == 1, [(i.task, i.role) for i in items]
+        return items[0]
+
+    def all_items(self, case: Case) -> list[WorkItem]:
+        return list(
+            self.session.scalars(
+                select(WorkItem).where(WorkItem.case_id == case.id).order_by(WorkItem.id)
+            )
+        )
+
+    def inbox(self, username: str) -> list[WorkItem]:
+        viewer = self.viewer(username)
+        return list(
+            self.session.scalars(
+                select(WorkItem)
+                .where(inbox_scope(viewer), WorkItem.completed_at.is_(None))
+                .order_by(WorkItem.id)
+            )
+        )
+
+    def complete(self, username: str, case: Case, data: dict) -> Case:
+        """Complete the case's one open item as `username`."""
+        return self.runtime.complete(self.session, self.viewer(username), self.item(case).id, data)
+
+    def events(self, case: Case) -> list[CaseEvent]:
+        return list(
+            self.session.scalars(
+                select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.seq)
+            )
+        )
+
+    def types(self, case: Case) -> list[str]:
+        return [e.type for e in self.events(case)]
+
+    def last(self, case: Case, type_: str) -> CaseEvent:
+        found = [e for e in self.events(case) if e.type == type_]
+        assert found, f"no {type_} event in {self.types(case)}"
+        return found[-1]
+
+    def timers(self, case: Case) -> list[Timer]:
+        return list(
+            self.session.scalars(
+                select(Timer).where(Timer.case_id == case.id).order_by(Timer.due_at)
+            )
+        )
+
+    def counts(self) -> dict[str, int]:
+        return {
+            model.__tablename__: self.session.scalar(select(func.count()).select_from(model))
+            for model in (Case, CaseEvent, WorkItem, Timer)
+        }
+
+    def fire(self, at: datetime | None = None) -> int:
+        """Move the clock to `at` (if given) and fire what is due, as the ticker would."""
+        if at is not None:
+            self.clock.set(at)
+        return self.runtime.fire_due_timers(self.session)
+
+    # ------------------------------------------------------------ common paths
+
+    def accepted(self, officer: str = "off1", grid: str = GRID, **accept) -> Case:
+        """A case opened and accepted by `officer`; it waits in handling."""
+        case = self.open(officer, grid)
+        return self.complete(officer, case, {**ACCEPT_NORMAL, **accept})
+
+
+@pytest.fixture
+def gl(session, runtime, clock) -> Loop:
+    return Loop(session, runtime, clock)

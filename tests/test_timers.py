@@ -1,0 +1,330 @@
+"""Time limits as the tiers feel them: supervision (督办) at 80%, escalation at 100%, working days,
+urgent clock hours, and catching up with `fire_due_timers(as_of=...)`. The clock moves; nothing
+sleeps."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import GRID, START
+
+from engine.clock import iso
+from engine.models import Unit
+from engine.workcal import import_calendar
+
+SH = ZoneInfo("Asia/Shanghai")
+US = timedelta(microseconds=1)
+
+
+def sh(*args: int) -> datetime:
+    """An instant given in Shanghai wall-clock time, as UTC."""
+    return datetime(*args, tzinfo=SH).astimezone(UTC)
+
+
+def data(event) -> dict:
+    return json.loads(event.data)
+
+
+def unit_code(gl, item) -> str:
+    return gl.session.get(Unit, item.unit_id).code
+
+
+# (tier, unit, 80% instant, 100% instant, who the notice goes to besides handler and owner)
+NORMAL_CLIMB = [
+    ("grid_leader", GRID, sh(2026, 11, 24, 5, 12), sh(2026, 11, 24, 10), "district_leader@V01-D1"),
+    (
+        "district_leader",
+        "V01-D1",
+        sh(2026, 11, 26, 0, 24),
+        sh(2026, 11, 26, 10),
+        "village_secretary@V01",
+    ),
+    (
+        "village_secretary",
+        "V01",
+        sh(2026, 11, 30, 19, 36),
+        sh(2026, 12, 1, 10),
+        "town_leadership@XDK",
+    ),
+]
+
+
+def test_supervision_at_80_and_escalation_at_100_climb_every_tier(gl):
+    case = gl.accepted()
+    item = gl.item(case)
+    gl.runtime.claim(gl.session, gl.viewer("gl1"), item.id)
+    assert [(t.kind, t.due_at) for t in gl.timers(case)] == [
+        ("warn", sh(2026, 11, 24, 5, 12)),
+        ("due", sh(2026, 11, 24, 10)),
+    ]
+
+    for tier, unit, warn_at, due_at, above in NORMAL_CLIMB:
+        item = gl.item(case)
+        assert (item.role, unit_code(gl, item), item.due_at) == (tier, unit, due_at)
+        handler = item.claimed_by or f"{tier}@{unit}"
+
+        # A microsecond before 80%: nothing.
+        notices = gl.types(case).count("supervised")
+        assert gl.fire(warn_at - US) == 0
+        assert gl.types(case).count("supervised") == notices
+        assert gl.item(case).supervised_at is None
+
+        # 80%: a supervision notice, the item stays where it is.
+        assert gl.fire(warn_at) == 1
+        case = gl.reload(case)
+        notice = gl.events(case)[-1]
+        assert (notice.type, notice.actor, notice.at) == ("supervised", "system", iso(warn_at))
+        assert data(notice) == {
+            "tier": tier,
+            "due_at": iso(due_at),
+            "notify": [handler, "off1", above],
+        }
+        same = gl.item(case)
+        assert (same.id, same.supervised_at, same.completed_at) == (item.id, warn_at, None)
+        assert case.tier == tier and case.status == "handling"
+        assert [t.kind for t in gl.timers(case)] == ["due"]
+        assert gl.fire(due_at - US) == 0
+
+        # 100%: escalated one tier up, with a fresh limit from this instant.
+        assert gl.fire(due_at) == 1
+        case = gl.reload(case)
+        escalated = gl.events(case)[-1]
+        assert (escalated.type, escalated.at) == ("escalated", iso(due_at))
+        old = gl.session.get(type(item), item.id)
+        assert old.cancelled and old.completed_at == due_at and old.completed_by is None
+        new = gl.item(case)
+        assert new.created_at == due_at
+        assert new.role != tier and new.task == "handle"
+        assert case.tier == new.role and case.due_at == new.due_at
+        assert data(escalated) == {"from": tier, "tier": new.role, "due_at": iso(new.due_at)}
+        assert (
+            gl.types(case).count("escalated")
+            == NORMAL_CLIMB.index((tier, unit, warn_at, due_at, above)) + 1
+        )
+
+    # At town: 120 working hours from Tuesday 1 December 10:00.
+    town = gl.item(case)
+    assert (town.role, unit_code(gl, town)) == ("town_leadership", "XDK")
+    assert town.due_at == sh(2026, 12, 8, 10)
+    assert gl.fire(sh(2026, 12, 7, 10)) == 1
+    case = gl.reload(case)
+    assert data(gl.events(case)[-1]) == {
+        "tier": "town_leadership",
+        "due_at": iso(sh(2026, 12, 8, 10)),
+        "notify": ["town_leadership@XDK", "off1"],
+    }
+    assert not case.overdue_marked
+
+    # Town at 100%: nothing above; the case is marked overdue and the item stays open.
+    assert gl.fire(sh(2026, 12, 8, 10)) == 1
+    case = gl.reload(case)
+    last = gl.events(case)[-1]
+    assert last.type == "supervised" and data(last)["overdue"] is True
+    assert case.overdue_marked is True
+    assert (case.status, case.tier) == ("handling", "town_leadership")
+    assert gl.item(case).id == town.id
+    assert "escalated" not in gl.types(case)[-2:]
+    assert gl.timers(case) == []
+
+    events = len(gl.events(case))
+    assert gl.fire(sh(2026, 12, 30, 10)) == 0
+    assert len(gl.events(gl.reload(case))) == events, "a passed town deadline fires once"
+    case = gl.complete("tl1", case, {"outcome": "resolved"})
+    assert case.status == "feedback"
+
+
+URGENT_CLIMB = [
+    ("district_leader", sh(2026, 11, 23, 13, 12), sh(2026, 11, 23, 14)),
+    ("village_secretary", sh(2026, 11, 23, 20, 24), sh(2026, 11, 23, 22)),
+    ("town_leadership", sh(2026, 11, 24, 17, 12), sh(2026, 11, 24, 22)),
+]
+
+
+def test_urgent_limits_are_clock_hours_at_every_tier(gl):
+    case = gl.accepted(category="dispute", severity="urgent")
+    assert case.tier == "district_leader", "urgent cases start with the district leader"
+    for tier, warn_at, due_at in URGENT_CLIMB:
+        item = gl.item(case)
+        assert (item.role, item.due_at) == (tier, due_at)
+        assert [t.due_at for t in gl.timers(case)] == [warn_at, due_at]
+        assert gl.fire(warn_at) == 1
+        assert gl.fire(due_at) == 1
+        case = gl.reload(case)
+        types = gl.types(case)
+        assert types[-2] == "supervised"
+        assert types[-1] == ("supervised" if tier == "town_leadership" else "escalated")
+    assert case.overdue_marked and case.tier == "town_leadership"
+
+
+def test_urgent_safety_hazard_starts_with_the_village_secretary(gl):
+    case = gl.accepted(category="safety_hazard", severity="urgent")
+    item = gl.item(case)
+    assert (case.tier, item.role, unit_code(gl, item)) == (
+        "village_secretary",
+        "village_secretary",
+        "V01",
+    )
+    assert item.due_at == START + timedelta(hours=8)
+
+
+def test_low_and_normal_cases_start_with_the_grid_leader(gl):
+    for severity in ("low", "normal"):
+        case = gl.accepted(category="safety_hazard", severity=severity)
+        assert gl.item(case).role == "grid_leader"
+        assert gl.item(case).due_at == sh(2026, 11, 24, 10)
+
+
+def test_a_weekend_stretches_a_working_time_limit(gl):
+    gl.clock.set(sh(2026, 11, 27, 15))  # Friday afternoon
+    case = gl.accepted()
+    item = gl.item(case)
+    # 9 hours left on Friday, then Monday's first 15.
+    assert item.due_at == sh(2026, 11, 30, 15)
+    assert [t.due_at for t in gl.timers(case)] == [sh(2026, 11, 30, 10, 12), item.due_at]
+    assert gl.fire(sh(2026, 11, 28, 15)) == 0
+    assert gl.fire(sh(2026, 11, 29, 23, 59)) == 0
+    assert gl.reload(case).tier == "grid_leader"
+    assert gl.types(case)[-1] == "task_completed"
+
+
+def test_a_case_accepted_on_saturday_starts_counting_on_monday(gl):
+    gl.clock.set(sh(2026, 11, 28, 10))
+    case = gl.accepted()
+    assert gl.item(case).due_at == sh(2026, 12, 1, 0)
+
+
+def test_urgent_cases_do_not_wait_for_monday(gl):
+    gl.clock.set(sh(2026, 11, 27, 15))  # Friday afternoon
+    urgent = gl.accepted(category="dispute", severity="urgent")
+    hazard = gl.accepted(category="safety_hazard", severity="urgent")
+    assert gl.item(urgent).due_at == sh(2026, 11, 27, 19)
+    assert gl.item(hazard).due_at == sh(2026, 11, 27, 23)
+    # Saturday morning: both escalated overnight, without waiting for a working day.
+    assert gl.fire(sh(2026, 11, 28, 9)) == 2
+    assert gl.reload(urgent).tier == "village_secretary"
+    assert gl.reload(hazard).tier == "town_leadership"
+    assert gl.item(urgent).due_at == sh(2026, 11, 28, 17)
+    assert gl.item(hazard).due_at == sh(2026, 11, 29, 9)
+
+
+def test_national_day_holidays_stretch_a_limit(gl):
+    gl.clock.set(sh(2026, 9, 30, 10))  # the Wednesday before the National Day week
+    case = gl.accepted()
+    assert gl.item(case).due_at == sh(2026, 10, 8, 10)
+
+
+def test_holidays_entered_by_an_administrator_count(gl):
+    import_calendar(gl.session, {"year": 2026, "holidays": ["2026-11-24"], "workdays": []})
+    gl.session.commit()
+    case = gl.accepted()
+    assert gl.item(case).due_at == sh(2026, 11, 25, 10)
+    assert data(gl.last(case, "task_completed"))["due_at"] == iso(sh(2026, 11, 25, 10))
+
+
+def test_a_resolved_case_leaves_no_timers_behind(gl):
+    case = gl.accepted()
+    assert gl.fire(sh(2026, 11, 24, 5, 12)) == 1
+    case = gl.complete("gl1", case, {"outcome": "resolved"})
+    assert gl.timers(case) == []
+    assert gl.fire(sh(2026, 12, 24, 10)) == 0
+    case = gl.reload(case)
+    assert (case.status, case.tier) == ("feedback", "grid_leader")
+    assert "escalated" not in gl.types(case)
+
+
+@pytest.mark.parametrize("clock_behind", [True, False])
+def test_fire_as_of_a_late_instant_moves_one_tier_with_a_limit_from_then(gl, clock_behind):
+    case = gl.accepted()
+    late = sh(2026, 12, 7, 10)  # two weeks on: past the grid's and any district deadline
+    if not clock_behind:
+        gl.clock.set(late + timedelta(hours=5))
+    before = len(gl.events(case))
+    assert gl.runtime.fire_due_timers(gl.session, as_of=late) == 1
+    case = gl.reload(case)
+    fired = gl.events(case)[before:]
+    assert [e.type for e in fired] == ["supervised", "escalated"]
+    assert {e.at for e in fired} == {iso(late)}
+    assert data(fired[0])["due_at"] == iso(sh(2026, 11, 24, 10))
+    assert data(fired[1]) == {
+        "from": "grid_leader",
+        "tier": "district_leader",
+        "due_at": iso(sh(2026, 12, 9, 10)),
+    }
+    assert case.tier == "district_leader"
+    item = gl.item(case)
+    assert (item.role, item.created_at, item.due_at) == (
+        "district_leader",
+        late,
+        sh(2026, 12, 9, 10),
+    )
+    assert min(t.due_at for t in gl.timers(case)) > late
+
+    # Again as of the same instant: nothing is due any more, the case stays one tier up.
+    assert gl.runtime.fire_due_timers(gl.session, as_of=late) == 0
+    assert gl.reload(case).tier == "district_leader"
+    assert len(gl.events(case)) == before + 2
+
+    # A later catch-up moves it one more tier, from its own instant.
+    later = sh(2026, 12, 31, 10)
+    assert gl.runtime.fire_due_timers(gl.session, as_of=later) == 1
+    case = gl.reload(case)
+    assert case.tier == "village_secretary"
+    assert gl.item(case).created_at == later
+
+
+def test_fire_as_of_moves_each_due_case_once(gl):
+    a = gl.accepted()
+    b = gl.accepted("off2", grid="V01-D1-G02")
+    c = gl.accepted("off3", grid="V02-D1-G01")
+    gl.clock.advance(hours=23)
+    fresh = gl.accepted("off4", grid="V02-D1-G02")  # due a day later than the others
+    assert gl.runtime.fire_due_timers(gl.session, as_of=sh(2026, 11, 24, 12)) == 3
+    assert [gl.reload(x).tier for x in (a, b, c, fresh)] == [
+        "district_leader",
+        "district_leader",
+        "district_leader",
+        "grid_leader",
+    ]
+    assert gl.types(fresh)[-1] == "task_completed"
+
+
+def test_every_step_that_starts_a_limit_records_its_deadline(gl):
+    """Replay must not depend on calendar data that changes later: each step that starts a limit
+    records the deadline (and tier) it computed."""
+    case = gl.accepted()  # accept starts the grid limit
+    gl.clock.advance(hours=1)
+    case = gl.complete("gl1", case, {"outcome": "refer_up", "note": "片长协调"})
+    gl.fire(gl.item(case).due_at)  # escalation starts the village limit
+    case = gl.reload(case)
+    gl.clock.advance(hours=2)
+    case = gl.complete("vs1", case, {"outcome": "resolved"})
+    case = gl.complete("off1", case, {"satisfaction": "unsatisfied", "note": "不满意"})  # reopen
+    case = gl.complete("vs1", case, {"outcome": "resolved"})
+    case = gl.complete("off1", case, {"satisfaction": "satisfied"})
+    case = gl.complete("vs1", case, {"summary": "办结"})
+    gl.clock.advance(hours=1)
+    case = gl.complete("tl1", case, {"approved": False, "note": "退回"})  # returned review
+    assert case.status == "handling"
+
+    handles = [i for i in gl.all_items(case) if i.task == "handle"]
+    assert len(handles) == 5
+    starting = [e for e in gl.events(case) if "due_at" in data(e) and e.type != "supervised"]
+    assert [(e.type, e.task) for e in starting] == [
+        ("task_completed", "accept"),
+        ("task_completed", "handle"),
+        ("escalated", None),
+        ("reopened", None),
+        ("task_completed", "review"),
+    ]
+    for event, item in zip(starting, handles, strict=True):
+        assert data(event)["due_at"] == iso(item.due_at)
+        assert data(event)["tier"] == item.role
+        assert event.at == iso(item.created_at)
+    # Steps that start no limit record none.
+    for e in gl.events(case):
+        if e.type == "task_completed" and e.task in ("feedback", "report"):
+            if data(e).get("satisfaction") != "unsatisfied":
+                assert "due_at" not in data(e)
