@@ -12,7 +12,7 @@ from sqlalchemy import and_, exists, false, or_, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from .models import TIERS, Case, CaseDepartment, Liaison, Person, Unit, WorkItem
+from .models import TIERS, Case, CaseDepartment, Liaison, Person, Position, Unit, WorkItem
 
 _CASE_COLUMN = {
     "town": Case.town_id,
@@ -71,7 +71,23 @@ def case_scope(viewer: Viewer) -> ColumnElement[bool]:
 
 
 def can_see_case(session: Session, viewer: Viewer, case: Case) -> bool:
-    return bool(session.scalar(select(exists().where(Case.id == case.id, case_scope(viewer)))))
+    """case_scope for one loaded case, without a query unless departments are involved."""
+    if viewer.is_auditor:
+        return True
+    departments = []
+    for role, unit_id, level in viewer.positions:
+        if role in ("auditor", "admin"):
+            continue
+        if level == "department":
+            departments.append(unit_id)
+        elif getattr(case, f"{level}_id") == unit_id:
+            return True
+    if not departments:
+        return False
+    named = select(CaseDepartment).where(
+        CaseDepartment.case_id == case.id, CaseDepartment.unit_id.in_(departments)
+    )
+    return bool(session.scalar(select(exists(named))))
 
 
 def _liaison_ok() -> ColumnElement[bool]:
@@ -103,13 +119,18 @@ def inbox_scope(viewer: Viewer) -> ColumnElement[bool]:
 
 
 def may_act(session: Session, viewer: Viewer, item: WorkItem) -> bool:
-    return bool(session.scalar(select(exists().where(WorkItem.id == item.id, inbox_scope(viewer)))))
+    """inbox_scope for one loaded item: whether this viewer may claim or complete it."""
+    if item.assignee is not None:
+        return item.assignee == viewer.username
+    if (item.role, item.unit_id) not in viewer.tier_positions() or item.excluded == viewer.username:
+        return False
+    if item.role == "town_leadership" and item.village_id not in viewer.liaises:
+        return not session.scalar(select(exists().where(Liaison.village_id == item.village_id)))
+    return True
 
 
 def eligible_town_leaders(session: Session, village_id: int, town_id: int) -> list[str]:
     """Active town leaders who would see a town item of this village."""
-    from .models import Position
-
     liaisons = select(Liaison.person_id).where(Liaison.village_id == village_id)
     has_liaison = session.scalar(select(exists(liaisons)))
     query = (

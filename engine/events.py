@@ -58,21 +58,16 @@ def as_dict(case_number: str, row: CaseEvent) -> dict[str, Any]:
 
 
 class Chain:
-    """Appends to one case's chain within the current step's transaction."""
+    """Appends to one case's chain within the current step's transaction. The head (last seq and
+    hash) lives on the case row, so it moves under the case's version check."""
 
-    def __init__(self, session: Session, case: Case, head: tuple[int, str]):
+    def __init__(self, session: Session, case: Case):
         self.session, self.case = session, case
-        self.seq, self.head = head
+        self.seq, self.head = case.event_seq or 0, case.event_head or GENESIS
 
     @classmethod
     def open(cls, session: Session, case: Case) -> Chain:
-        last = session.execute(
-            select(CaseEvent.seq, CaseEvent.hash)
-            .where(CaseEvent.case_id == case.id)
-            .order_by(CaseEvent.seq.desc())
-            .limit(1)
-        ).first()
-        return cls(session, case, (last[0], last[1]) if last else (0, GENESIS))
+        return cls(session, case)
 
     def append(
         self, at: str, type_: str, actor: str, task: str | None, data: dict, diagram: str
@@ -102,6 +97,7 @@ class Chain:
         )
         self.session.add(row)
         self.seq, self.head = event["seq"], digest
+        self.case.event_seq, self.case.event_head = self.seq, self.head
         return row
 
 

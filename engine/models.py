@@ -139,7 +139,9 @@ class DiagramVersion(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     process_id: Mapped[str] = mapped_column(String(100), index=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    files: Mapped[dict] = mapped_column(JSON)  # POSIX path from the repository root -> content
+    # POSIX path from the repository root -> content. Deferred: steps need only the hash, and the
+    # bundle is parsed once per process by the SpecRegistry.
+    files: Mapped[dict] = deferred(mapped_column(JSON))
     deployed_by: Mapped[str] = mapped_column(String(64))
     deployed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -182,6 +184,10 @@ class Case(Base):
     satisfaction: Mapped[str | None] = mapped_column(String(32))
     reopen_count: Mapped[int] = mapped_column(Integer, default=0)
     overdue_marked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The head of the event chain, kept on the row the version counter guards: appending needs no
+    # extra read, and two steps can never both append the same seq.
+    event_seq: Mapped[int] = mapped_column(Integer, default=0)
+    event_head: Mapped[str] = mapped_column(String(64), default="0" * 64)
     diagram_id: Mapped[int] = mapped_column(ForeignKey("diagram_version.id"))
     workflow: Mapped[str] = deferred(mapped_column(Text))
     version: Mapped[int] = mapped_column(Integer, nullable=False)

@@ -70,7 +70,7 @@ class StepContext:
     calendar: WorkCalendar | None = None
     events: list[tuple[str, str | None, dict]] = field(default_factory=list)
     hot: tuple[Case, BpmnWorkflow] | None = None
-    tier_before: str | None = None
+    timers_before: frozenset | None = frozenset()
 
     def work_calendar(self) -> WorkCalendar:
         if self.calendar is None:
@@ -167,6 +167,7 @@ class Runtime:
 
             def claim_accept(items: list[WorkItem]) -> None:
                 if actor is not None:
+                    session.flush()  # the claimed event names the item's id
                     items[0].claimed_by, items[0].claimed_at = actor.username, ctx.now
                     ctx.events.append(("claimed", items[0].task, {"work_item": items[0].id}))
 
@@ -279,6 +280,7 @@ class Runtime:
             spec = self.registry.get(case.diagram)
             workflow = self._load(session, case)
             self._advance(ctx, case, spec, workflow, lambda: None)
+            ctx.timers_before = None  # a due row was found: rewrite the rows whatever happened
             self._save(ctx, case, spec, workflow)
             return True
 
@@ -296,7 +298,9 @@ class Runtime:
             session.expire_all()
             ctx = StepContext(session, at or self.clock.now(), actor)
             try:
-                with spiffclock.step_clock(ctx.now):
+                # No autoflush: a step writes when it is done, not whenever it reads, and diagram
+                # code that reads (the calendar) never flushes half a step.
+                with spiffclock.step_clock(ctx.now), session.no_autoflush:
                     result = step(ctx)
                 session.commit()
             except (StaleDataError, IntegrityError, OperationalError) as exc:
@@ -322,6 +326,7 @@ class Runtime:
             self._hot.pop(ctx.hot[0].id, None)
 
     def _remember(self, case_id: int, version: int, workflow: BpmnWorkflow) -> None:
+        workflow.script_engine = None  # it holds the step's context; each step sets its own
         self._hot[case_id] = (version, workflow)
         self._hot.move_to_end(case_id)
         while len(self._hot) > self._hot_limit:
@@ -367,21 +372,17 @@ class Runtime:
         action: Callable[[], None],
     ) -> None:
         """Run `action`, then every automatic task and due timer, recording diagram events."""
-        tier_before = _tier_of(workflow)
+        tier_before = case.tier
         ran: list = []
         workflow.script_engine = self._script_engine(ctx)
-        # Diagram code must not trigger database I/O: a flush inside a timer expression would
-        # surface a concurrent change as a script error instead of a retryable conflict.
-        ctx.work_calendar()
-        with ctx.session.no_autoflush:
-            action()
-            while True:
-                workflow.do_engine_steps(did_complete_task=ran.append)
-                workflow.refresh_timers()
-                if not any(
-                    not t.task_spec.manual for t in workflow.get_tasks(state=TaskState.READY)
-                ):
-                    break
+        ctx.timers_before = _timers_of(workflow)
+        action()
+        # do_engine_steps ends by refreshing timers, which can leave fired boundary events READY
+        # but not run: go on until nothing automatic is READY.
+        while True:
+            workflow.do_engine_steps(did_complete_task=ran.append)
+            if not any(not t.task_spec.manual for t in workflow.get_tasks(state=TaskState.READY)):
+                break
         for task in ran:
             props = getattr(task.task_spec, "extensions", {}).get("properties", {})
             if props.get("marksOverdue") == "true":
@@ -391,7 +392,6 @@ class Runtime:
                 ctx.events.append(
                     (kind, None, self._event_data(ctx, case, task, props, tier_before))
                 )
-        ctx.tier_before = tier_before
 
     def _event_data(self, ctx, case, task, props, tier_before) -> dict:
         kind = props["event"]
@@ -446,7 +446,9 @@ class Runtime:
                 started = item
         if on_new_items is not None:
             on_new_items(new_items)
-        self._refresh_timers(session, case, workflow)
+        timers = _timers_of(workflow)
+        if timers != ctx.timers_before:
+            self._refresh_timers(session, case, timers)
         self._update_case(ctx, case, workflow, ready)
         if started is not None and ctx.events:
             last = ctx.events[-1][2]
@@ -456,7 +458,6 @@ class Runtime:
         for type_, task_name, data in ctx.events:
             chain.append(iso(ctx.now), type_, ctx.actor, task_name, data, spec.sha256)
         case.workflow = self.serializer.serialize_json(workflow)
-        session.flush()
         ctx.hot = (case, workflow)
 
     def _new_item(self, ctx: StepContext, case: Case, info: TaskInfo, task) -> WorkItem:
@@ -498,7 +499,6 @@ class Runtime:
             if previous and others - {previous}:
                 item.excluded = previous
         ctx.session.add(item)
-        ctx.session.flush()
         return item
 
     def _update_case(
@@ -522,15 +522,8 @@ class Runtime:
             case.closed_at = ctx.now
             case.due_at = None
 
-    def _refresh_timers(self, session: Session, case: Case, workflow: BpmnWorkflow) -> None:
-        wanted = set()
-        for task in workflow.get_tasks(state=TaskState.WAITING):
-            event = getattr(task.task_spec, "event_definition", None)
-            if isinstance(event, TimerEventDefinition):
-                value = event.details(task).value
-                if value:
-                    props = task.task_spec.extensions.get("properties", {})
-                    wanted.add((parse_iso(value), props.get("timer", "timer"), task.task_spec.name))
+    def _refresh_timers(self, session: Session, case: Case, wanted: frozenset) -> None:
+        """Make the case's timer rows equal the workflow's pending timers."""
         rows = list(session.scalars(select(Timer).where(Timer.case_id == case.id)))
         have = {(r.due_at, r.kind, r.name): r for r in rows}
         for key, row in have.items():
@@ -635,9 +628,17 @@ def _is_concurrency(exc: BaseException | None) -> bool:
     return "locked" in text or "could not serialize" in text or "deadlock" in text
 
 
-def _tier_of(workflow: BpmnWorkflow) -> str | None:
-    ready = workflow.get_tasks(state=TaskState.READY, manual=True)
-    return ready[0].data.get("tier") if ready else None
+def _timers_of(workflow: BpmnWorkflow) -> frozenset:
+    """The workflow's pending timers as (due_at, kind, element id)."""
+    found = set()
+    for task in workflow.get_tasks(state=TaskState.WAITING):
+        event = getattr(task.task_spec, "event_definition", None)
+        if isinstance(event, TimerEventDefinition):
+            value = event.details(task).value
+            if value:
+                props = task.task_spec.extensions.get("properties", {})
+                found.add((parse_iso(value), props.get("timer", "timer"), task.task_spec.name))
+    return frozenset(found)
 
 
 def _attached_user_task(boundary_task):
