@@ -194,7 +194,7 @@ class Case(Base):
 
     __mapper_args__ = {"version_id_col": version}
 
-    grid: Mapped[Unit] = relationship(foreign_keys=[grid_id], lazy="joined")
+    grid: Mapped[Unit] = relationship(foreign_keys=[grid_id])
     diagram: Mapped[DiagramVersion] = relationship(lazy="joined")
 
 
@@ -234,8 +234,8 @@ class WorkItem(Base):
     completed_by: Mapped[str | None] = mapped_column(String(64))
     cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    case: Mapped[Case] = relationship(lazy="joined")
-    unit: Mapped[Unit] = relationship(foreign_keys=[unit_id], lazy="joined")
+    case: Mapped[Case] = relationship()
+    unit: Mapped[Unit] = relationship(foreign_keys=[unit_id])
 
 
 class Timer(Base):

@@ -22,7 +22,7 @@ from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinitio
 from SpiffWorkflow.util.task import TaskState
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -340,7 +340,11 @@ class Runtime:
         return self.serializer.deserialize_json(case.workflow)
 
     def _actionable(self, session: Session, actor: Viewer, item_id: int) -> tuple[WorkItem, Case]:
-        item = session.get(WorkItem, item_id) if 0 < item_id < 2**63 else None
+        item = (
+            session.get(WorkItem, item_id, options=[joinedload(WorkItem.case)])
+            if 0 < item_id < 2**63
+            else None
+        )
         if item is None:
             raise NotFound("no such work item")
         case = item.case
@@ -381,7 +385,7 @@ class Runtime:
         # but not run: go on until nothing automatic is READY.
         while True:
             workflow.do_engine_steps(did_complete_task=ran.append)
-            if not any(not t.task_spec.manual for t in workflow.get_tasks(state=TaskState.READY)):
+            if not any(not t.task_spec.manual for t in _tasks(workflow, TaskState.READY)):
                 break
         for task in ran:
             props = getattr(task.task_spec, "extensions", {}).get("properties", {})
@@ -428,7 +432,7 @@ class Runtime:
     ) -> None:
         """Mirror the workflow into the case row, work items and timers; append the events."""
         session = ctx.session
-        ready = {str(t.id): t for t in workflow.get_tasks(state=TaskState.READY, manual=True)}
+        ready = {str(t.id): t for t in _tasks(workflow, TaskState.READY) if t.task_spec.manual}
         open_items = self._open_items(session, case)
         for item in open_items:
             if item.task_id not in ready:
@@ -628,10 +632,16 @@ def _is_concurrency(exc: BaseException | None) -> bool:
     return "locked" in text or "could not serialize" in text or "deadlock" in text
 
 
+def _tasks(workflow: BpmnWorkflow, state: TaskState) -> list:
+    """Tasks in a state, read off the workflow's flat task dict: SpiffWorkflow's tree iterator
+    costs several times more, and steps ask this a few times each."""
+    return [t for t in workflow.tasks.values() if t.state == state]
+
+
 def _timers_of(workflow: BpmnWorkflow) -> frozenset:
     """The workflow's pending timers as (due_at, kind, element id)."""
     found = set()
-    for task in workflow.get_tasks(state=TaskState.WAITING):
+    for task in _tasks(workflow, TaskState.WAITING):
         event = getattr(task.task_spec, "event_definition", None)
         if isinstance(event, TimerEventDefinition):
             value = event.details(task).value

@@ -13,6 +13,7 @@ from functools import wraps
 from flask import Blueprint, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from sqlalchemy import func, select, tuple_
+from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import HTTPException
 
 from engine.access import case_scope, inbox_scope, viewer_of
@@ -254,7 +255,7 @@ def open_case():
 @token_required
 def list_cases():
     args = parse(schemas.CaseListArgs, request.args.to_dict())
-    query = select(Case).where(case_scope(g.viewer))
+    query = select(Case).options(joinedload(Case.grid)).where(case_scope(g.viewer))
     if "status" in args:
         query = query.where(Case.status == args["status"])
     if "unit" in args:
@@ -312,6 +313,7 @@ def inbox():
     due = func.coalesce(WorkItem.due_at, FAR_FUTURE)
     query = (
         select(WorkItem)
+        .options(joinedload(WorkItem.case).joinedload(Case.grid), joinedload(WorkItem.unit))
         .join(Case, Case.id == WorkItem.case_id)
         .where(WorkItem.completed_at.is_(None), inbox_scope(g.viewer))
     )
