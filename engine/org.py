@@ -14,7 +14,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -23,6 +23,8 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from .clock import iso
+from .events import Chain
 from .models import ApiToken, Household, Liaison, Person, Position, Unit, WorkItem
 from .passwords import Passwords
 
@@ -519,7 +521,11 @@ def _read_plan(session: Session, data: Any) -> _Plan:
 
 
 def import_org(
-    session: Session, text: str, passwords: Passwords, reset_passwords: bool = False
+    session: Session,
+    text: str,
+    passwords: Passwords,
+    reset_passwords: bool = False,
+    now: datetime | None = None,
 ) -> ImportReport:
     """Import an organisation file (§9): check all of it, then synchronise the database to it.
 
@@ -531,16 +537,21 @@ def import_org(
     time for big files: the 16,000 households of the demo take several seconds to parse. Code
     that already holds the data as Python objects (the demo) calls `import_org_data` instead.
     """
-    return import_org_data(session, parse_org_file(text), passwords, reset_passwords)
+    return import_org_data(session, parse_org_file(text), passwords, reset_passwords, now)
 
 
 def import_org_data(
-    session: Session, data: Any, passwords: Passwords, reset_passwords: bool = False
+    session: Session,
+    data: Any,
+    passwords: Passwords,
+    reset_passwords: bool = False,
+    now: datetime | None = None,
 ) -> ImportReport:
     """`import_org` for data already parsed (ruamel nodes, or plain dicts such as `demo_org()`,
-    whose problems then carry line 0 and only their field path)."""
+    whose problems then carry line 0 and only their field path). `now` stamps the `released`
+    events of claims given back by deactivated people (the caller's clock; default the system's)."""
     plan = _read_plan(session, data)
-    return _Sync(session, plan, passwords, reset_passwords).run()
+    return _Sync(session, plan, passwords, reset_passwords, now or datetime.now(UTC)).run()
 
 
 class _Sync:
@@ -548,9 +559,15 @@ class _Sync:
     so the work is a handful of queries whatever the size of the township."""
 
     def __init__(
-        self, session: Session, plan: _Plan, passwords: Passwords, reset_passwords: bool
+        self,
+        session: Session,
+        plan: _Plan,
+        passwords: Passwords,
+        reset_passwords: bool,
+        now: datetime,
     ) -> None:
         self.session = session
+        self.now = now
         self.plan = plan
         self.passwords = passwords
         self.reset = reset_passwords
@@ -729,15 +746,27 @@ class _Sync:
                 person.active = False
                 self.report.people_deactivated += 1
         for chunk in _chunks([p.username for p in gone]):
-            released = self.session.execute(
-                update(WorkItem)
-                .where(WorkItem.claimed_by.in_(chunk), WorkItem.completed_at.is_(None))
-                .values(claimed_by=None, claimed_at=None)
-                .execution_options(synchronize_session="fetch")
+            claimed = self.session.scalars(
+                select(WorkItem).where(
+                    WorkItem.claimed_by.in_(chunk), WorkItem.completed_at.is_(None)
+                )
             )
-            self.report.claims_released += released.rowcount or 0
+            for item in claimed:
+                self.release(item)
         for chunk in _chunks([p.id for p in gone]):
             self.session.execute(delete(ApiToken).where(ApiToken.person_id.in_(chunk)))
+
+    def release(self, item: WorkItem) -> None:
+        """Give the item back to the holder's colleagues, in the case's history too: the case row
+        moves under its version check, so a step racing the import retries or answers 409."""
+        case = item.case
+        data = {"work_item": item.id, "from": item.claimed_by, "reason": "deactivated"}
+        item.claimed_by, item.claimed_at = None, None
+        case.updated_at = self.now
+        Chain.open(self.session, case).append(
+            iso(self.now), "released", "system", item.task, data, case.diagram.sha256
+        )
+        self.report.claims_released += 1
 
 
 def _assign(obj: Any, values: Mapping[str, Any]) -> bool:

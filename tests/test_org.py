@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from engine.demo_org import DEMO_LOGINS, demo_org, demo_org_yaml
+from engine.events import verify
 from engine.models import (
     LEVEL_OF_ROLE,
     ApiToken,
     Case,
+    CaseEvent,
     DiagramVersion,
     Household,
     Liaison,
@@ -503,6 +506,14 @@ def test_person_missing_from_reimport_is_deactivated(sessions, passwords):
         assert other.claimed_by == "g.leader"
         assert s.get(Case, ids["case"]).owner == "g02.officer"
         assert s.scalar(select(func.count()).select_from(ApiToken)) == 0
+        released = s.scalars(select(CaseEvent).where(CaseEvent.case_id == ids["case"])).all()
+        assert [(e.type, e.actor, e.seq) for e in released] == [("released", "system", 1)]
+        assert json.loads(released[0].data) == {
+            "work_item": ids["open"],
+            "from": "g02.officer",
+            "reason": "deactivated",
+        }
+        assert verify(s, s.get(Case, ids["case"])).ok
 
     report = run_import(sessions, SMALL, passwords)  # they come back
 

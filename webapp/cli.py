@@ -91,6 +91,7 @@ def org_import(file: Path, reset_passwords: bool) -> None:
             file.read_text(encoding="utf-8"),
             services(app).passwords,
             reset_passwords=reset_passwords,
+            now=services(app).runtime.clock.now(),
         )
     except OrgFileError as exc:
         db.session.rollback()
