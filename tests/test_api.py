@@ -970,3 +970,43 @@ def test_malformed_new_case_is_400_never_500(api_app, api_client, api_as):
     ):
         assert_error(api_client.post(f"{API}/cases", headers=off1, **kwargs), 400)
     assert api_client.get(f"{API}/cases", headers=off1).get_json()["items"] == []
+
+
+def test_the_embedded_ticker_escalates_a_case_whose_limit_passed(
+    api_app, api_client, api_as, api_clock
+):
+    """The server's ticker fires due timers through the same engine path as `timers fire-due`."""
+    from webapp.ticker import Ticker
+
+    officer = api_as("off1")
+    case = api_client.post(
+        "/api/v1/cases",
+        json={
+            "title": "河堤渗水",
+            "grid": "V01-D1-G01",
+            "category": "safety_hazard",
+            "severity": "urgent",
+        },
+        headers=officer,
+    ).get_json()
+    item = api_client.get("/api/v1/inbox", headers=officer).get_json()["items"][0]
+    data = {"valid": True, "category": "safety_hazard", "severity": "urgent"}
+    done = api_client.post(
+        f"/api/v1/work-items/{item['id']}/complete", json={"data": data}, headers=officer
+    ).get_json()
+    assert done["tier"] == "village_secretary"  # urgent hazards start at the village, 8 clock hours
+
+    ticker = Ticker(api_app)
+    assert ticker.tick() == 0
+    api_clock.advance(hours=8, seconds=1)
+    assert ticker.tick() == 1
+    after = api_client.get(f"/api/v1/cases/{case['number']}", headers=officer).get_json()
+    assert after["tier"] == "town_leadership"
+    types = [
+        e["type"]
+        for e in api_client.get(
+            f"/api/v1/cases/{case['number']}/events", headers=officer
+        ).get_json()["events"]
+    ]
+    assert types[-2:] == ["supervised", "escalated"]
+    assert ticker.tick() == 0

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
+from conftest import ORG_YAML, REPO
 from sqlalchemy import select
 
 from engine.access import inbox_scope, viewer_of
@@ -20,8 +21,6 @@ from engine.runtime import Runtime
 from engine.specs import SpecRegistry, deploy, load_bundle
 from engine.storage import create_schema, make_engine, make_sessionmaker
 from webapp.cli import main
-
-from conftest import ORG_YAML, REPO
 
 
 @pytest.fixture
