@@ -71,6 +71,8 @@ class StepContext:
     events: list[tuple[str, str | None, dict]] = field(default_factory=list)
     hot: tuple[Case, BpmnWorkflow] | None = None
     timers_before: frozenset | None = frozenset()
+    ready_before: frozenset[str] = frozenset()  # ids of the user tasks READY before the step
+    items: dict[str, WorkItem] = field(default_factory=dict)  # work items loaded, by task id
 
     def work_calendar(self) -> WorkCalendar:
         if self.calendar is None:
@@ -117,7 +119,7 @@ class Runtime:
                 actor is not None and ("info_officer", grid_unit.id) not in actor.tier_positions()
             ):
                 raise Invalid(
-                    "grid",
+                    "the request has errors",
                     {"grid": "not a grid you serve as information officer"}
                     if actor
                     else {"grid": "unknown grid"},
@@ -210,6 +212,7 @@ class Runtime:
         def step(ctx: StepContext) -> Case:
             session = ctx.session
             item, case = self._actionable(session, actor, item_id)
+            ctx.items[item.task_id] = item
             if item.claimed_by not in (None, actor.username):
                 raise Conflict(f"claimed by {item.claimed_by}")
             spec = self.registry.get(case.diagram)
@@ -380,6 +383,7 @@ class Runtime:
         ran: list = []
         workflow.script_engine = self._script_engine(ctx)
         ctx.timers_before = _timers_of(workflow)
+        ctx.ready_before = frozenset(_ready_user_tasks(workflow))
         action()
         # do_engine_steps ends by refreshing timers, which can leave fired boundary events READY
         # but not run: go on until nothing automatic is READY.
@@ -432,17 +436,16 @@ class Runtime:
     ) -> None:
         """Mirror the workflow into the case row, work items and timers; append the events."""
         session = ctx.session
-        ready = {str(t.id): t for t in _tasks(workflow, TaskState.READY) if t.task_spec.manual}
-        open_items = self._open_items(session, case)
-        for item in open_items:
-            if item.task_id not in ready:
-                item.completed_at = ctx.now
-                if item.completed_by is None:
-                    item.cancelled = True
-        known = {item.task_id for item in open_items}
+        ready = _ready_user_tasks(workflow)
+        # Work items mirror READY user tasks one to one, so the workflow says which items closed
+        # and which are new: no need to read the case's open items.
+        for item in self._items_of(ctx, case, ctx.ready_before - ready.keys()):
+            item.completed_at = ctx.now
+            if item.completed_by is None:
+                item.cancelled = True
         started, new_items = None, []
         for task_id, task in ready.items():
-            if task_id in known:
+            if task_id in ctx.ready_before:
                 continue
             item = self._new_item(ctx, case, spec.tasks[task.task_spec.name], task)
             new_items.append(item)
@@ -536,14 +539,14 @@ class Runtime:
         for due_at, kind, name in wanted - set(have):
             session.add(Timer(case_id=case.id, due_at=due_at, kind=kind, name=name))
 
-    def _open_items(self, session: Session, case: Case) -> list[WorkItem]:
-        return list(
-            session.scalars(
-                select(WorkItem)
-                .where(WorkItem.case_id == case.id, WorkItem.completed_at.is_(None))
-                .order_by(WorkItem.id)
+    def _items_of(self, ctx: StepContext, case: Case, task_ids) -> list[WorkItem]:
+        missing = [t for t in task_ids if t not in ctx.items]
+        if missing:
+            rows = ctx.session.scalars(
+                select(WorkItem).where(WorkItem.case_id == case.id, WorkItem.task_id.in_(missing))
             )
-        )
+            ctx.items.update({row.task_id: row for row in rows})
+        return [ctx.items[t] for t in task_ids if t in ctx.items]
 
     def _departments(self, session: Session, case: Case, form: dict) -> list[Unit]:
         codes = form.get("departments") or []
@@ -636,6 +639,10 @@ def _tasks(workflow: BpmnWorkflow, state: TaskState) -> list:
     """Tasks in a state, read off the workflow's flat task dict: SpiffWorkflow's tree iterator
     costs several times more, and steps ask this a few times each."""
     return [t for t in workflow.tasks.values() if t.state == state]
+
+
+def _ready_user_tasks(workflow: BpmnWorkflow) -> dict:
+    return {str(t.id): t for t in _tasks(workflow, TaskState.READY) if t.task_spec.manual}
 
 
 def _timers_of(workflow: BpmnWorkflow) -> frozenset:
