@@ -262,3 +262,13 @@ class CaseEvent(Base):
     data: Mapped[str] = mapped_column(Text)
     diagram: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class LoginFailure(Base):
+    """Failed logins, kept briefly so that guessing is rate-limited per account and per address."""
+
+    __tablename__ = "login_failure"
+    __table_args__ = (Index("ix_login_failure_key_at", "key", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(120))  # "user:NAME" or "addr:IP"
+    at: Mapped[datetime] = mapped_column(UTCDateTime)

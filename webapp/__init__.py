@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, request
 
 from engine.clock import Clock, SystemClock
 from engine.passwords import Passwords
 from engine.runtime import Runtime
 from engine.storage import configure_engine, database_url
 
-from .extensions import db
+from .extensions import babel, csrf, db, login_manager
+from .i18n import DEFAULT_LOCALE, LOCALES, compile_catalogs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,19 +47,42 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
     app.config.update(config or {})
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 15}})
+    app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT_LOCALE)
+    app.config.setdefault("BABEL_DEFAULT_TIMEZONE", "Asia/Shanghai")
+    app.config.setdefault(
+        "BABEL_TRANSLATION_DIRECTORIES",
+        str(compile_catalogs(Path(app.instance_path) / "translations")),
+    )
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # the session's lifetime is the limit
     db.init_app(app)
     with app.app_context():
         configure_engine(db.engine)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    csrf.init_app(app)
+    babel.init_app(app, locale_selector=_locale)
     app.extensions["gridloop"] = Services(
         runtime=Runtime(clock or SystemClock()),
         passwords=Passwords(cheap=app.config["GRIDLOOP_CHEAP_PASSWORDS"]),
         root=Path(app.config["GRIDLOOP_ROOT"]),
     )
 
-    from . import api
+    from . import api, auth, errors, web
 
+    csrf.exempt(api.bp)  # token-authenticated, no cookies: nothing to forge
     app.register_blueprint(api.bp)
+    app.register_blueprint(auth.bp)
+    for name in ("inbox", "cases"):
+        module = import_module(f"webapp.{name}")
+        app.register_blueprint(module.bp)
+    web.register_filters(app)
+    errors.register(app)
     return app
+
+
+def _locale() -> str:
+    chosen = request.cookies.get("lang")
+    return chosen if chosen in LOCALES else DEFAULT_LOCALE
 
 
 def services(app: Flask) -> Services:

@@ -49,10 +49,8 @@ def _engine_error(exc: GridloopError):
     return error(STATUS_OF.get(type(exc), 400), exc.code, exc.message, exc.fields)
 
 
-@bp.app_errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
-    if not request.path.startswith(bp.url_prefix):
-        return exc
+def json_http_error(exc: HTTPException):
+    """HTTP errors under /api/ in the §8 shape (errors.py routes them here)."""
     return error(exc.code or 500, exc.name.lower().replace(" ", "_"), exc.description or exc.name)
 
 

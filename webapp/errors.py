@@ -1,0 +1,60 @@
+"""Friendly error pages for people (the JSON API answers its own errors)."""
+
+from __future__ import annotations
+
+from flask import render_template, request
+from flask_babel import lazy_gettext as _l
+from werkzeug.exceptions import HTTPException
+
+from engine.errors import Conflict, Forbidden, GridloopError, NotFound
+
+PAGES = {
+    400: (
+        _l("That request could not be used"),
+        _l("Something in the request was not valid. Go back and try again."),
+    ),
+    403: (
+        _l("Not yours to do"),
+        _l("You can see this, but your position does not allow this action."),
+    ),
+    404: (_l("Not found"), _l("This page does not exist, or it is outside your units.")),
+    405: (_l("Not allowed"), _l("This page cannot be used that way.")),
+    409: (
+        _l("Someone got there first"),
+        _l(
+            "This task was claimed or completed by someone else in the meantime, or the case moved on. Your inbox shows what is yours now."
+        ),
+    ),
+    500: (
+        _l("Something went wrong"),
+        _l(
+            "Gridloop hit an error. Nothing was half-saved: try again, and tell the administrator if it keeps happening."
+        ),
+    ),
+}
+STATUS_OF = {Forbidden: 403, NotFound: 404, Conflict: 409}
+
+
+def page(status: int, detail: str | None = None):
+    title, text = PAGES.get(status, PAGES[500])
+    return render_template(
+        "errors/error.html", status=status, title=title, text=text, detail=detail
+    ), status
+
+
+def register(app) -> None:
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        if request.path.startswith("/api/"):
+            from .api import json_http_error
+
+            return json_http_error(exc)
+        return page(exc.code or 500)
+
+    @app.errorhandler(GridloopError)
+    def _engine(exc: GridloopError):
+        return page(STATUS_OF.get(type(exc), 400), exc.message)
+
+    @app.errorhandler(500)
+    def _crash(exc):
+        return page(500)
