@@ -7,6 +7,7 @@ process logic.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
@@ -36,7 +37,7 @@ class Services:
 def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(REPO_ROOT / "instance"))
     app.config.update(
-        SECRET_KEY=os.environ.get("GRIDLOOP_SECRET_KEY", "dev-only-change-me"),
+        SECRET_KEY=os.environ.get("GRIDLOOP_SECRET_KEY") or _instance_secret(),
         SQLALCHEMY_DATABASE_URI=database_url(),
         GRIDLOOP_CHEAP_PASSWORDS=os.environ.get("GRIDLOOP_CHEAP_PASSWORDS") == "1",
         GRIDLOOP_TOKEN_HOURS=24 * 30,
@@ -78,6 +79,17 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
     web.register_filters(app)
     errors.register(app)
     return app
+
+
+def _instance_secret() -> str:
+    """Without GRIDLOOP_SECRET_KEY, a random key kept in instance/: sessions survive restarts,
+    and no two installations share a key."""
+    path = REPO_ROOT / "instance" / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def _locale() -> str:

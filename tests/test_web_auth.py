@@ -1,0 +1,139 @@
+"""Signing in to the web pages: sessions, the failed-login limits, CSRF, language, error pages."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import ORG_YAML
+
+from engine.clock import FixedClock
+from engine.org import import_org
+from engine.passwords import Passwords
+from engine.specs import deploy, load_bundle
+from engine.storage import create_schema
+from webapp import create_app, services
+from webapp.extensions import db
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def auth_clock() -> FixedClock:
+    return FixedClock(datetime(2026, 11, 23, 2, 0, tzinfo=UTC))
+
+
+def _app(tmp_path, clock, csrf: bool):
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/auth.sqlite",
+            "GRIDLOOP_CHEAP_PASSWORDS": True,
+            "WTF_CSRF_ENABLED": csrf,
+        },
+        clock=clock,
+    )
+    with app.app_context():
+        create_schema(db.engine)
+        deploy(db.session, services(app).runtime.registry, load_bundle(REPO), "system", clock.now())
+        import_org(db.session, ORG_YAML, Passwords(cheap=True))
+        db.session.commit()
+        db.session.remove()
+    return app
+
+
+@pytest.fixture
+def auth_app(tmp_path, auth_clock):
+    app = _app(tmp_path, auth_clock, csrf=False)
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def _login(client, username: str, password: str):
+    return client.post("/login", data={"username": username, "password": password})
+
+
+def test_sign_in_lands_in_the_inbox_and_sign_out_ends_the_session(auth_app):
+    client = auth_app.test_client()
+    assert client.get("/").status_code == 302  # not signed in: to the login page
+
+    response = _login(client, "off1", "pw")
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+    assert client.get("/").status_code == 200
+
+    client.post("/logout")
+    assert client.get("/").headers["Location"].startswith("/login")
+
+
+def test_a_wrong_password_and_an_unknown_user_get_the_same_message(auth_app):
+    client = auth_app.test_client()
+    wrong = _login(client, "off1", "nope")
+    unknown = _login(client, "nobody", "nope")
+    assert wrong.status_code == unknown.status_code == 401
+
+    def alert(response):
+        return re.search(r'role="alert">([^<]*)<', response.get_data(as_text=True)).group(1)
+
+    assert alert(wrong) == alert(unknown) == "用户名或密码错误。"
+
+
+def test_failed_logins_are_limited_per_account_then_released_after_the_window(auth_app, auth_clock):
+    client = auth_app.test_client()
+    for _ in range(5):
+        assert _login(client, "off1", "guess").status_code == 401
+    blocked = _login(client, "off1", "pw")  # even the right password waits
+    assert blocked.status_code == 401
+    assert "15 分钟" in blocked.get_data(as_text=True)
+    assert _login(auth_app.test_client(), "gl1", "pw").status_code == 302  # others unaffected
+
+    auth_clock.advance(minutes=16)
+    assert _login(client, "off1", "pw").status_code == 302
+
+
+def test_failed_logins_are_limited_per_address(auth_app):
+    client = auth_app.test_client()
+    for n in range(20):
+        _login(client, f"guess{n}", "x")
+    assert _login(client, "off1", "pw").status_code == 401  # this address must wait
+
+
+def test_a_deactivated_person_is_signed_out(auth_app):
+    client = auth_app.test_client()
+    _login(client, "off1", "pw")
+    with auth_app.app_context():
+        import_org(db.session, ORG_YAML.replace("off1, name", "off1x, name"), Passwords(cheap=True))
+        db.session.commit()
+    assert client.get("/").status_code == 302
+
+
+def test_a_login_link_never_forwards_to_another_site(auth_app):
+    client = auth_app.test_client()
+    response = client.post(
+        "/login?next=//evil.example/x", data={"username": "off1", "password": "pw"}
+    )
+    assert response.headers["Location"] == "/"
+
+
+def test_posts_without_a_csrf_token_are_refused(tmp_path, auth_clock):
+    app = _app(tmp_path, auth_clock, csrf=True)
+    client = app.test_client()
+    assert _login(client, "off1", "pw").status_code == 400
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    ok = client.post("/login", data={"username": "off1", "password": "pw", "csrf_token": token})
+    assert ok.status_code == 302
+    assert client.post("/logout").status_code == 400  # signed in, still no token: refused
+
+
+def test_english_on_request_and_friendly_error_pages(auth_app):
+    client = auth_app.test_client()
+    page = client.get("/nowhere")
+    assert page.status_code == 404 and "未找到" in page.get_data(as_text=True)
+    assert "返回我的待办" in page.get_data(as_text=True)
+
+    client.get("/lang/en?next=/login")
+    english = client.get("/login").get_data(as_text=True)
+    assert "Sign in" in english and "登录" not in english
+    assert client.get("/nowhere").get_data(as_text=True).count("Not found") >= 1
