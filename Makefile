@@ -5,8 +5,16 @@ BIN    := $(VENV)/bin
 PORT   ?= 5000
 HOST   ?= 127.0.0.1
 STAMP  := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)
+# Front-end packages from npm, pinned by package-lock.json; reinstalled when the lock file changes.
+NPM_STAMP := node_modules/.installed-$(shell cat package.json package-lock.json | sha1sum | cut -c1-12)
+BPMN_JS   := node_modules/bpmn-js/dist
+VENDOR    := webapp/static/vendor/bpmn-js
+VENDOR_STAMP := $(VENDOR)/.copied-$(shell cat package-lock.json | sha1sum | cut -c1-12)
+# Browser tests use Debian's Chromium and CJK fonts; as root on CI, otherwise through sudo.
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT    := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: install run test lint bench clean
+.PHONY: install vendor browser run test lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,7 +22,27 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)
+$(NPM_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || ($(APT) update && $(APT) install -y nodejs npm)
+	npm ci --no-audit --no-fund
+	@rm -f node_modules/.installed-* && touch $@
+
+# The pages load bpmn-js from here, never from the internet (webapp/static/vendor is gitignored).
+$(VENDOR_STAMP): $(NPM_STAMP)
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)
+	cp $(BPMN_JS)/bpmn-navigated-viewer.production.min.js $(VENDOR)/
+	cp -R $(BPMN_JS)/assets $(VENDOR)/assets
+	@touch $@
+
+vendor: $(VENDOR_STAMP)
+
+install: $(STAMP) vendor
+
+# Chromium and a CJK font for tests/e2e (Playwright drives Debian's /usr/bin/chromium; it never
+# downloads a browser of its own).
+browser:
+	@command -v chromium >/dev/null || ($(APT) update && $(APT) install -y chromium fonts-noto-cjk)
+	@fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || ($(APT) update && $(APT) install -y fonts-noto-cjk)
 
 # Creates the SQLite database under instance/, loads the demo township into an empty database
 # (a rerun keeps existing data) and serves in the foreground until Ctrl-C.
@@ -27,11 +55,11 @@ lint: install
 	$(BIN)/ruff check engine webapp tests bench
 	$(BIN)/ruff format --check engine webapp tests bench
 
-test: install lint
+test: install browser lint
 	$(BIN)/pytest
 
 bench: install
 	$(BIN)/python bench/step_cost.py
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache test-output
+	rm -rf $(VENV) instance .pytest_cache test-output node_modules webapp/static/vendor

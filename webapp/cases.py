@@ -1,19 +1,377 @@
-"""Case pages: a case, the cases I accepted (我首接的案件), and opening a new case."""
+"""Case pages: a case, the cases I accepted (我首接的案件), and opening a new case.
 
-from flask import Blueprint, render_template
+Routes stay thin: they scope every read with engine.access.case_scope (outside the viewer's units a
+case does not exist: 404), call engine/ to change anything and reuse the JSON API's serializers for
+the derived facts (holder, overdue), so a case reads the same in the API and on the page.
+"""
 
-from .web import login_required
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from marshmallow import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+
+from engine.access import case_scope, may_act
+from engine.errors import Forbidden, Invalid, NotFound
+from engine.events import as_dict, case_events
+from engine.models import Case, CaseDepartment, Household, Person, Unit, WorkItem
+
+from . import schemas
+from .api import _flatten, case_json, decode_cursor, encode_cursor, open_items_of
+from .extensions import db
+from .web import SEVERITY_NAMES, STEPS, TASK_NAMES, TIER_NAMES, login_required, runtime, viewer
 
 bp = Blueprint("cases", __name__)
+PAGE = 20
+
+EVENT_NAMES = {
+    "opened": _l("Case opened"),
+    "claimed": _l("Claimed"),
+    "released": _l("Released"),
+    "task_completed": _l("Completed"),
+    "supervised": _l("Supervised"),
+    "escalated": _l("Escalated"),
+    "reopened": _l("Reopened"),
+    "archived": _l("Case archived"),
+    "rejected": _l("Case rejected"),
+}
+SATISFACTION_NAMES = {
+    "satisfied": _l("Satisfied"),
+    "basically_satisfied": _l("Basically satisfied"),
+    "unsatisfied": _l("Unsatisfied"),
+}
+OUTCOME_NAMES = {
+    "resolved": _l("Resolved"),
+    "refer_up": _l("Referred up"),
+}
+STEP_INDEX = {"accepting": 0, "handling": 1, "feedback": 2, "reporting": 3, "archived": 5}
+
+
+# ------------------------------------------------------------------ reading
+
+
+def _visible(number: str) -> Case:
+    """The case if it is within the viewer's units; otherwise it does not exist."""
+    case = db.session.scalars(
+        select(Case)
+        .options(joinedload(Case.grid))
+        .where(Case.number == number, case_scope(viewer()))
+    ).first()
+    if case is None:
+        raise NotFound(_("No such case in your units."))
+    return case
+
+
+def _names(usernames) -> dict[str, str]:
+    """Display names of people by username (deactivated people keep theirs)."""
+    wanted = {u for u in usernames if u and u != "system"}
+    if not wanted:
+        return {}
+    rows = db.session.execute(
+        select(Person.username, Person.name).where(Person.username.in_(wanted))
+    )
+    return dict(rows.all())
+
+
+def _steps(status: str) -> list[tuple[str, str]]:
+    """(step label, css class) for the five steps of the loop, for progress strips."""
+    if status == "rejected":
+        return [(label, "rejected") for _key, label in STEPS]
+    now_index = STEP_INDEX.get(status, 0)
+    return [
+        (label, "done" if i < now_index else "now" if i == now_index else "")
+        for i, (_key, label) in enumerate(STEPS)
+    ]
+
+
+def _summary(case: Case, items: list[WorkItem]) -> dict:
+    """What a list row or the case page says about where the case is now."""
+    facts = case_json(case, items)
+    open_item = items[0] if items else None
+    return {
+        "case": case,
+        "open_items": items,
+        "holder": facts["holder"],
+        "overdue": facts["overdue"],
+        # During accepting the case has no handling tier yet: it is with the grid's officers.
+        "tier": case.tier or (open_item.role if open_item else None),
+        "task": open_item.task if open_item else None,
+        "steps": _steps(case.status),
+    }
+
+
+def _event_time(at: str) -> datetime:
+    return datetime.fromisoformat(at.replace("Z", "+00:00"))
+
+
+def _event_view(event: dict, names: dict[str, str]) -> dict:
+    """One timeline row: what happened, who did it, when, and a short detail."""
+    data = event["data"] or {}
+    details: list[str] = []
+    if event["type"] == "task_completed":
+        if data.get("valid") is False:
+            details.append(_("Not valid"))
+        if data.get("outcome") in OUTCOME_NAMES:
+            details.append(str(OUTCOME_NAMES[data["outcome"]]))
+        if data.get("satisfaction") in SATISFACTION_NAMES:
+            details.append(str(SATISFACTION_NAMES[data["satisfaction"]]))
+        if "approved" in data:
+            details.append(_("Approved") if data["approved"] else _("Returned"))
+        if event["task"] == "accept" and data.get("severity") in SEVERITY_NAMES:
+            details.append(str(SEVERITY_NAMES[data["severity"]]))
+    if event["type"] in ("escalated", "task_completed") and data.get("tier") in TIER_NAMES:
+        details.append(_("now at %(tier)s", tier=TIER_NAMES[data["tier"]]))
+    if event["type"] == "supervised" and data.get("overdue"):
+        details.append(_("past the deadline"))
+    if event["type"] == "reopened" and data.get("reopen_count"):
+        details.append(_("reopened %(count)s times", count=data["reopen_count"]))
+    label = str(EVENT_NAMES.get(event["type"], event["type"]))
+    if event["task"] in TASK_NAMES and event["type"] in ("claimed", "released", "task_completed"):
+        label = _("%(what)s: %(task)s", what=label, task=TASK_NAMES[event["task"]])
+    actor = event["actor"]
+    return {
+        "seq": event["seq"],
+        "type": event["type"],
+        "label": label,
+        "actor": _("System") if actor == "system" else names.get(actor, actor),
+        "at": _event_time(event["at"]),
+        "details": details,
+        "text": data.get("note") or data.get("summary") or "",
+    }
+
+
+@bp.get("/cases/<number>")
+@login_required
+def show(number: str):
+    me = viewer()
+    case = _visible(number)
+    items = open_items_of([case.id])[case.id]
+    summary = _summary(case, items)
+    rows = case_events(db.session, case)
+    events = [as_dict(case.number, row) for row in rows]
+    names = _names([e["actor"] for e in events] + [case.owner, summary["holder"]])
+    actionable = next(
+        (i for i in items if i.claimed_by in (None, me.username) and may_act(db.session, me, i)),
+        None,
+    )
+    # The reporter's number is for the owner and auditors; before accept, for the officer who
+    # holds the accept item (they call the resident back to accept).
+    reveal = (
+        me.is_auditor
+        or (case.owner is not None and case.owner == me.username)
+        or (
+            case.owner is None
+            and any(i.task == "accept" and i.claimed_by == me.username for i in items)
+        )
+    )
+    departments = list(
+        db.session.scalars(
+            select(Unit.name)
+            .join(CaseDepartment, CaseDepartment.unit_id == Unit.id)
+            .where(CaseDepartment.case_id == case.id)
+            .order_by(Unit.code)
+        )
+    )
+    return render_template(
+        "cases/show.html",
+        s=summary,
+        case=case,
+        names=names,
+        actionable=actionable,
+        reveal=reveal,
+        departments=departments,
+        events=[_event_view(e, names) for e in events],
+        satisfaction=SATISFACTION_NAMES.get(case.satisfaction),
+    )
 
 
 @bp.get("/cases/mine")
 @login_required
 def mine():
-    return render_template("base.html")
+    me = viewer()
+    query = (
+        select(Case).options(joinedload(Case.grid)).where(Case.owner == me.username, case_scope(me))
+    )
+    cursor = request.args.get("cursor")
+    if cursor:
+        (last_id,) = decode_cursor(cursor, int)
+        query = query.where(Case.id < last_id)
+    cases = list(db.session.scalars(query.order_by(Case.id.desc()).limit(PAGE + 1)))
+    more = len(cases) > PAGE
+    cases = cases[:PAGE]
+    accepting = []
+    if not cursor:
+        accepting = list(
+            db.session.scalars(
+                select(Case)
+                .options(joinedload(Case.grid))
+                .join(WorkItem, WorkItem.case_id == Case.id)
+                .where(
+                    WorkItem.task == "accept",
+                    WorkItem.completed_at.is_(None),
+                    WorkItem.claimed_by == me.username,
+                    case_scope(me),
+                )
+                .order_by(Case.id.desc())
+                .limit(PAGE)
+            )
+        )
+    items = open_items_of([c.id for c in cases + accepting])
+    owned = [_summary(c, items[c.id]) for c in cases]
+    waiting = [_summary(c, items[c.id]) for c in accepting]
+    names = _names(s["holder"] for s in owned + waiting)
+    return render_template(
+        "cases/mine.html",
+        owned=owned,
+        waiting=waiting,
+        names=names,
+        first_page=not cursor,
+        next_cursor=encode_cursor([cases[-1].id]) if more else None,
+        is_officer=bool(_officer_grids()),
+    )
 
 
-@bp.get("/cases/new")
+# ------------------------------------------------------------------ opening
+
+
+def _officer_grids() -> list[Unit]:
+    ids = [unit for role, unit, _level in viewer().positions if role == "info_officer"]
+    if not ids:
+        return []
+    return list(
+        db.session.scalars(select(Unit).where(Unit.id.in_(ids), Unit.active).order_by(Unit.code))
+    )
+
+
+def _grid_label(grid: Unit) -> str:
+    district = db.session.get(Unit, grid.parent_id) if grid.parent_id else None
+    village = db.session.get(Unit, district.parent_id) if district and district.parent_id else None
+    return " · ".join(u.name for u in (village, district, grid) if u is not None)
+
+
+def household_label(number: int, head: str | None) -> str:
+    """How a household is written on a case: "12号 张三" (the head when the roll has one)."""
+    return f"{number}号 {head}" if head else f"{number}号"
+
+
+def _households(grids: list[Unit]) -> dict[str, list[Household]]:
+    by_id = {g.id: g.code for g in grids}
+    found: dict[str, list[Household]] = {g.code: [] for g in grids}
+    if by_id:
+        rows = db.session.scalars(
+            select(Household)
+            .where(Household.grid_id.in_(list(by_id)))
+            .order_by(Household.grid_id, Household.number)
+        )
+        for row in rows:
+            found[by_id[row.grid_id]].append(row)
+    return found
+
+
+HOUSE_NUMBER = re.compile(r"^\s*(\d{1,6})\s*号?\s*(.*?)\s*$")
+
+
+def _household(text: str, households: list[Household]) -> tuple[str | None, str | None]:
+    """Normalize what was typed: a number ("12", "12号") or a head's name becomes "12号 张三";
+    other text (a place, say) is kept as typed. Returns (value, error)."""
+    text = text.strip()
+    if not text:
+        return None, None
+    match = HOUSE_NUMBER.match(text)
+    if match:
+        number, rest = int(match.group(1)), match.group(2)
+        found = next((h for h in households if h.number == number), None)
+        if found is None:
+            return text, _("This grid has no household number %(number)s.", number=number)
+        if not rest or rest == (found.head or ""):
+            return household_label(found.number, found.head), None
+        return text, None
+    heads = [h for h in households if h.head and h.head == text]
+    if len(heads) == 1:
+        return household_label(heads[0].number, heads[0].head), None
+    return text, None
+
+
+def _field_message(field: str, value: str) -> str:
+    if not value:
+        return _("Required")
+    return str(
+        {
+            "title": _l("At most 200 characters."),
+            "description": _l("At most 4000 characters."),
+            "household": _l("At most 100 characters."),
+            "reporter.name": _l("At most 100 characters."),
+            "reporter.phone": _l("Enter a phone number (digits)."),
+            "category": _l("Choose a category from the list."),
+            "severity": _l("Choose a severity."),
+            "grid": _l("Choose one of the grids you serve."),
+        }.get(field, _l("Not valid"))
+    )
+
+
+@bp.route("/cases/new", methods=["GET", "POST"])
 @login_required
 def new():
-    return render_template("base.html")
+    grids = _officer_grids()
+    if not grids:
+        raise Forbidden(
+            _("Only information officers open cases. Ask your grid's information officer.")
+        )
+    households = _households(grids)
+    form = {
+        "grid": grids[0].code,
+        "title": "",
+        "category": "",
+        "severity": "normal",
+        "household": "",
+        "description": "",
+        "reporter_name": "",
+        "reporter_phone": "",
+    }
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        form.update({k: request.form.get(k, "").strip() for k in form})
+        household, problem = _household(form["household"], households.get(form["grid"], []))
+        if problem:
+            errors["household"] = problem
+        payload: dict = {"grid": form["grid"], "description": form["description"]}
+        for key in ("title", "category", "severity"):
+            if form[key]:
+                payload[key] = form[key]
+        if household:
+            payload["household"] = household
+        reporter = {k: form[f"reporter_{k}"] for k in ("name", "phone") if form[f"reporter_{k}"]}
+        if reporter:
+            payload["reporter"] = reporter
+        body = None
+        try:
+            body = schemas.CaseIn().load(payload)
+        except ValidationError as exc:
+            for field in _flatten(exc.messages):
+                value = form.get(field.replace(".", "_"), "")
+                errors.setdefault(field.replace(".", "_"), _field_message(field, value))
+        if body is not None and not errors:
+            try:
+                case = runtime().open_case(db.session, viewer(), **body)
+            except Invalid as exc:
+                for field in exc.fields or {"grid": ""}:
+                    key = field.replace(".", "_")
+                    errors.setdefault(key, _field_message(field, form.get(key, "x")))
+            else:
+                flash(_("Case registered."))
+                return redirect(url_for("cases.show", number=case.number))
+    status = 400 if errors else 200
+    return render_template(
+        "cases/new.html",
+        grids=[(g, _grid_label(g)) for g in grids],
+        households=households,
+        household_label=household_label,
+        form=form,
+        errors=errors,
+    ), status

@@ -1,13 +1,477 @@
-"""Handlers' inbox (我的待办) and task pages."""
+"""Handlers' inbox (我的待办) and task pages: list the open work items of every position the
+signed-in person holds, claim and release them, and complete one with its task's form.
 
-from flask import Blueprint, render_template
+The forms are drawn from the task's JSON Schema in the case's pinned diagram version, so a new
+version's fields and options appear without a code change. Chinese labels come from the schema
+(title, x-enumTitles); other languages use the catalog's names for known fields and values.
+"""
 
-from .web import login_required
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask_babel import get_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.orm import joinedload
+from werkzeug.datastructures import MultiDict
+
+from engine.access import can_see_case, case_scope, inbox_scope, may_act
+from engine.errors import Conflict, Forbidden, Invalid, NotFound
+from engine.events import as_dict, case_events
+from engine.models import Case, Unit, WorkItem
+from engine.specs import PROCESS_ID, latest_version
+
+from .api import FAR_FUTURE, MAX_ID, decode_cursor, encode_cursor
+from .auth import _safe_next
+from .cases import OUTCOME_NAMES, SATISFACTION_NAMES, _event_view, _names, _steps
+from .extensions import db
+from .web import (
+    CATEGORY_NAMES,
+    SEVERITY_NAMES,
+    login_required,
+    now,
+    runtime,
+    viewer,
+    when,
+)
 
 bp = Blueprint("inbox", __name__)
+PAGE_SIZE = 20
+
+# English names of form fields and values; Chinese pages use the schema's own words.
+FIELD_LABELS = {
+    "valid": _l("Is it valid?"),
+    "category": _l("Category"),
+    "severity": _l("Severity"),
+    "note": _l("Note"),
+    "outcome": _l("Outcome"),
+    "satisfaction": _l("Resident satisfaction"),
+    "summary": _l("Summary"),
+    "approved": _l("Review decision"),
+    "departments": _l("Joint departments"),
+}
+VALUE_NAMES = {
+    "category": CATEGORY_NAMES,
+    "severity": SEVERITY_NAMES,
+    # As a choice, refer_up reads "refer to the tier above"; the timeline says "referred up".
+    "outcome": {**OUTCOME_NAMES, "refer_up": _l("Refer to the tier above")},
+    "satisfaction": SATISFACTION_NAMES,
+}
+BOOL_NAMES = {
+    "valid": (_l("Valid"), _l("Invalid (reject the case)")),
+    "approved": (_l("Approve"), _l("Return for rework")),
+}
+YES_NO = (_l("Yes"), _l("No"))
+PREFILLED = ("category", "severity")  # accept's form starts from what the case was opened with
+RADIO_MAX = 3  # enums with this many options or fewer are radio buttons, longer ones a select
+
+
+# ------------------------------------------------------------------ the inbox
 
 
 @bp.get("/")
 @login_required
 def index():
-    return render_template("base.html")
+    me = viewer()
+    categories = category_options()
+    category = request.args.get("category", "")
+    if category not in dict(categories):
+        category = ""
+    overdue = request.args.get("overdue") == "1"
+    cursor = request.args.get("cursor") or None
+    moment = now()
+
+    due = func.coalesce(WorkItem.due_at, FAR_FUTURE)
+    query = (
+        select(WorkItem)
+        .options(joinedload(WorkItem.case).joinedload(Case.grid), joinedload(WorkItem.unit))
+        .join(Case, Case.id == WorkItem.case_id)
+        .where(WorkItem.completed_at.is_(None), inbox_scope(me))
+    )
+    if overdue:
+        query = query.where(WorkItem.due_at < moment)
+    if category:
+        query = query.where(Case.category == category)
+    if cursor:
+        last_due, last_id = _read_cursor(cursor)
+        query = query.where(tuple_(due, WorkItem.id) > tuple_(last_due, last_id))
+    items = list(db.session.scalars(query.order_by(due, WorkItem.id).limit(PAGE_SIZE + 1)))
+    more = len(items) > PAGE_SIZE
+    items = items[:PAGE_SIZE]
+    next_cursor = None
+    if more:
+        last = items[-1]
+        next_cursor = encode_cursor([(last.due_at or FAR_FUTURE).isoformat(), last.id])
+
+    groups: dict[tuple[str, int], dict] = {}  # in order of each group's most urgent item
+    for item in items:
+        group = groups.setdefault(
+            (item.role, item.unit_id), {"role": item.role, "unit": item.unit, "items": []}
+        )
+        group["items"].append(item)
+    filters = {"category": category or None, "overdue": "1" if overdue else None}
+    return render_template(
+        "inbox/index.html",
+        groups=list(groups.values()),
+        names=_names({i.claimed_by for i in items}),
+        categories=categories,
+        category=category,
+        overdue=overdue,
+        filtered=bool(category or overdue),
+        later_page=bool(cursor),
+        next_url=url_for("inbox.index", cursor=next_cursor, **filters) if next_cursor else None,
+        first_url=url_for("inbox.index", **filters),
+        moment=moment,
+        officer="info_officer" in me.roles,
+    )
+
+
+def _read_cursor(text: str) -> tuple[datetime, int]:
+    """A cursor this page gave out, else a plain 400 page."""
+    try:
+        last_text, last_id = decode_cursor(text, str, int)
+        last_due = datetime.fromisoformat(last_text)
+    except (Invalid, ValueError):
+        abort(400)
+    if last_due.tzinfo is None:
+        abort(400)
+    return last_due, last_id
+
+
+def category_options() -> list[tuple[str, str]]:
+    """The categories of the live diagram version's accept form, labelled for this language."""
+    version = latest_version(db.session)
+    if version is None:
+        return [(value, str(name)) for value, name in CATEGORY_NAMES.items()]
+    spec = runtime().registry.get(version)
+    form = next((spec.forms[t.form] for t in spec.tasks.values() if t.task == "accept"), {})
+    prop = form.get("properties", {}).get("category", {})
+    return _options("category", prop) or [(v, str(n)) for v, n in CATEGORY_NAMES.items()]
+
+
+@bp.post("/work-items/<int:item_id>/claim")
+@login_required
+def claim(item_id: int):
+    item = _engine(item_id, lambda: runtime().claim(db.session, viewer(), item_id))
+    flash(_("You claimed the task of %(number)s.", number=item.case.number))
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@bp.post("/work-items/<int:item_id>/release")
+@login_required
+def release(item_id: int):
+    item = _engine(item_id, lambda: runtime().release(db.session, viewer(), item_id))
+    flash(
+        _("You released the task of %(number)s; others can claim it now.", number=item.case.number)
+    )
+    return redirect(_safe_next(request.form.get("next")))
+
+
+# ------------------------------------------------------------------ the task page
+
+
+@dataclass
+class FormField:
+    """One input of a task's form, as the template draws it."""
+
+    name: str
+    label: str
+    widget: str  # radio, select, checkboxes, textarea, text
+    required: bool = False
+    options: list[tuple[str, str]] = field(default_factory=list)
+    value: str | list[str] = ""
+    hint: str = ""
+    max_length: int | None = None
+    error: str = ""
+
+
+@bp.route("/tasks/<int:item_id>", methods=["GET", "POST"])
+@login_required
+def task(item_id: int):
+    item = _visible_item(item_id)
+    if item.completed_at is not None:
+        raise _conflict(item_id)
+    schema = runtime().registry.get(item.case.diagram).forms[item.form]
+    if request.method == "GET":
+        return _task_page(item, schema, _initial_values(item, schema))
+    number = item.case.number
+    try:
+        _engine(
+            item_id,
+            lambda: runtime().complete(
+                db.session, viewer(), item_id, form_data(schema, request.form)
+            ),
+        )
+    except Invalid as exc:
+        values = _submitted_values(schema, request.form)
+        return _task_page(item, schema, values, exc.fields or {}), 400
+    flash(_("Submitted."))
+    return redirect(url_for("cases.show", number=number))
+
+
+@bp.get("/cases/<number>/diagram.bpmn")
+@login_required
+def diagram_xml(number: str):
+    """The BPMN of the diagram version the case is pinned to, for the page's diagram viewer."""
+    case = db.session.scalars(
+        select(Case).where(Case.number == number, case_scope(viewer()))
+    ).first()
+    if case is None:
+        abort(404)
+    files = case.diagram.files
+    bpmn = [text for path, text in sorted(files.items()) if path.endswith(".bpmn")]
+    text = next((t for t in bpmn if f'id="{PROCESS_ID}"' in t), bpmn[0] if bpmn else None)
+    if text is None:
+        abort(404)
+    response = Response(text, mimetype="application/xml")
+    response.headers["Cache-Control"] = "private, max-age=3600"  # a case's version never changes
+    return response
+
+
+def _visible_item(item_id: int) -> WorkItem:
+    item = (
+        db.session.get(WorkItem, item_id, options=[joinedload(WorkItem.case)])
+        if 0 < item_id <= MAX_ID
+        else None
+    )
+    if item is None or not can_see_case(db.session, viewer(), item.case):
+        raise NotFound(_("There is no task %(id)s in your units.", id=item_id))
+    return item
+
+
+def _engine(item_id: int, call):
+    """Run an engine use case; its refusals become pages that say what happened, in words."""
+    try:
+        return call()
+    except NotFound as exc:
+        raise NotFound(_("There is no task %(id)s in your units.", id=item_id)) from exc
+    except Forbidden as exc:
+        raise Forbidden(_("Your positions let you see this task but not work on it.")) from exc
+    except Conflict as exc:
+        raise _conflict(item_id) from exc
+
+
+def _conflict(item_id: int) -> Conflict:
+    """A 409 that tells what happened to the item meanwhile."""
+    item = db.session.get(WorkItem, item_id)
+    if item is not None and item.completed_at is not None:
+        if item.cancelled:
+            return Conflict(
+                _("This task was closed because the case moved on (for example, it was escalated).")
+            )
+        name = _names({item.completed_by}).get(item.completed_by, item.completed_by)
+        return Conflict(
+            _(
+                "This task was already completed by %(name)s (%(time)s).",
+                name=name,
+                time=when(item.completed_at),
+            )
+        )
+    if item is not None and item.claimed_by not in (None, viewer().username):
+        name = _names({item.claimed_by}).get(item.claimed_by, item.claimed_by)
+        return Conflict(_("This task is claimed by %(name)s.", name=name))
+    if item is not None and item.claimed_by is None and request.endpoint == "inbox.release":
+        return Conflict(_("You do not hold this task."))
+    return Conflict(_("The case changed meanwhile. Please try again."))
+
+
+def _task_page(item: WorkItem, schema: dict, values: dict, engine_errors: dict | None = None):
+    me = viewer()
+    case = item.case
+    fields = form_fields(schema, values)
+    general = _attach_errors(fields, engine_errors or {})
+    events = [as_dict(case.number, row) for row in case_events(db.session, case)]
+    names = _names({e["actor"] for e in events} | {item.claimed_by, case.owner})
+    # The resident's number, as on the case page: for the owner and auditors, and before accept
+    # for the officer who holds it (they call the resident back).
+    reveal = (
+        me.is_auditor
+        or case.owner == me.username
+        or (case.owner is None and item.claimed_by == me.username)
+    )
+    return render_template(
+        "inbox/task.html",
+        item=item,
+        case=case,
+        fields=fields,
+        general_errors=general,
+        has_errors=bool(engine_errors),
+        events=[_event_view(e, names) for e in events],
+        names=names,
+        can_act=may_act(db.session, me, item),
+        mine=item.claimed_by == me.username,
+        reveal=reveal,
+        overdue=item.due_at is not None and item.due_at < now(),
+        steps=_steps(case.status),
+    )
+
+
+# ------------------------------------------------------------------ forms from JSON Schema
+
+
+def _zh() -> bool:
+    return get_locale().language == "zh"
+
+
+def _label(name: str, prop: dict) -> str:
+    title = prop.get("title")
+    if _zh() and title:
+        return title
+    return str(FIELD_LABELS.get(name) or title or name)
+
+
+def _options(name: str, prop: dict) -> list[tuple[str, str]]:
+    """(value, label) of an enum or a boolean; Chinese from x-enumTitles, else the catalog."""
+    if prop.get("type") == "boolean":
+        yes, no = BOOL_NAMES.get(name, YES_NO)
+        return [("true", str(yes)), ("false", str(no))]
+    values = prop.get("enum") or []
+    titles = prop.get("x-enumTitles") or []
+    known = VALUE_NAMES.get(name, {})
+    found = []
+    for i, value in enumerate(values):
+        title = titles[i] if i < len(titles) else None
+        if _zh() and title:
+            label = title
+        else:
+            label = str(known.get(value) or title or value)
+        found.append((str(value), label))
+    return found
+
+
+def form_fields(schema: dict, values: dict) -> list[FormField]:
+    required = set(schema.get("required", []))
+    fields: dict[str, FormField] = {}
+    for name, prop in schema.get("properties", {}).items():
+        kind = prop.get("type")
+        if kind == "array" and prop.get("x-source") == "departments":
+            widget, options = "checkboxes", _departments()
+        elif kind == "boolean" or "enum" in prop:
+            options = _options(name, prop)
+            widget = "radio" if len(options) <= RADIO_MAX else "select"
+        else:
+            widget = "textarea" if prop.get("x-widget") == "textarea" else "text"
+            options = []
+        default = [] if widget == "checkboxes" else ""
+        fields[name] = FormField(
+            name=name,
+            label=_label(name, prop),
+            widget=widget,
+            required=name in required,
+            options=options,
+            value=values.get(name, default),
+            hint=prop.get("description", "") if _zh() else "",
+            max_length=prop.get("maxLength"),
+        )
+    for name, conditions in _required_when(schema).items():
+        if name not in fields or fields[name].required:
+            continue
+        notes = []
+        for other, value in conditions:
+            if other not in fields:
+                continue
+            label = dict(fields[other].options).get(_as_value(value), str(value))
+            notes.append(
+                _("Required when %(field)s is “%(value)s”.", field=fields[other].label, value=label)
+            )
+        fields[name].hint = " ".join(filter(None, [fields[name].hint, *notes]))
+    return list(fields.values())
+
+
+def _required_when(schema: dict) -> dict[str, list[tuple[str, object]]]:
+    """The schema's if/then rules of the form 'if X is V then F is required'."""
+    found: dict[str, list[tuple[str, object]]] = {}
+    for rule in [schema, *schema.get("allOf", [])]:
+        condition = rule.get("if", {}).get("properties", {})
+        for name in rule.get("then", {}).get("required", []):
+            for other, test in condition.items():
+                if "const" in test:
+                    found.setdefault(name, []).append((other, test["const"]))
+    return found
+
+
+def _as_value(value: object) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _departments() -> list[tuple[str, str]]:
+    units = db.session.scalars(
+        select(Unit).where(Unit.level == "department", Unit.active).order_by(Unit.code)
+    )
+    return [(u.code, u.name) for u in units]
+
+
+def _initial_values(item: WorkItem, schema: dict) -> dict:
+    values: dict = {}
+    required = set(schema.get("required", []))
+    for name, prop in schema.get("properties", {}).items():
+        if "default" in prop:
+            values[name] = _as_value(prop["default"])
+        elif name in required and len(prop.get("enum", [])) == 1:
+            values[name] = str(prop["enum"][0])  # the only choice (resolved, at town)
+        if name in PREFILLED and getattr(item.case, name, None):
+            values[name] = getattr(item.case, name)
+    return values
+
+
+def _submitted_values(schema: dict, form: MultiDict) -> dict:
+    return {
+        name: form.getlist(name) if prop.get("type") == "array" else form.get(name, "")
+        for name, prop in schema.get("properties", {}).items()
+    }
+
+
+def form_data(schema: dict, form: MultiDict) -> dict:
+    """The posted form as the task's typed data: booleans, lists, and no empty optional text."""
+    data: dict = {}
+    for name, prop in schema.get("properties", {}).items():
+        kind = prop.get("type")
+        if kind == "array":
+            chosen = [v for v in form.getlist(name) if v]
+            if chosen:
+                data[name] = chosen
+            continue
+        raw = form.get(name, "").replace("\r\n", "\n").strip()
+        if kind == "boolean" and raw in ("true", "false"):
+            data[name] = raw == "true"
+        elif raw:
+            data[name] = raw  # a stray value gets the schema's own message
+    return data
+
+
+def _attach_errors(fields: list[FormField], messages: dict[str, str]) -> list[str]:
+    """Put each engine message next to its field, in this language; the rest go on top."""
+    by_name = {f.name: f for f in fields}
+    general = []
+    for key, message in messages.items():
+        name = re.split(r"[.\[]", key, maxsplit=1)[0]
+        target = by_name.get(name)
+        text = _error_text(message, target)
+        if target is None:
+            general.append(text)
+        elif not target.error:
+            target.error = text
+    return general
+
+
+def _error_text(message: str, target: FormField | None) -> str:
+    if message == "required":
+        return _("This field is required.")
+    if message == "must not be empty":
+        return _("This field must not be empty.")
+    if message.startswith("must be one of:"):
+        choices = " / ".join(label for _v, label in target.options) if target else ""
+        return _("Choose one of: %(choices)s", choices=choices)
+    longest = re.fullmatch(r"must be at most (\d+) characters", message)
+    if longest:
+        return _("At most %(count)s characters.", count=longest.group(1))
+    if message.startswith("unknown department"):
+        return _("Choose departments from the list.")
+    if message == "must not repeat":
+        return _("Choose each option only once.")
+    return _("This value is not valid.")

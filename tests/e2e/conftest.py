@@ -1,0 +1,213 @@
+"""Browser tests: the real app served on 127.0.0.1 by werkzeug in a thread, driven by Playwright in
+Debian's Chromium (/usr/bin/chromium; `make test` installs it, Playwright never downloads one).
+
+One server and one browser per session; each user gets a fresh browser context (a phone-sized
+viewport, zh-CN) so sessions and cookies never mix. CSRF protection is on, as in production.
+Every step keeps a screenshot under test-output/e2e/NN-step.png.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import ORG_YAML
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from werkzeug.serving import make_server
+
+from engine.org import import_org
+from engine.passwords import Passwords
+from engine.specs import deploy, load_bundle
+from engine.storage import create_schema
+from webapp import create_app, services
+from webapp.extensions import db
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "test-output" / "e2e"
+CHROMIUM = "/usr/bin/chromium"
+WIDTH, HEIGHT = 360, 740
+PASSWORD = "pw"
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory) -> Iterator[str]:
+    """The app on a free port of 127.0.0.1 with the test organisation; yields its base URL."""
+    folder = tmp_path_factory.mktemp("e2e")
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder}/e2e.sqlite",
+            "GRIDLOOP_CHEAP_PASSWORDS": True,
+        }
+    )
+    with app.app_context():
+        create_schema(db.engine)
+        runtime = services(app).runtime
+        deploy(db.session, runtime.registry, load_bundle(REPO), "system", datetime.now(UTC))
+        db.session.commit()
+        import_org(db.session, ORG_YAML, Passwords(cheap=True))
+        db.session.commit()
+        db.session.remove()
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="e2e-server", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+    server.server_close()
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+        ],
+    )
+    yield browser
+    browser.close()
+    playwright.stop()
+
+
+class Shots:
+    """Numbered screenshots, one per step, in the order the steps ran."""
+
+    def __init__(self, folder: Path):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        self.folder = folder
+        self.counter = itertools.count(1)
+        self.taken: list[Path] = []
+
+    def take(self, page: Page, step: str) -> Path:
+        path = self.folder / f"{next(self.counter):02d}-{step}.png"
+        page.screenshot(path=str(path), full_page=True)
+        self.taken.append(path)
+        return path
+
+
+@pytest.fixture(scope="session")
+def shots() -> Shots:
+    return Shots(SHOTS)
+
+
+def assert_fits(page: Page) -> None:
+    """Nothing on the page is wider than the phone: no sideways scrolling."""
+    html = page.evaluate("document.documentElement.scrollWidth")
+    body = page.evaluate("document.body.scrollWidth")
+    assert html <= WIDTH and body <= WIDTH, f"{page.url} is {html}/{body}px wide, over {WIDTH}px"
+
+
+@pytest.fixture(scope="session")
+def step(shots) -> Callable[[Page, str], Path]:
+    """step(page, "name"): check the page fits the phone and keep a screenshot of it."""
+
+    def check(page: Page, name: str) -> Path:
+        page.wait_for_load_state("load")
+        assert_fits(page)
+        return shots.take(page, name)
+
+    return check
+
+
+class Watcher:
+    """What pages do behind the test's back: requests that leave this machine (pages load nothing
+    from the internet), sub-resources that fail (a missing vendor file) and script errors."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.problems: list[str] = []
+
+    def attach(self, context: BrowserContext) -> None:
+        context.on("request", self._request)
+        context.on("response", self._response)
+        context.on("requestfailed", self._failed)
+        context.on("page", lambda page: page.on("pageerror", self._script_error))
+
+    def _request(self, request) -> None:
+        local = request.url.startswith(self.base_url + "/")
+        if not local and not request.url.startswith(("data:", "blob:", "about:")):
+            self.problems.append(f"request off this machine: {request.url}")
+
+    def _response(self, response) -> None:
+        if response.status >= 400 and response.request.resource_type != "document":
+            self.problems.append(f"{response.status} for {response.url}")
+
+    def _failed(self, request) -> None:
+        if request.resource_type != "document":
+            self.problems.append(f"failed to load {request.url}: {request.failure}")
+
+    def _script_error(self, error) -> None:
+        self.problems.append(f"script error: {error}")
+
+
+@pytest.fixture(scope="session")
+def watcher(live_server) -> Watcher:
+    return Watcher(live_server)
+
+
+@pytest.fixture(autouse=True)
+def no_page_problems(watcher) -> Iterator[None]:
+    """After each browser test: no request left the machine, every asset loaded, no script
+    failed."""
+    watcher.problems.clear()
+    yield
+    problems, watcher.problems = watcher.problems, []
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(scope="session")
+def new_context(browser, live_server, watcher) -> Iterator[Callable[[], BrowserContext]]:
+    contexts: list[BrowserContext] = []
+
+    def make() -> BrowserContext:
+        context = browser.new_context(
+            base_url=live_server,
+            viewport={"width": WIDTH, "height": HEIGHT},
+            locale="zh-CN",
+        )
+        context.set_default_timeout(10_000)
+        watcher.attach(context)
+        contexts.append(context)
+        return context
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def login(new_context, step) -> Callable[..., Page]:
+    """login("gl1") -> a page of a fresh context signed in as gl1 through the login page, on the
+    inbox. With shot="name" the filled-in login page is kept as a step."""
+
+    def sign_in(username: str, shot: str | None = None) -> Page:
+        page = new_context().new_page()
+        response = page.goto("/login")
+        assert response is not None and response.status == 200
+        page.fill("#username", username)
+        page.fill("#password", PASSWORD)
+        if shot:
+            step(page, shot)
+        else:
+            assert_fits(page)
+        with page.expect_navigation():
+            page.click("form button[type=submit]")
+        assert urlsplit(page.url).path == "/", f"{username} did not reach the inbox: {page.url}"
+        return page
+
+    return sign_in
