@@ -3,34 +3,32 @@ and maps engine errors to HTTP: Invalid 400, Forbidden 403, NotFound 404, Confli
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import wraps
 
 from flask import Blueprint, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import HTTPException
 
-from engine.access import case_scope, inbox_scope, viewer_of
+from engine.access import case_scope, viewer_of
 from engine.clock import iso
 from engine.errors import Conflict, Forbidden, GridloopError, Invalid, NotFound
 from engine.events import as_dict, case_events
+from engine.inbox import inbox_page
 from engine.models import ApiToken, Case, CaseDepartment, Person, Unit, WorkItem
 from engine.org import authenticate
 
 from . import schemas
 from .extensions import db
 from .openapi import build_openapi
+from .paging import decode_cursor, decode_inbox_key, encode_cursor, encode_inbox_key
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 PAGE = 50
-MAX_ID = 2**63 - 1
-FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 STATUS_OF = {Invalid: 400, Forbidden: 403, NotFound: 404, Conflict: 409}
 
 
@@ -76,15 +74,15 @@ def parse(schema: type[Schema], source: dict | None = None) -> dict:
     try:
         return schema().load(source)
     except ValidationError as exc:
-        raise Invalid("the request has errors", _flatten(exc.messages)) from exc
+        raise Invalid("the request has errors", flatten_messages(exc.messages)) from exc
 
 
-def _flatten(messages, prefix: str = "") -> dict[str, str]:
+def flatten_messages(messages, prefix: str = "") -> dict[str, str]:
     flat: dict[str, str] = {}
     for key, value in messages.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
+            flat.update(flatten_messages(value, f"{name}."))
         else:
             flat[name] = value[0] if isinstance(value, list) else str(value)
     return flat
@@ -106,26 +104,6 @@ def token_required(view):
         return view(*args, **kwargs)
 
     return wrapper
-
-
-def encode_cursor(values: list) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
-
-
-def decode_cursor(text: str, *kinds: type) -> list:
-    """A cursor this API gave out: a list of the given kinds, ids in the database's range."""
-    bad = Invalid("bad cursor", {"cursor": "not a cursor this API gave out"})
-    try:
-        padded = text + "=" * (-len(text) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded))
-    except ValueError as exc:
-        raise bad from exc
-    if not isinstance(values, list) or len(values) != len(kinds):
-        raise bad
-    for value, kind in zip(values, kinds, strict=True):
-        if type(value) is not kind or (kind is int and not 0 < value <= MAX_ID):
-            raise bad
-    return values
 
 
 # ------------------------------------------------------------------ serializers
@@ -308,39 +286,17 @@ def case_events_api(number: str):
 @token_required
 def inbox():
     args = parse(schemas.InboxArgs, request.args.to_dict())
-    due = func.coalesce(WorkItem.due_at, FAR_FUTURE)
-    query = (
-        select(WorkItem)
-        .options(joinedload(WorkItem.case).joinedload(Case.grid), joinedload(WorkItem.unit))
-        .join(Case, Case.id == WorkItem.case_id)
-        .where(WorkItem.completed_at.is_(None), inbox_scope(g.viewer))
+    after = decode_inbox_key(args["cursor"]) if "cursor" in args else None
+    items, key = inbox_page(
+        db.session,
+        g.viewer,
+        now(),
+        overdue=args.get("overdue"),
+        category=args.get("category"),
+        after=after,
+        limit=PAGE,
     )
-    if "overdue" in args:
-        moment = now()
-        query = query.where(
-            WorkItem.due_at < moment
-            if args["overdue"]
-            else func.coalesce(WorkItem.due_at, FAR_FUTURE) >= moment
-        )
-    if "category" in args:
-        query = query.where(Case.category == args["category"])
-    if "cursor" in args:
-        last_text, last_id = decode_cursor(args["cursor"], str, int)
-        try:
-            last_due = datetime.fromisoformat(last_text)
-        except ValueError as exc:
-            raise Invalid("bad cursor", {"cursor": "not a cursor this API gave out"}) from exc
-        if last_due.tzinfo is None:
-            raise Invalid("bad cursor", {"cursor": "not a cursor this API gave out"})
-        query = query.where(tuple_(due, WorkItem.id) > tuple_(last_due, last_id))
-    items = list(db.session.scalars(query.order_by(due, WorkItem.id).limit(PAGE + 1)))
-    more = len(items) > PAGE
-    items = items[:PAGE]
-    cursor = None
-    if more:
-        last = items[-1]
-        cursor = encode_cursor([(last.due_at or FAR_FUTURE).isoformat(), last.id])
-    return jsonify({"items": [item_json(i) for i in items], "next_cursor": cursor})
+    return jsonify({"items": [item_json(i) for i in items], "next_cursor": encode_inbox_key(key)})
 
 
 @bp.post("/work-items/<int:item_id>/claim")

@@ -81,11 +81,11 @@ def login():
                 db.session.execute(delete(LoginFailure).where(LoginFailure.key == keys[0]))
                 db.session.commit()
                 login_user(WebUser(person))
-                return redirect(_safe_next(request.args.get("next")))
+                return redirect(safe_next(request.args.get("next")))
     return render_template("auth/login.html", form=form, error=error), 401 if error else 200
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
     """Only same-site paths: a login link must not forward to another site."""
     if target and target.startswith("/") and not target.startswith("//"):
         if not urlsplit(target).netloc:
@@ -103,7 +103,7 @@ def logout():
 @bp.get("/lang/<code>")
 def language(code: str):
     """Switch the interface language; remembered in a cookie for a year."""
-    response = redirect(_safe_next(request.args.get("next")))
+    response = redirect(safe_next(request.args.get("next")))
     if code in LOCALES:
         response.set_cookie("lang", code, max_age=365 * 24 * 3600, samesite="Lax")
     return response

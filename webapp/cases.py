@@ -23,8 +23,9 @@ from engine.events import as_dict, case_events
 from engine.models import Case, CaseDepartment, Household, Person, Unit, WorkItem
 
 from . import schemas
-from .api import _flatten, case_json, decode_cursor, encode_cursor, open_items_of
+from .api import case_json, flatten_messages, open_items_of
 from .extensions import db
+from .paging import decode_cursor, encode_cursor
 from .web import SEVERITY_NAMES, STEPS, TASK_NAMES, TIER_NAMES, login_required, runtime, viewer
 
 bp = Blueprint("cases", __name__)
@@ -68,7 +69,7 @@ def _visible(number: str) -> Case:
     return case
 
 
-def _names(usernames) -> dict[str, str]:
+def display_names(usernames) -> dict[str, str]:
     """Display names of people by username (deactivated people keep theirs)."""
     wanted = {u for u in usernames if u and u != "system"}
     if not wanted:
@@ -79,7 +80,7 @@ def _names(usernames) -> dict[str, str]:
     return dict(rows.all())
 
 
-def _steps(status: str) -> list[tuple[str, str]]:
+def step_strip(status: str) -> list[tuple[str, str]]:
     """(step label, css class) for the five steps of the loop, for progress strips."""
     if status == "rejected":
         return [(label, "rejected") for _key, label in STEPS]
@@ -102,7 +103,7 @@ def _summary(case: Case, items: list[WorkItem]) -> dict:
         # During accepting the case has no handling tier yet: it is with the grid's officers.
         "tier": case.tier or (open_item.role if open_item else None),
         "task": open_item.task if open_item else None,
-        "steps": _steps(case.status),
+        "steps": step_strip(case.status),
     }
 
 
@@ -110,7 +111,7 @@ def _event_time(at: str) -> datetime:
     return datetime.fromisoformat(at.replace("Z", "+00:00"))
 
 
-def _event_view(event: dict, names: dict[str, str]) -> dict:
+def event_view(event: dict, names: dict[str, str]) -> dict:
     """One timeline row: what happened, who did it, when, and a short detail."""
     data = event["data"] or {}
     details: list[str] = []
@@ -155,7 +156,7 @@ def show(number: str):
     summary = _summary(case, items)
     rows = case_events(db.session, case)
     events = [as_dict(case.number, row) for row in rows]
-    names = _names([e["actor"] for e in events] + [case.owner, summary["holder"]])
+    names = display_names([e["actor"] for e in events] + [case.owner, summary["holder"]])
     actionable = next(
         (i for i in items if i.claimed_by in (None, me.username) and may_act(db.session, me, i)),
         None,
@@ -186,7 +187,7 @@ def show(number: str):
         actionable=actionable,
         reveal=reveal,
         departments=departments,
-        events=[_event_view(e, names) for e in events],
+        events=[event_view(e, names) for e in events],
         satisfaction=SATISFACTION_NAMES.get(case.satisfaction),
     )
 
@@ -225,7 +226,7 @@ def mine():
     items = open_items_of([c.id for c in cases + accepting])
     owned = [_summary(c, items[c.id]) for c in cases]
     waiting = [_summary(c, items[c.id]) for c in accepting]
-    names = _names(s["holder"] for s in owned + waiting)
+    names = display_names(s["holder"] for s in owned + waiting)
     return render_template(
         "cases/mine.html",
         owned=owned,
@@ -353,7 +354,7 @@ def new():
         try:
             body = schemas.CaseIn().load(payload)
         except ValidationError as exc:
-            for field in _flatten(exc.messages):
+            for field in flatten_messages(exc.messages):
                 value = form.get(field.replace(".", "_"), "")
                 errors.setdefault(field.replace(".", "_"), _field_message(field, value))
         if body is not None and not errors:

@@ -16,20 +16,21 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 from werkzeug.datastructures import MultiDict
 
-from engine.access import can_see_case, case_scope, inbox_scope, may_act
+from engine.access import can_see_case, case_scope, may_act
 from engine.errors import Conflict, Forbidden, Invalid, NotFound
 from engine.events import as_dict, case_events
+from engine.inbox import inbox_page
 from engine.models import Case, Unit, WorkItem
 from engine.specs import PROCESS_ID, latest_version
 
-from .api import FAR_FUTURE, MAX_ID, decode_cursor, encode_cursor
-from .auth import _safe_next
-from .cases import OUTCOME_NAMES, SATISFACTION_NAMES, _event_view, _names, _steps
+from .auth import safe_next
+from .cases import OUTCOME_NAMES, SATISFACTION_NAMES, display_names, event_view, step_strip
 from .extensions import db
+from .paging import MAX_ID, decode_inbox_key, encode_inbox_key
 from .web import (
     CATEGORY_NAMES,
     SEVERITY_NAMES,
@@ -86,27 +87,17 @@ def index():
     cursor = request.args.get("cursor") or None
     moment = now()
 
-    due = func.coalesce(WorkItem.due_at, FAR_FUTURE)
-    query = (
-        select(WorkItem)
-        .options(joinedload(WorkItem.case).joinedload(Case.grid), joinedload(WorkItem.unit))
-        .join(Case, Case.id == WorkItem.case_id)
-        .where(WorkItem.completed_at.is_(None), inbox_scope(me))
+    after = _read_cursor(cursor) if cursor else None
+    items, key = inbox_page(
+        db.session,
+        me,
+        moment,
+        overdue=True if overdue else None,
+        category=category or None,
+        after=after,
+        limit=PAGE_SIZE,
     )
-    if overdue:
-        query = query.where(WorkItem.due_at < moment)
-    if category:
-        query = query.where(Case.category == category)
-    if cursor:
-        last_due, last_id = _read_cursor(cursor)
-        query = query.where(tuple_(due, WorkItem.id) > tuple_(last_due, last_id))
-    items = list(db.session.scalars(query.order_by(due, WorkItem.id).limit(PAGE_SIZE + 1)))
-    more = len(items) > PAGE_SIZE
-    items = items[:PAGE_SIZE]
-    next_cursor = None
-    if more:
-        last = items[-1]
-        next_cursor = encode_cursor([(last.due_at or FAR_FUTURE).isoformat(), last.id])
+    next_cursor = encode_inbox_key(key)
 
     groups: dict[tuple[str, int], dict] = {}  # in order of each group's most urgent item
     for item in items:
@@ -118,7 +109,7 @@ def index():
     return render_template(
         "inbox/index.html",
         groups=list(groups.values()),
-        names=_names({i.claimed_by for i in items}),
+        names=display_names({i.claimed_by for i in items}),
         categories=categories,
         category=category,
         overdue=overdue,
@@ -134,13 +125,9 @@ def index():
 def _read_cursor(text: str) -> tuple[datetime, int]:
     """A cursor this page gave out, else a plain 400 page."""
     try:
-        last_text, last_id = decode_cursor(text, str, int)
-        last_due = datetime.fromisoformat(last_text)
-    except (Invalid, ValueError):
+        return decode_inbox_key(text)
+    except Invalid:
         abort(400)
-    if last_due.tzinfo is None:
-        abort(400)
-    return last_due, last_id
 
 
 def category_options() -> list[tuple[str, str]]:
@@ -159,7 +146,7 @@ def category_options() -> list[tuple[str, str]]:
 def claim(item_id: int):
     item = _engine(item_id, lambda: runtime().claim(db.session, viewer(), item_id))
     flash(_("You claimed the task of %(number)s.", number=item.case.number))
-    return redirect(_safe_next(request.form.get("next")))
+    return redirect(safe_next(request.form.get("next")))
 
 
 @bp.post("/work-items/<int:item_id>/release")
@@ -169,7 +156,7 @@ def release(item_id: int):
     flash(
         _("You released the task of %(number)s; others can claim it now.", number=item.case.number)
     )
-    return redirect(_safe_next(request.form.get("next")))
+    return redirect(safe_next(request.form.get("next")))
 
 
 # ------------------------------------------------------------------ the task page
@@ -264,7 +251,7 @@ def _conflict(item_id: int) -> Conflict:
             return Conflict(
                 _("This task was closed because the case moved on (for example, it was escalated).")
             )
-        name = _names({item.completed_by}).get(item.completed_by, item.completed_by)
+        name = display_names({item.completed_by}).get(item.completed_by, item.completed_by)
         return Conflict(
             _(
                 "This task was already completed by %(name)s (%(time)s).",
@@ -273,7 +260,7 @@ def _conflict(item_id: int) -> Conflict:
             )
         )
     if item is not None and item.claimed_by not in (None, viewer().username):
-        name = _names({item.claimed_by}).get(item.claimed_by, item.claimed_by)
+        name = display_names({item.claimed_by}).get(item.claimed_by, item.claimed_by)
         return Conflict(_("This task is claimed by %(name)s.", name=name))
     if item is not None and item.claimed_by is None and request.endpoint == "inbox.release":
         return Conflict(_("You do not hold this task."))
@@ -286,7 +273,7 @@ def _task_page(item: WorkItem, schema: dict, values: dict, engine_errors: dict |
     fields = form_fields(schema, values)
     general = _attach_errors(fields, engine_errors or {})
     events = [as_dict(case.number, row) for row in case_events(db.session, case)]
-    names = _names({e["actor"] for e in events} | {item.claimed_by, case.owner})
+    names = display_names({e["actor"] for e in events} | {item.claimed_by, case.owner})
     # The resident's number, as on the case page: for the owner and auditors, and before accept
     # for the officer who holds it (they call the resident back).
     reveal = (
@@ -301,13 +288,13 @@ def _task_page(item: WorkItem, schema: dict, values: dict, engine_errors: dict |
         fields=fields,
         general_errors=general,
         has_errors=bool(engine_errors),
-        events=[_event_view(e, names) for e in events],
+        events=[event_view(e, names) for e in events],
         names=names,
         can_act=may_act(db.session, me, item),
         mine=item.claimed_by == me.username,
         reveal=reveal,
         overdue=item.due_at is not None and item.due_at < now(),
-        steps=_steps(case.status),
+        steps=step_strip(case.status),
     )
 
 

@@ -40,8 +40,19 @@
         return viewer.importXML(xml).then(function () {
           var canvas = viewer.get("canvas");
           canvas.zoom("fit-viewport", "auto");
-          if (current && viewer.get("elementRegistry").get(current)) {
+          var element = current && viewer.get("elementRegistry").get(current);
+          if (element) {
             canvas.addMarker(current, "current");
+            // On a phone the whole loop is too small to read: show the current step, its lane
+            // and its timers at a readable size; the rest is a drag away.
+            canvas.zoom(0.7);
+            var box = canvas.viewbox();
+            canvas.viewbox({
+              x: element.x + element.width / 2 - box.width / 2,
+              y: element.y + element.height / 2 - box.height / 2,
+              width: box.width,
+              height: box.height
+            });
           }
           container.setAttribute("data-state", "ready");
         });

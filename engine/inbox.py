@@ -1,0 +1,50 @@
+"""The inbox query: open work items a person may see, most urgent first, in keyset pages.
+
+One query serves the JSON API and the inbox page. It reads only work_item and case rows, never a
+workflow, and walks the ix_work_item_inbox index in (deadline, id) order.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.orm import Session, joinedload
+
+from .access import Viewer, inbox_scope
+from .models import Case, WorkItem
+
+# Items without a deadline sort after every dated one.
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def inbox_page(
+    session: Session,
+    viewer: Viewer,
+    now: datetime,
+    *,
+    overdue: bool | None = None,
+    category: str | None = None,
+    after: tuple[datetime, int] | None = None,
+    limit: int = 50,
+) -> tuple[list[WorkItem], tuple[datetime, int] | None]:
+    """One page of the viewer's open items and the key to pass as `after` for the next page
+    (None on the last page). `overdue` True keeps items past due, False the others."""
+    due = func.coalesce(WorkItem.due_at, FAR_FUTURE)
+    query = (
+        select(WorkItem)
+        .options(joinedload(WorkItem.case).joinedload(Case.grid), joinedload(WorkItem.unit))
+        .join(Case, Case.id == WorkItem.case_id)
+        .where(WorkItem.completed_at.is_(None), inbox_scope(viewer))
+    )
+    if overdue is not None:
+        query = query.where(WorkItem.due_at < now if overdue else due >= now)
+    if category:
+        query = query.where(Case.category == category)
+    if after is not None:
+        query = query.where(tuple_(due, WorkItem.id) > tuple_(*after))
+    items = list(session.scalars(query.order_by(due, WorkItem.id).limit(limit + 1)))
+    if len(items) <= limit:
+        return items, None
+    last = items[limit - 1]
+    return items[:limit], (last.due_at or FAR_FUTURE, last.id)
