@@ -12,13 +12,16 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from SpiffWorkflow.bpmn import BpmnWorkflow
-from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import (
+    CycleTimerEventDefinition,
+    TimerEventDefinition,
+)
 from SpiffWorkflow.util.task import TaskState
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -71,7 +74,10 @@ class StepContext:
     events: list[tuple[str, str | None, dict]] = field(default_factory=list)
     hot: tuple[Case, BpmnWorkflow] | None = None
     timers_before: frozenset | None = frozenset()
-    ready_before: frozenset[str] = frozenset()  # ids of the user tasks READY before the step
+    ready_before: frozenset[str] = frozenset()
+    missed: dict = field(
+        default_factory=dict
+    )  # repeating timers' missed repeats, by task id  # ids of the user tasks READY before the step
     items: dict[str, WorkItem] = field(default_factory=dict)  # work items loaded, by task id
 
     def work_calendar(self) -> WorkCalendar:
@@ -383,6 +389,7 @@ class Runtime:
         ran: list = []
         workflow.script_engine = self._script_engine(ctx)
         ctx.timers_before = _timers_of(workflow)
+        ctx.missed = _catch_up_cycles(workflow, ctx.now)
         ctx.ready_before = frozenset(_ready_user_tasks(workflow))
         action()
         # do_engine_steps ends by refreshing timers, which can leave fired boundary events READY
@@ -419,6 +426,9 @@ class Runtime:
                 data["notify"] = _notify_list(ctx.session, case, item)
             if props.get("marksOverdue") == "true":
                 data["overdue"] = True
+            cycle = _cycle_of(task)
+            if cycle is not None:
+                data["missed"] = ctx.missed.get(cycle.id, 0)
             return data
         if kind == "escalated":
             return {"from": tier_before}
@@ -658,13 +668,50 @@ def _timers_of(workflow: BpmnWorkflow) -> frozenset:
     return frozenset(found)
 
 
-def _attached_user_task(boundary_task):
-    """The user task a boundary event hangs on: its sibling under the BoundaryEventSplit."""
-    parent = boundary_task.parent
-    for sibling in parent.children if parent else []:
-        if sibling is not boundary_task and sibling.task_spec.manual:
-            return sibling
+def _attached_user_task(task):
+    """The user task a boundary event (or a task on its branch) hangs on: the manual sibling
+    found under the nearest BoundaryEventSplit above it."""
+    parent = task.parent
+    while parent is not None:
+        for child in parent.children:
+            if child.task_spec.manual:
+                return child
+        parent = parent.parent
     return None
+
+
+def _cycle_of(task):
+    """The repeating timer a task's branch started from, if any."""
+    parent = task.parent
+    while parent is not None:
+        if isinstance(
+            getattr(parent.task_spec, "event_definition", None), CycleTimerEventDefinition
+        ):
+            return parent
+        parent = parent.parent
+    return None
+
+
+def _catch_up_cycles(workflow: BpmnWorkflow, now: datetime) -> dict:
+    """A repeating timer fires once per step (DESIGN §7): when several of its repeats are due,
+    skip to the last one due and remember how many were missed, by boundary task id."""
+    missed = {}
+    for task in _tasks(workflow, TaskState.WAITING):
+        if not isinstance(
+            getattr(task.task_spec, "event_definition", None), CycleTimerEventDefinition
+        ):
+            continue
+        value = task.internal_data.get("event_value")
+        if not isinstance(value, dict) or value.get("cycles") == 0:
+            continue
+        due, step = datetime.fromisoformat(value["next"]), timedelta(seconds=value["duration"])
+        late = int((now - due) / step) if due <= now and step.total_seconds() > 0 else 0
+        if late > 0:
+            value["next"] = (due + late * step).isoformat()
+            if value["cycles"] > 0:
+                value["cycles"] = max(1, value["cycles"] - late)
+        missed[task.id] = late
+    return missed
 
 
 def _deadline_of(user_task) -> datetime | None:
@@ -675,6 +722,8 @@ def _deadline_of(user_task) -> datetime | None:
         props = getattr(sibling.task_spec, "extensions", {}).get("properties", {})
         if isinstance(event, TimerEventDefinition) and props.get("timer") == "due":
             value = sibling.internal_data.get("event_value")
+            if isinstance(value, dict):  # a repeating timer: its next repeat is the deadline
+                value = value.get("next")
             if isinstance(value, str):
                 return parse_iso(value)
     return None

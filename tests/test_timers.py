@@ -127,13 +127,18 @@ def test_supervision_at_80_and_escalation_at_100_climb_every_tier(gl):
     assert (case.status, case.tier) == ("handling", "town_leadership")
     assert gl.item(case).id == town.id
     assert "escalated" not in gl.types(case)[-2:]
-    assert gl.timers(case) == []
+    # From its deadline on, a town item is supervised daily until it is resolved.
+    assert [(t.kind, t.due_at) for t in gl.timers(case)] == [("due", sh(2026, 12, 9, 10))]
 
     events = len(gl.events(case))
-    assert gl.fire(sh(2026, 12, 30, 10)) == 0
-    assert len(gl.events(gl.reload(case))) == events, "a passed town deadline fires once"
+    assert gl.fire(sh(2026, 12, 30, 10)) == 1  # 22 daily repeats due: one notice, 21 missed
+    case = gl.reload(case)
+    assert len(gl.events(case)) == events + 1
+    assert data(gl.events(case)[-1])["missed"] == 21
+    assert [t.due_at for t in gl.timers(case)] == [sh(2026, 12, 31, 10)]
     case = gl.complete("tl1", case, {"outcome": "resolved"})
     assert case.status == "feedback"
+    assert gl.timers(case) == []
 
 
 URGENT_CLIMB = [
@@ -328,3 +333,49 @@ def test_every_step_that_starts_a_limit_records_its_deadline(gl):
         if e.type == "task_completed" and e.task in ("feedback", "report"):
             if data(e).get("satisfaction") != "unsatisfied":
                 assert "due_at" not in data(e)
+
+
+def _at_town(gl):
+    """An urgent safety hazard starts at the village (8 clock hours); refer it up to the town,
+    whose urgent limit is 24 clock hours."""
+    case = gl.accepted(category="safety_hazard", severity="urgent")
+    case = gl.complete("vs1", case, {"outcome": "refer_up", "note": "需镇里协调"})
+    assert case.tier == "town_leadership"
+    return case
+
+
+def test_a_town_item_is_supervised_daily_for_60_days_and_then_still_runs_to_the_end(gl):
+    case = _at_town(gl)
+    deadline = gl.item(case).due_at
+    assert deadline == START + timedelta(hours=24)
+    for day in range(61):  # the deadline itself, then 60 daily repeats
+        assert gl.fire(deadline + timedelta(days=day)) == 1
+    case = gl.reload(case)
+    supervised = [data(e) for e in gl.events(case) if e.type == "supervised"]
+    overdue = [d for d in supervised if d.get("overdue")]
+    assert len(overdue) == 61 and all(d["missed"] == 0 for d in overdue)
+    assert gl.item(case).supervised_at == deadline + timedelta(days=60)
+
+    # SpiffWorkflow's task iterator stops at depth 1000; daily repeats must not get near it.
+    case = gl.complete("tl1", case, {"outcome": "resolved", "note": "已协调解决"})
+    case = gl.complete("off1", case, {"satisfaction": "satisfied"})
+    case = gl.complete("tl1", case, {"summary": "已办结"})
+    # V01's only liaison leader resolved it, so no other town leader may review: tl1 does.
+    case = gl.complete("tl1", case, {"approved": True})
+    assert case.status == "archived"
+
+
+def test_a_catch_up_run_ten_days_late_records_one_supervision_with_ten_missed(gl):
+    case = _at_town(gl)
+    deadline = gl.item(case).due_at
+    assert gl.fire(deadline) == 1  # at the deadline: overdue, first notice
+    before = len(gl.events(gl.reload(case)))
+
+    late = deadline + timedelta(days=11)  # the repeats of days 1..11 are all due
+    assert gl.fire(late) == 1
+    case = gl.reload(case)
+    new = gl.events(case)[before:]
+    assert [e.type for e in new] == ["supervised"]
+    assert data(new[0])["missed"] == 10 and data(new[0])["overdue"] is True
+    assert [t.due_at for t in gl.timers(case)] == [deadline + timedelta(days=12)]
+    assert gl.fire(late) == 0  # the same run again finds nothing due
