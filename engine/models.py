@@ -272,3 +272,23 @@ class LoginFailure(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(120))  # "user:NAME" or "addr:IP"
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Notification(Base):
+    """The outbox: written in the step's transaction, delivered later by a worker with retries.
+    A delivery that fails never blocks or rolls back the case."""
+
+    __tablename__ = "notification"
+    __table_args__ = (Index("ix_notification_pending", "delivered_at", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("case.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # assigned, supervised, escalated
+    url: Mapped[str] = mapped_column(String(500))
+    format: Mapped[str] = mapped_column(String(16))  # json, wecom
+    payload: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # gave up after retries
+    last_error: Mapped[str | None] = mapped_column(String(500))

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.orm.exc import StaleDataError
 
-from . import spiffclock
+from . import notify, spiffclock
 from .access import Viewer, can_see_case, eligible_town_leaders, may_act
 from .clock import Clock, iso, parse_iso
 from .errors import Conflict, Forbidden, Invalid, NotFound
@@ -474,6 +474,7 @@ class Runtime:
         chain = Chain.open(session, case)
         for type_, task_name, data in ctx.events:
             chain.append(iso(ctx.now), type_, ctx.actor, task_name, data, spec.sha256)
+        notify.on_step(session, case, ctx.events, new_items, ctx.now)
         case.workflow = self.serializer.serialize_json(workflow)
         ctx.hot = (case, workflow)
 
