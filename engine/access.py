@@ -106,7 +106,8 @@ def inbox_scope(viewer: Viewer) -> ColumnElement[bool]:
         WorkItem.village_id.in_(viewer.liaises) if viewer.liaises else false(),
         _liaison_ok(),
     )
-    mine = WorkItem.assignee == viewer.username
+    # Never NULL, so that the condition can be negated (NULL = 'x' is NULL, not false).
+    mine = and_(WorkItem.assignee.is_not(None), WorkItem.assignee == viewer.username)
     if not by_position:
         return mine
     shared = and_(

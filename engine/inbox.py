@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session, joinedload
 
 from .access import Viewer, inbox_scope
@@ -48,3 +48,41 @@ def inbox_page(
         return items, None
     last = items[limit - 1]
     return items[:limit], (last.due_at or FAR_FUTURE, last.id)
+
+
+_LEVEL_COLUMN = {
+    "town": Case.town_id,
+    "village": Case.village_id,
+    "district": Case.district_id,
+    "grid": Case.grid_id,
+}
+# The tier whose supervision notices each tier receives (info officers never handle).
+_BELOW = {
+    "district_leader": "grid_leader",
+    "village_secretary": "district_leader",
+    "town_leadership": "village_secretary",
+}
+
+
+def watch_items(session: Session, viewer: Viewer, limit: int = 20) -> list[WorkItem]:
+    """Supervised (督办) open items that are not the viewer's to do but concern them: cases they
+    own, and items one tier below them in their units. Most overdue first."""
+    concerns = [Case.owner == viewer.username]
+    for role, unit_id, level in viewer.positions:
+        below = _BELOW.get(role)
+        if below and level in _LEVEL_COLUMN:
+            concerns.append(and_(WorkItem.role == below, _LEVEL_COLUMN[level] == unit_id))
+    query = (
+        select(WorkItem)
+        .options(joinedload(WorkItem.case).joinedload(Case.grid), joinedload(WorkItem.unit))
+        .join(Case, Case.id == WorkItem.case_id)
+        .where(
+            WorkItem.completed_at.is_(None),
+            WorkItem.supervised_at.is_not(None),
+            or_(*concerns),
+            ~inbox_scope(viewer),
+        )
+        .order_by(func.coalesce(WorkItem.due_at, FAR_FUTURE), WorkItem.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))

@@ -230,6 +230,7 @@ class WorkItem(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     supervised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)  # arrived by escalation
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_by: Mapped[str | None] = mapped_column(String(64))
     cancelled: Mapped[bool] = mapped_column(Boolean, default=False)

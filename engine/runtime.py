@@ -461,6 +461,9 @@ class Runtime:
             new_items.append(item)
             if item.due_at is not None:
                 started = item
+        if any(type_ == "escalated" for type_, _t, _d in ctx.events):
+            for item in new_items:
+                item.escalated = True
         if on_new_items is not None:
             on_new_items(new_items)
         timers = _timers_of(workflow)

@@ -756,3 +756,25 @@ def test_posts_without_the_csrf_token_are_refused(tmp_path, web_clock, web_bundl
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+def test_supervision_reaches_the_owner_and_the_tier_above_and_escalation_is_badged(
+    web_town, web_as
+):
+    number = web_town.accepted()  # grid leader, 24 working hours from Monday 10:00
+    assert 'data-testid="watch"' not in page(web_as("dl1"), "/")
+
+    web_town.fire(WEB_START + timedelta(hours=19.5))  # 80%: 督办 to handler, owner, tier above
+    for username in ("off1", "dl1"):  # the owner and the district leader above the grid
+        html = page(web_as(username), "/")
+        watched = [e.attrs["data-case"] for e in find(html, data_testid="watch-item")]
+        assert watched == [number], username
+    assert 'data-testid="watch"' not in page(web_as("gl1"), "/")  # theirs is the item itself
+    assert 'data-testid="watch"' not in page(web_as("vs1"), "/")  # two tiers up: not theirs
+
+    web_town.fire(WEB_START + timedelta(hours=24))  # 100%: escalated to the district
+    html = page(web_as("dl1"), "/")
+    (item,) = inbox_items(html)
+    assert item.attrs["data-case"] == number
+    assert item.inside("span", data_testid="badge-escalated")
+    assert 'data-testid="watch"' not in html  # the notice was about an item that has moved on

@@ -23,7 +23,7 @@ from werkzeug.datastructures import MultiDict
 from engine.access import can_see_case, case_scope, may_act
 from engine.errors import Conflict, Forbidden, Invalid, NotFound
 from engine.events import as_dict, case_events
-from engine.inbox import inbox_page
+from engine.inbox import inbox_page, watch_items
 from engine.models import Case, Unit, WorkItem
 from engine.specs import PROCESS_ID, latest_version
 
@@ -106,10 +106,12 @@ def index():
         )
         group["items"].append(item)
     filters = {"category": category or None, "overdue": "1" if overdue else None}
+    watched = [] if cursor else watch_items(db.session, me)
     return render_template(
         "inbox/index.html",
         groups=list(groups.values()),
-        names=display_names({i.claimed_by for i in items}),
+        watched=watched,
+        names=display_names({i.claimed_by for i in items + watched}),
         categories=categories,
         category=category,
         overdue=overdue,
