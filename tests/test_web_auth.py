@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from conftest import ORG_YAML
+from sqlalchemy import select
 
+from engine.access import viewer_of
 from engine.clock import FixedClock
+from engine.models import Person, WorkItem
 from engine.org import import_org
 from engine.passwords import Passwords
 from engine.specs import deploy, load_bundle
@@ -137,3 +140,31 @@ def test_english_on_request_and_friendly_error_pages(auth_app):
     english = client.get("/login").get_data(as_text=True)
     assert "Sign in" in english and "登录" not in english
     assert client.get("/nowhere").get_data(as_text=True).count("Not found") >= 1
+
+
+def test_the_operations_page_is_for_administrators_and_shows_the_timer_backlog(
+    auth_app, auth_clock
+):
+    with auth_app.app_context():
+        runtime = services(auth_app).runtime
+        person = db.session.scalars(select(Person).where(Person.username == "off1")).one()
+        officer = viewer_of(db.session, person)
+        case = runtime.open_case(db.session, officer, title="路灯", grid="V01-D1-G01")
+        item = db.session.scalars(select(WorkItem).where(WorkItem.case_id == case.id)).one()
+        accept = {"valid": True, "category": "dispute", "severity": "normal"}
+        runtime.complete(db.session, officer, item.id, accept)
+    officer_client = auth_app.test_client()
+    _login(officer_client, "off1", "pw")
+    assert officer_client.get("/admin/ops").status_code == 403
+
+    admin = auth_app.test_client()
+    _login(admin, "adm", "pw")
+    assert re.search(r'data-testid="overdue">0<', admin.get("/admin/ops").get_data(as_text=True))
+    auth_clock.advance(hours=25)  # both timers of the grid item are due; nothing fired them
+    html = admin.get("/admin/ops").get_data(as_text=True)
+    assert re.search(r'data-testid="pending">2<', html)
+    assert re.search(r'data-testid="overdue">2<', html)
+    lag = int(re.search(r'data-testid="lag">(\d+) 秒', html).group(1))
+    assert lag == int((timedelta(hours=25) - timedelta(hours=19.2)).total_seconds())  # 80% timer
+    assert "未配置 Redis" in html
+    assert "运行状态" in admin.get("/").get_data(as_text=True)  # in the admin's menu

@@ -73,7 +73,7 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
     csrf.exempt(api.bp)  # token-authenticated, no cookies: nothing to forge
     app.register_blueprint(api.bp)
     app.register_blueprint(auth.bp)
-    for name in ("inbox", "cases"):
+    for name in ("inbox", "cases", "admin"):
         module = import_module(f"webapp.{name}")
         app.register_blueprint(module.bp)
     web.register_filters(app)
