@@ -26,6 +26,8 @@ from sqlalchemy.orm import Session
 from .clock import iso
 from .events import Chain
 from .models import ApiToken, Household, Liaison, Person, Position, Unit, WorkItem
+from .notify import FORMATS as NOTIFY_FORMATS
+from .notify import is_http_url
 from .passwords import Passwords
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
@@ -40,10 +42,12 @@ TOWN_KEYS = ("code", "name")
 PERSON_KEYS = ("username", "name", "password")
 LEADER_KEYS = (*PERSON_KEYS, "liaises")
 DEPARTMENT_KEYS = ("code", "name", "officers")
-VILLAGE_KEYS = ("code", "name", "secretary", "districts")
+VILLAGE_KEYS = ("code", "name", "secretary", "districts", "notify")
 DISTRICT_KEYS = ("code", "name", "leader", "grids")
-GRID_KEYS = ("code", "name", "households", "leader", "officers")
+GRID_KEYS = ("code", "name", "households", "leader", "officers", "notify")
 HOUSEHOLD_KEYS = ("number", "head")
+NOTIFY_KEYS = ("url", "format")
+MAX_URL = 500  # the outbox's url column
 
 MAX_SHOWN = 100  # problems in an OrgFileError's text; `.errors` keeps them all
 _CHUNK = 500  # ids per IN (...) list, well below every database's parameter limit
@@ -110,6 +114,7 @@ class _UnitSpec:
     line: int
     path: str
     households: dict[int, str | None] = field(default_factory=dict)  # number -> head (grids)
+    notify: list[dict[str, str]] = field(default_factory=list)  # webhooks (villages, grids)
 
 
 @dataclass
@@ -304,6 +309,7 @@ class _Reader:
         if not self.mapping(node, line, path, VILLAGE_KEYS, ("code", "name")):
             return
         code = self.unit(node, line, path, "village", town)
+        self.channels(node, path, line, code, "village")
         self.slot(node, "secretary", line, path, "village_secretary", code)
         for district, dline, dpath in self.items(node, "districts", path, line):
             self.district(district, dline, dpath, code)
@@ -323,6 +329,7 @@ class _Reader:
         households = self.households(node, path, line)
         if code is not None and self.plan.units[code].level == "grid":
             self.plan.units[code].households = households
+        self.channels(node, path, line, code, "grid")
         self.slot(node, "leader", line, path, "grid_leader", code)
         for officer, oline, opath in self.items(node, "officers", path, line):
             self.person(officer, oline, opath, "info_officer", code)
@@ -366,6 +373,37 @@ class _Reader:
             )
         else:
             rows[number] = head
+
+    def channels(self, node: Mapping, path: str, line: int, code: str | None, level: str) -> None:
+        """The unit's webhooks, `notify: [{url, format}]`: each URL http(s) and listed once,
+        format json or wecom. Absent or empty means none."""
+        channels: list[dict[str, str]] = []
+        seen: dict[str, str] = {}
+        for item, iline, ipath in self.items(node, "notify", path, line):
+            if not self.mapping(item, iline, ipath, NOTIFY_KEYS, NOTIFY_KEYS):
+                continue
+            iline = _node_line(item, iline)
+            url = self.text(item, "url", ipath, iline, max_len=MAX_URL)
+            fmt = self.text(item, "format", ipath, iline, max_len=16)
+            uline, upath = _value_line(item, "url", iline), _join(ipath, "url")
+            if url is not None and not is_http_url(url):
+                self.error(uline, upath, f"{url!r} must be an http:// or https:// address")
+                url = None
+            if fmt is not None and fmt not in NOTIFY_FORMATS:
+                self.error(
+                    _value_line(item, "format", iline),
+                    _join(ipath, "format"),
+                    f"must be one of: {', '.join(NOTIFY_FORMATS)}, not {fmt!r}",
+                )
+                fmt = None
+            if url is not None and url in seen:
+                self.error(uline, upath, f"{url!r} is already listed at {seen[url]}")
+            elif url is not None and fmt is not None:
+                seen[url] = ipath
+                channels.append({"url": url, "format": fmt})
+        spec = self.plan.units.get(code) if code is not None else None
+        if spec is not None and spec.level == level:
+            spec.notify = channels
 
     # -- people --------------------------------------------------------------------------------
 
@@ -614,16 +652,17 @@ class _Sync:
                 self.report.units_deactivated += 1
 
     def upsert_unit(self, spec: _UnitSpec) -> None:
+        unit = self.units.get(spec.code)
         values = {
             "name": spec.name,
             "level": spec.level,
             "parent_id": self.units[spec.parent].id if spec.parent else None,
             "households": len(spec.households),
             "active": True,
+            "settings": _settings(unit.settings if unit is not None else None, spec),
         }
-        unit = self.units.get(spec.code)
         if unit is None:
-            self.units[spec.code] = unit = Unit(code=spec.code, settings={}, **values)
+            self.units[spec.code] = unit = Unit(code=spec.code, **values)
             self.session.add(unit)
             self.report.units_created += 1
         elif _assign(unit, values):
@@ -767,6 +806,16 @@ class _Sync:
             iso(self.now), "released", "system", item.task, data, case.diagram.sha256
         )
         self.report.claims_released += 1
+
+
+def _settings(current: dict | None, spec: _UnitSpec) -> dict:
+    """The unit's settings with the file's webhooks: the file is the source of truth for
+    `notify` (a re-import replaces the list; no key, no webhooks); other settings are kept. A
+    new dict, so the JSON column sees the change (and an equal one changes nothing)."""
+    settings = {k: v for k, v in (current or {}).items() if k != "notify"}
+    if spec.notify:
+        settings["notify"] = [dict(channel) for channel in spec.notify]
+    return settings
 
 
 def _assign(obj: Any, values: Mapping[str, Any]) -> bool:

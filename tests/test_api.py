@@ -1010,3 +1010,35 @@ def test_the_embedded_ticker_escalates_a_case_whose_limit_passed(
     ]
     assert types[-2:] == ["supervised", "escalated"]
     assert ticker.tick() == 0
+
+
+def test_the_embedded_ticker_delivers_notifications_from_the_outbox(api_app, api_client, api_as):
+    """Without Redis, `gridloop serve` posts the outbox on its own thread."""
+    from sqlalchemy import select
+    from test_notify import Receiver
+
+    from engine.models import Unit
+    from webapp.ticker import Ticker
+
+    receiver = Receiver()
+    try:
+        with api_app.app_context():
+            grid = db.session.scalars(select(Unit).where(Unit.code == "V01-D1-G01")).one()
+            grid.settings = {"notify": [{"url": receiver.url(), "format": "wecom"}]}
+            db.session.commit()
+        officer = api_as("off1")
+        api_client.post(
+            "/api/v1/cases", json={"title": "路灯坏了", "grid": "V01-D1-G01"}, headers=officer
+        )
+        item = api_client.get("/api/v1/inbox", headers=officer).get_json()["items"][0]
+        data = {"valid": True, "category": "resident_request", "severity": "normal"}
+        api_client.post(
+            f"/api/v1/work-items/{item['id']}/complete", json={"data": data}, headers=officer
+        )
+
+        assert Ticker(api_app).deliver() == 1
+        (body,) = receiver.bodies()
+        assert body["msgtype"] == "text" and body["text"]["content"].startswith("【待办】")
+        assert Ticker(api_app).deliver() == 0  # delivered once
+    finally:
+        receiver.close()

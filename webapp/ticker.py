@@ -1,7 +1,9 @@
-"""The embedded timer ticker: without Redis, the web server fires due timers once a second.
+"""The embedded ticker: without Redis, the web server fires due timers once a second and delivers
+notifications from the outbox.
 
 Firing is safe beside other processes (`gridloop timers fire-due`, a second server): each timer row
-is consumed in its case's transaction under the case's version check.
+is consumed in its case's transaction under the case's version check. Deliveries run on their own
+thread, so a slow webhook never delays an escalation.
 """
 
 from __future__ import annotations
@@ -11,25 +13,40 @@ import threading
 
 from flask import Flask
 
+from engine import notify
+
 from .extensions import db
 
 log = logging.getLogger(__name__)
 
 
 class Ticker:
-    def __init__(self, app: Flask, interval: float = 1.0):
-        self.app, self.interval = app, interval
+    def __init__(self, app: Flask, interval: float = 1.0, delivery_interval: float = 5.0):
+        self.app = app
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="gridloop-ticker", daemon=True)
+        self._threads = [
+            threading.Thread(
+                target=self._loop, args=(self.tick, interval), name="gridloop-ticker", daemon=True
+            ),
+            threading.Thread(
+                target=self._loop,
+                args=(self.deliver, delivery_interval),
+                name="gridloop-delivery",
+                daemon=True,
+            ),
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     def tick(self) -> int:
+        """Fire every timer due now; how many cases moved."""
         with self.app.app_context():
             runtime = self.app.extensions["gridloop"].runtime
             try:
@@ -37,9 +54,18 @@ class Ticker:
             finally:
                 db.session.remove()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+    def deliver(self) -> int:
+        """Post the notifications that are due; how many were delivered."""
+        with self.app.app_context():
+            runtime = self.app.extensions["gridloop"].runtime
             try:
-                self.tick()
-            except Exception:  # keep ticking: one bad case must not stop every escalation
-                log.exception("timer tick failed")
+                return notify.deliver_due(db.session, runtime.clock.now())
+            finally:
+                db.session.remove()
+
+    def _loop(self, work, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                work()
+            except Exception:  # keep going: one bad case or endpoint must not stop the rest
+                log.exception("%s failed", work.__name__)
