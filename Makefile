@@ -14,7 +14,7 @@ VENDOR_STAMP := $(VENDOR)/.copied-$(shell cat package-lock.json | sha1sum | cut 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT    := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: install vendor browser run test lint bench clean
+.PHONY: install vendor browser services run test lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ browser:
 	@command -v chromium >/dev/null || ($(APT) update && $(APT) install -y chromium fonts-noto-cjk)
 	@fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || ($(APT) update && $(APT) install -y fonts-noto-cjk)
 
+# Redis for tests/test_worker.py, from Debian. This target starts no server: the tests run their own
+# on a free loopback port for the session (tests/redis_fixture.py), never the packaged service.
+services:
+	@command -v redis-server >/dev/null || ($(APT) update && $(APT) install -y redis-server)
+
 # Creates the SQLite database under instance/, loads the demo township into an empty database
 # (a rerun keeps existing data) and serves in the foreground until Ctrl-C.
 run: install
@@ -55,7 +60,7 @@ lint: install
 	$(BIN)/ruff check engine webapp tests bench
 	$(BIN)/ruff format --check engine webapp tests bench
 
-test: install browser lint
+test: install browser services lint
 	$(BIN)/pytest
 
 bench: install

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import socket
 import sys
 from datetime import datetime
@@ -128,7 +129,8 @@ def serve(host: str, port: int) -> None:
 
     _check_port(host, port)
     app = _app()
-    ticker = Ticker(app)
+    # With Redis, rq workers fire timers (`gridloop worker`); the server still delivers the outbox.
+    ticker = Ticker(app, fire_timers=not os.environ.get("GRIDLOOP_REDIS_URL"))
     ticker.start()
     click.echo(f"Gridloop is serving on http://{host}:{port}/ (Ctrl-C stops it)")
     try:
@@ -152,11 +154,48 @@ def _check_port(host: str, port: int) -> None:
         probe.close()
 
 
-@main.command(help="Run rq workers (GRIDLOOP_REDIS_URL).")
-def worker() -> None:
-    raise click.ClickException(
-        "rq workers are not built yet; without GRIDLOOP_REDIS_URL, `gridloop serve` fires timers"
-    )
+@main.command(help="Fire timers with rq on Redis (GRIDLOOP_REDIS_URL): a scheduler and workers.")
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(0), help="rq worker processes."
+)
+@click.option("--scheduler-only", is_flag=True, help="Only enqueue due timers; run no worker.")
+@click.option("--no-scheduler", is_flag=True, help="Only work the queue; enqueue nothing.")
+@click.option("--burst", is_flag=True, help="One scheduler pass, drain the queue, then exit.")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def worker(
+    workers: int, scheduler_only: bool, no_scheduler: bool, burst: bool, log_level: str
+) -> None:
+    from . import worker as rq_worker
+
+    url = rq_worker.redis_url()
+    if not url:
+        raise click.ClickException(
+            f"{rq_worker.REDIS_URL_ENV} is not set. Without Redis, the embedded ticker in "
+            "`gridloop serve` fires timers once a second (and `gridloop timers fire-due` catches "
+            "up); set it, e.g. redis://127.0.0.1:6379/0, to fire them with rq workers."
+        )
+    if no_scheduler and (scheduler_only or workers == 0):
+        raise click.UsageError("nothing to run: --no-scheduler with no worker")
+    from redis.exceptions import RedisError
+
+    try:
+        status = rq_worker.serve(
+            _app(),
+            url,
+            workers=0 if scheduler_only else workers,
+            scheduler=not no_scheduler,
+            burst=burst,
+            log_level=log_level,
+            echo=click.echo,
+        )
+    except RedisError as exc:
+        raise click.ClickException(f"Redis at {url}: {exc}") from exc
+    sys.exit(status)
 
 
 @main.group(help="Timers.")
@@ -177,6 +216,33 @@ def fire_due(as_of: str | None) -> None:
         if moved == 0:
             break
     click.echo(f"fired the due timers of {total} case(s) as of {iso(moment)}")
+
+
+@timers.command("status", help="Pending and overdue timers, and the lag of the oldest overdue.")
+@click.option("--as-of", "as_of", help="ISO time (default: now).")
+@click.option("--max-lag", type=float, help="Exit 1 when the oldest overdue timer lags more (s).")
+def timers_status(as_of: str | None, max_lag: float | None) -> None:
+    from engine.backlog import backlog
+
+    from . import worker as rq_worker
+
+    app = _app()
+    moment = _parse_time(as_of) if as_of else services(app).runtime.clock.now()
+    state = backlog(db.session, moment)
+    db.session.rollback()
+    url = rq_worker.redis_url()
+    queue = None
+    if url:
+        from redis.exceptions import RedisError
+
+        try:
+            queue = rq_worker.queue_counts(url)
+        except RedisError as exc:
+            click.echo(f"queue: Redis at {url} did not answer ({exc})")
+    for line in rq_worker.status_lines(state, moment, queue):
+        click.echo(line)
+    if max_lag is not None and state.lag_seconds > max_lag:
+        sys.exit(1)
 
 
 def _parse_time(text: str) -> datetime:

@@ -4,6 +4,8 @@ clean checkout needs no build step and no compiled file is committed."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from babel import Locale
@@ -29,8 +31,11 @@ def compile_catalogs(target: Path) -> Path:
         for name in {folder.name, str(Locale.parse(folder.name))}:
             out = target / name / "LC_MESSAGES"
             out.mkdir(parents=True, exist_ok=True)
-            with (out / "messages.mo").open("wb") as handle:
+            # Write then rename: another process starting at the same time never reads half a file.
+            fd, temp = tempfile.mkstemp(dir=out, suffix=".mo.tmp")
+            with os.fdopen(fd, "wb") as handle:
                 write_mo(handle, merged)
+            os.replace(temp, out / "messages.mo")
     return target
 
 

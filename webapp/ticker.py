@@ -21,19 +21,23 @@ log = logging.getLogger(__name__)
 
 
 class Ticker:
-    def __init__(self, app: Flask, interval: float = 1.0, delivery_interval: float = 5.0):
+    def __init__(
+        self,
+        app: Flask,
+        interval: float = 1.0,
+        delivery_interval: float = 5.0,
+        fire_timers: bool = True,
+    ):
+        """`fire_timers=False` when rq workers fire timers (GRIDLOOP_REDIS_URL is set): the
+        server then only delivers notifications."""
         self.app = app
         self._stop = threading.Event()
+        jobs = [(self.deliver, delivery_interval, "gridloop-delivery")]
+        if fire_timers:
+            jobs.append((self.tick, interval, "gridloop-ticker"))
         self._threads = [
-            threading.Thread(
-                target=self._loop, args=(self.tick, interval), name="gridloop-ticker", daemon=True
-            ),
-            threading.Thread(
-                target=self._loop,
-                args=(self.deliver, delivery_interval),
-                name="gridloop-delivery",
-                daemon=True,
-            ),
+            threading.Thread(target=self._loop, args=(work, every), name=name, daemon=True)
+            for work, every, name in jobs
         ]
 
     def start(self) -> None:
