@@ -180,7 +180,7 @@ class TimerScheduler:
             except Exception:  # noqa: BLE001 - expired under a very slow pass: nothing to free
                 log.warning("the scheduler lock expired during a pass")
 
-    def run(self, stop: threading.Event, interval: float = 1.0) -> None:
+    def run(self, stop: threading.Event, interval: float = 0.25) -> None:
         """Pass after pass until `stop` is set; a failing pass (database or Redis away) is logged
         and the next one tries again."""
         while not stop.is_set():
