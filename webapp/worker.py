@@ -424,6 +424,12 @@ def serve(
                 target=timer_scheduler.run, args=(stop,), name="gridloop-scheduler", daemon=True
             )
             thread.start()
+            # The scheduler's process also posts the outbox, so that workers without a web
+            # server still notify people (several deliverers are safe: each row is leased).
+            from .ticker import Ticker
+
+            delivery = Ticker(app, fire_timers=False)
+            delivery.start()
     try:
         if workers <= 0:
             if thread is None:
@@ -437,6 +443,7 @@ def serve(
         stop.set()
         if thread is not None:
             thread.join(timeout=10)
+            delivery.stop()
 
 
 def _log_to_stderr(level: str) -> None:
