@@ -21,13 +21,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from apps import build_app, dispose_app
 
 from engine.clock import FixedClock
-from engine.org import import_org
-from engine.passwords import Passwords
-from engine.specs import deploy, load_bundle
-from engine.storage import create_schema
-from webapp import create_app, services
+from engine.specs import load_bundle
 from webapp.extensions import db
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -134,25 +131,9 @@ def api_clock() -> FixedClock:
 
 @pytest.fixture
 def api_app(tmp_path, api_clock, api_bundle):
-    app = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/api.sqlite",
-            "GRIDLOOP_CHEAP_PASSWORDS": True,
-            "TESTING": True,
-        },
-        clock=api_clock,
-    )
-    with app.app_context():
-        create_schema(db.engine)
-        deploy(db.session, services(app).runtime.registry, api_bundle, "system", api_clock.now())
-        db.session.commit()
-        import_org(db.session, API_ORG, Passwords(cheap=True))
-        db.session.commit()
-        db.session.remove()
+    app = build_app(tmp_path / "api.sqlite", API_ORG, api_clock, bundle=api_bundle)
     yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    dispose_app(app)
 
 
 @pytest.fixture

@@ -9,15 +9,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from apps import build_app, dispose_app
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 from conftest import ORG_YAML
 
-from engine.org import import_org
-from engine.passwords import Passwords
-from engine.storage import create_schema
-from webapp import create_app
-from webapp.extensions import db
 from webapp.i18n import LOCALES, SOURCES, messages
 
 WEBAPP = Path(__file__).resolve().parents[1] / "webapp"
@@ -105,22 +101,10 @@ def test_no_two_fragments_translate_the_same_message(locale):
 @pytest.fixture
 def csrf_app(tmp_path):
     """The app as it runs in production: CSRF protection on."""
-    app = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/csrf.sqlite",
-            "GRIDLOOP_CHEAP_PASSWORDS": True,
-        }
-    )
-    assert app.config.get("WTF_CSRF_ENABLED", True)
-    with app.app_context():
-        create_schema(db.engine)
-        import_org(db.session, ORG_YAML, Passwords(cheap=True))
-        db.session.commit()
-        db.session.remove()
+    app = build_app(tmp_path / "csrf.sqlite", ORG_YAML, csrf=True, deployed=False)
+    assert app.config["WTF_CSRF_ENABLED"]
     yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    dispose_app(app)
 
 
 def test_a_login_post_without_the_csrf_token_is_refused(csrf_app):

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from apps import build_app, dispose_app
 from conftest import ORG_YAML
 from sqlalchemy import select
 
@@ -15,9 +16,7 @@ from engine.clock import FixedClock
 from engine.models import Person, WorkItem
 from engine.org import import_org
 from engine.passwords import Passwords
-from engine.specs import deploy, load_bundle
-from engine.storage import create_schema
-from webapp import create_app, services
+from webapp import services
 from webapp.extensions import db
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,29 +28,14 @@ def auth_clock() -> FixedClock:
 
 
 def _app(tmp_path, clock, csrf: bool):
-    app = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/auth.sqlite",
-            "GRIDLOOP_CHEAP_PASSWORDS": True,
-            "WTF_CSRF_ENABLED": csrf,
-        },
-        clock=clock,
-    )
-    with app.app_context():
-        create_schema(db.engine)
-        deploy(db.session, services(app).runtime.registry, load_bundle(REPO), "system", clock.now())
-        import_org(db.session, ORG_YAML, Passwords(cheap=True))
-        db.session.commit()
-        db.session.remove()
-    return app
+    return build_app(tmp_path / "auth.sqlite", ORG_YAML, clock, csrf=csrf)
 
 
 @pytest.fixture
 def auth_app(tmp_path, auth_clock):
     app = _app(tmp_path, auth_clock, csrf=False)
     yield app
-    with app.app_context():
-        db.engine.dispose()
+    dispose_app(app)
 
 
 def _login(client, username: str, password: str):

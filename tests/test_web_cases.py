@@ -16,16 +16,14 @@ from pathlib import Path
 
 import lxml.html
 import pytest
+from apps import build_app, dispose_app
 from babel.messages.extract import extract_from_file
 from sqlalchemy import func, select
 
 from engine.clock import FixedClock
 from engine.models import Case, WorkItem
-from engine.org import import_org
-from engine.passwords import Passwords
-from engine.specs import deploy, load_bundle
-from engine.storage import create_schema
-from webapp import create_app, services
+from engine.specs import load_bundle
+from webapp import services
 from webapp.extensions import db
 from webapp.i18n import messages
 
@@ -99,32 +97,14 @@ def wc_clock() -> FixedClock:
 
 
 def _make_app(path: Path, clock: FixedClock, bundle, csrf: bool):
-    app = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}",
-            "GRIDLOOP_CHEAP_PASSWORDS": True,
-            "TESTING": True,
-            "WTF_CSRF_ENABLED": csrf,
-        },
-        clock=clock,
-    )
-    with app.app_context():
-        create_schema(db.engine)
-        deploy(db.session, services(app).runtime.registry, bundle, "system", clock.now())
-        db.session.commit()
-        import_org(db.session, WC_ORG, Passwords(cheap=True))
-        db.session.commit()
-        db.session.remove()
-    return app
+    return build_app(path, WC_ORG, clock, csrf=csrf, bundle=bundle)
 
 
 @pytest.fixture
 def wc_app(tmp_path, wc_clock, wc_bundle):
     app = _make_app(tmp_path / "web.sqlite", wc_clock, wc_bundle, csrf=False)
     yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    dispose_app(app)
 
 
 @pytest.fixture

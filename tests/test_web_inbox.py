@@ -17,6 +17,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from apps import build_app, dispose_app
 from babel.messages.extract import extract_from_file
 from babel.messages.pofile import read_po
 from sqlalchemy import select
@@ -24,11 +25,8 @@ from sqlalchemy import select
 from engine.access import viewer_of
 from engine.clock import FixedClock
 from engine.models import Case, CaseDepartment, CaseEvent, Person, Unit, WorkItem
-from engine.org import import_org
-from engine.passwords import Passwords
-from engine.specs import deploy, load_bundle
-from engine.storage import create_schema
-from webapp import create_app, services
+from engine.specs import load_bundle
+from webapp import services
 from webapp.extensions import db
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,32 +93,14 @@ def web_clock() -> FixedClock:
 
 
 def _make_app(tmp_path, clock, bundle, csrf: bool):
-    app = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/web.sqlite",
-            "GRIDLOOP_CHEAP_PASSWORDS": True,
-            "TESTING": True,
-            "WTF_CSRF_ENABLED": csrf,
-        },
-        clock=clock,
-    )
-    with app.app_context():
-        create_schema(db.engine)
-        deploy(db.session, services(app).runtime.registry, bundle, "system", clock.now())
-        db.session.commit()
-        import_org(db.session, WEB_ORG, Passwords(cheap=True))
-        db.session.commit()
-        db.session.remove()
-    return app
+    return build_app(tmp_path / "web.sqlite", WEB_ORG, clock, csrf=csrf, bundle=bundle)
 
 
 @pytest.fixture
 def web_app(tmp_path, web_clock, web_bundle):
     app = _make_app(tmp_path, web_clock, web_bundle, csrf=False)
     yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    dispose_app(app)
 
 
 class Town:

@@ -12,21 +12,14 @@ import itertools
 import shutil
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from apps import build_app, dispose_app
 from conftest import ORG_YAML
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from werkzeug.serving import make_server
-
-from engine.org import import_org
-from engine.passwords import Passwords
-from engine.specs import deploy, load_bundle
-from engine.storage import create_schema
-from webapp import create_app, services
-from webapp.extensions import db
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-output" / "e2e"
@@ -39,20 +32,8 @@ PASSWORD = "pw"
 def live_server(tmp_path_factory) -> Iterator[str]:
     """The app on a free port of 127.0.0.1 with the test organisation; yields its base URL."""
     folder = tmp_path_factory.mktemp("e2e")
-    app = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder}/e2e.sqlite",
-            "GRIDLOOP_CHEAP_PASSWORDS": True,
-        }
-    )
-    with app.app_context():
-        create_schema(db.engine)
-        runtime = services(app).runtime
-        deploy(db.session, runtime.registry, load_bundle(REPO), "system", datetime.now(UTC))
-        db.session.commit()
-        import_org(db.session, ORG_YAML, Passwords(cheap=True))
-        db.session.commit()
-        db.session.remove()
+    app = build_app(folder / "e2e.sqlite", ORG_YAML, csrf=True)
+    app.config["TESTING"] = False  # as in production: errors render their pages
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="e2e-server", daemon=True)
     thread.start()
@@ -60,9 +41,7 @@ def live_server(tmp_path_factory) -> Iterator[str]:
     server.shutdown()
     thread.join(timeout=10)
     server.server_close()
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    dispose_app(app)
 
 
 @pytest.fixture(scope="session")
