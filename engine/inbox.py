@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session, joinedload
 
 from .access import Viewer, inbox_scope
-from .models import Case, WorkItem
+from .models import TIER_BELOW, Case, WorkItem
 
 # Items without a deadline sort after every dated one.
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -56,12 +56,6 @@ _LEVEL_COLUMN = {
     "district": Case.district_id,
     "grid": Case.grid_id,
 }
-# The tier whose supervision notices each tier receives (info officers never handle).
-_BELOW = {
-    "district_leader": "grid_leader",
-    "village_secretary": "district_leader",
-    "town_leadership": "village_secretary",
-}
 
 
 def watch_items(session: Session, viewer: Viewer, limit: int = 20) -> list[WorkItem]:
@@ -69,7 +63,7 @@ def watch_items(session: Session, viewer: Viewer, limit: int = 20) -> list[WorkI
     own, and items one tier below them in their units. Most overdue first."""
     concerns = [Case.owner == viewer.username]
     for role, unit_id, level in viewer.positions:
-        below = _BELOW.get(role)
+        below = TIER_BELOW.get(role)
         if below and level in _LEVEL_COLUMN:
             concerns.append(and_(WorkItem.role == below, _LEVEL_COLUMN[level] == unit_id))
     query = (

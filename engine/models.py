@@ -23,6 +23,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 
 TIERS = ("info_officer", "grid_leader", "district_leader", "village_secretary", "town_leadership")
+# The handling tiers (info officers never handle), each with the tier it escalates to.
+TIER_ABOVE = dict(zip(TIERS[1:], TIERS[2:], strict=False))
+TIER_BELOW = {above: below for below, above in TIER_ABOVE.items()}
 LEVEL_OF_ROLE = {
     "info_officer": "grid",
     "grid_leader": "grid",

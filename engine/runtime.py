@@ -36,7 +36,7 @@ from .errors import Conflict, Forbidden, Invalid, NotFound
 from .events import Chain
 from .models import (
     LEVEL_OF_ROLE,
-    TIERS,
+    TIER_ABOVE,
     Case,
     CaseDepartment,
     Counter,
@@ -58,7 +58,6 @@ STATUS_OF_TASK = {
     "report": "reporting",
     "review": "reporting",
 }
-TIER_ABOVE = dict(zip(TIERS[1:], TIERS[2:], strict=False))
 OPEN = frozenset({"accepting", "handling", "feedback", "reporting"})
 MAX_ATTEMPTS = 4
 
