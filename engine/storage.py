@@ -13,14 +13,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .models import Base
 
-DEFAULT_SQLITE = "instance/gridloop.sqlite"
+# The repository's instance/ folder: the default database, the secret key and compiled catalogs.
+# Absolute, so the default database is the same file whatever the working directory (and Flask-
+# SQLAlchemy, which resolves a relative SQLite path against the app's instance folder, leaves it be).
+INSTANCE_DIR = Path(__file__).resolve().parents[1] / "instance"
+DEFAULT_SQLITE = INSTANCE_DIR / "gridloop.sqlite"
 
 
 def database_url() -> str:
+    """GRIDLOOP_DATABASE_URL, or else the SQLite file instance/gridloop.sqlite of the repository
+    (its folder is created if missing)."""
     url = os.environ.get("GRIDLOOP_DATABASE_URL")
     if url:
         return url
-    Path(DEFAULT_SQLITE).parent.mkdir(parents=True, exist_ok=True)
+    DEFAULT_SQLITE.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{DEFAULT_SQLITE}"
 
 

@@ -17,7 +17,7 @@ from flask import Flask, request
 from engine.clock import Clock, SystemClock
 from engine.passwords import Passwords
 from engine.runtime import Runtime
-from engine.storage import configure_engine, database_url
+from engine.storage import INSTANCE_DIR, configure_engine, database_url
 
 from .extensions import babel, csrf, db, login_manager
 from .i18n import DEFAULT_LOCALE, LOCALES, compile_catalogs
@@ -35,7 +35,7 @@ class Services:
 
 
 def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
-    app = Flask(__name__, instance_path=str(REPO_ROOT / "instance"))
+    app = Flask(__name__, instance_path=str(INSTANCE_DIR))
     app.config.update(
         SECRET_KEY=os.environ.get("GRIDLOOP_SECRET_KEY") or _instance_secret(),
         SQLALCHEMY_DATABASE_URI=database_url(),
@@ -84,7 +84,7 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
 def _instance_secret() -> str:
     """Without GRIDLOOP_SECRET_KEY, a random key kept in instance/: sessions survive restarts,
     and no two installations share a key."""
-    path = REPO_ROOT / "instance" / "secret_key"
+    path = INSTANCE_DIR / "secret_key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_hex(32))
