@@ -12,6 +12,7 @@ from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session, joinedload
 
 from .access import Viewer, inbox_scope
+from .deadlines import overdue_clause
 from .models import TIER_BELOW, Case, WorkItem
 
 # Items without a deadline sort after every dated one.
@@ -38,7 +39,7 @@ def inbox_page(
         .where(WorkItem.completed_at.is_(None), inbox_scope(viewer))
     )
     if overdue is not None:
-        query = query.where(WorkItem.due_at < now if overdue else due >= now)
+        query = query.where(overdue_clause(now) if overdue else ~overdue_clause(now))
     if category:
         query = query.where(Case.category == category)
     if after is not None:

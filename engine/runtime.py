@@ -32,6 +32,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from . import notify, spiffclock
 from .access import Viewer, can_see_case, eligible_town_leaders, may_act
 from .clock import Clock, iso, parse_iso
+from .deadlines import case_deadline
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .events import Chain
 from .models import (
@@ -358,12 +359,10 @@ class Runtime:
         case = item.case
         if not can_see_case(session, actor, case):
             raise NotFound("no such work item")
+        if item.completed_at is not None and item.cancelled:
+            raise Conflict("this item was closed: the case moved on")
         if item.completed_at is not None:
-            raise Conflict(
-                "this item was already completed"
-                if not item.cancelled
-                else "this item was closed: the case moved on"
-            )
+            raise Conflict("this item was already completed")
         if not may_act(session, actor, item):
             raise Forbidden("you may see this item but not work it")
         return item, case
@@ -469,6 +468,10 @@ class Runtime:
         if timers != ctx.timers_before:
             self._refresh_timers(session, case, timers)
         self._update_case(ctx, case, workflow, ready)
+        if ready.keys() != ctx.ready_before:
+            # Deadlines are fixed when an item becomes ready; the case's is its earliest open one.
+            still_open = self._items_of(ctx, case, ready.keys() & ctx.ready_before)
+            case.due_at = case_deadline(still_open + new_items, ctx.now).due_at
         if started is not None and ctx.events:
             last = ctx.events[-1][2]
             last.setdefault("tier", started.role)
@@ -535,12 +538,9 @@ class Runtime:
         if tasks:
             info = self.registry.by_process(workflow.spec).tasks[tasks[0].task_spec.name]
             case.status = STATUS_OF_TASK[info.task]
-            dues = [d for d in (_deadline_of(t) for t in tasks) if d is not None]
-            case.due_at = min(dues) if dues else None
         elif workflow.is_completed():
             case.status = data.get("closed_as") or "archived"
             case.closed_at = ctx.now
-            case.due_at = None
 
     def _refresh_timers(self, session: Session, case: Case, wanted: frozenset) -> None:
         """Make the case's timer rows equal the workflow's pending timers."""
@@ -569,7 +569,9 @@ class Runtime:
                 select(Unit).where(Unit.code == code, Unit.level == "department", Unit.active)
             ).first()
             if unit is None:
-                raise Invalid("departments", {f"departments[{i}]": f"unknown department '{code}'"})
+                raise Invalid(
+                    "unknown department", {f"departments[{i}]": f"unknown department '{code}'"}
+                )
             units.append(unit)
         return units
 

@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from engine.access import case_scope, viewer_of
 from engine.clock import iso
+from engine.deadlines import case_deadline, item_overdue
 from engine.errors import Conflict, Forbidden, GridloopError, Invalid, NotFound
 from engine.events import as_dict, case_events
 from engine.inbox import inbox_page
@@ -110,7 +111,7 @@ def token_required(view):
 
 
 def case_json(case: Case, open_items: list[WorkItem]) -> dict:
-    moment = now()
+    deadline = case_deadline(open_items, now())
     holder = next((i.claimed_by for i in open_items if i.claimed_by), None)
     return {
         "number": case.number,
@@ -123,8 +124,8 @@ def case_json(case: Case, open_items: list[WorkItem]) -> dict:
         "grid": {"code": case.grid.code, "name": case.grid.name},
         "owner": case.owner,
         "holder": holder,
-        "due_at": iso(case.due_at),
-        "overdue": any(i.due_at is not None and i.due_at < moment for i in open_items),
+        "due_at": iso(deadline.due_at),
+        "overdue": deadline.overdue,
         "opened_at": iso(case.opened_at),
         "closed_at": iso(case.closed_at),
         "satisfaction": case.satisfaction,
@@ -162,7 +163,7 @@ def item_json(item: WorkItem) -> dict:
         },
         "created_at": iso(item.created_at),
         "due_at": iso(item.due_at),
-        "overdue": item.completed_at is None and item.due_at is not None and item.due_at < now(),
+        "overdue": item_overdue(item, now()),
         "claimed_by": item.claimed_by,
         "form": spec.forms[item.form],
     }
