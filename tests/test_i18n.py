@@ -17,6 +17,7 @@ from conftest import ORG_YAML
 from webapp.i18n import LOCALES, SOURCES, messages
 
 WEBAPP = Path(__file__).resolve().parents[1] / "webapp"
+ENGINE = WEBAPP.parent / "engine"
 METHODS = [("**.py", "python"), ("**/templates/**.html", "jinja2")]
 OPTIONS = {"**/templates/**.html": {"extensions": "jinja2.ext.i18n"}}
 KEYWORDS = {
@@ -32,17 +33,28 @@ KEYWORDS = {
 PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]")
 
 
+# Error paths: a literal message given to an error can reach an error page (webapp/errors.py
+# shows it through the catalog), so it needs a translation like any other word on a page.
+ERRORS = {name: None for name in ("GridloopError", "Invalid", "NotFound", "Forbidden", "Conflict")}
+
+
 def extracted() -> dict[str, list[str]]:
-    """msgid -> where it is used ("file:line"), for every message in webapp/'s code and pages.
-    A plural message is listed under its singular and its plural."""
+    """msgid -> where it is used ("file:line"), for every message in webapp/'s code and pages
+    and every literal error message in webapp/ and engine/. A plural message is listed under its
+    singular and its plural."""
     found: dict[str, list[str]] = defaultdict(list)
-    for filename, lineno, message, _comments, _context in extract_from_dir(
-        str(WEBAPP), METHODS, OPTIONS, keywords=KEYWORDS
-    ):
-        ids = message if isinstance(message, tuple) else (message,)
-        for msgid in ids:
-            if msgid:
-                found[msgid].append(f"{filename}:{lineno}")
+    sources = [
+        (WEBAPP, METHODS, {**KEYWORDS, **ERRORS}),
+        (ENGINE, [("**.py", "python")], ERRORS),
+    ]
+    for folder, methods, keywords in sources:
+        for filename, lineno, message, _comments, _context in extract_from_dir(
+            str(folder), methods, OPTIONS, keywords=keywords
+        ):
+            ids = message if isinstance(message, tuple) else (message,)
+            for msgid in ids:
+                if msgid:
+                    found[msgid].append(f"{folder.name}/{filename}:{lineno}")
     return dict(found)
 
 
@@ -59,8 +71,14 @@ def test_extraction_reads_both_code_and_templates():
     places = [p for where in extracted().values() for p in where]
     assert any(p.endswith(".py", 0, p.rindex(":")) for p in places), "no message in Python code"
     assert any(".html:" in p for p in places), "no message in the templates"
-    # Messages known to exist: a Python lazy_gettext (auth.py) and a template _() (base.html).
-    assert {"Wrong username or password.", "My inbox"} <= set(extracted())
+    # Messages known to exist: a Python lazy_gettext (auth.py), a template _() (base.html) and
+    # errors raised in engine/ and webapp/.
+    assert {
+        "Wrong username or password.",
+        "My inbox",
+        "no such work item",
+        "bad cursor",
+    } <= set(extracted())
 
 
 def test_every_message_has_a_chinese_translation():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from flask import Blueprint, render_template
+from flask_babel import gettext as _
 from sqlalchemy import select
 
 from engine.backlog import backlog
@@ -19,7 +20,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 def _admin_only() -> None:
     if not viewer().is_admin:
-        raise Forbidden("administrators only")
+        raise Forbidden(_("Only administrators may open this page."))
 
 
 def _queues() -> list[dict] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import render_template, request
+from flask_babel import get_locale, gettext
 from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import HTTPException
 
@@ -53,8 +54,18 @@ def register(app) -> None:
 
     @app.errorhandler(GridloopError)
     def _engine(exc: GridloopError):
-        return page(STATUS_OF.get(type(exc), 400), exc.message)
+        return page(STATUS_OF.get(type(exc), 400), shown(exc.message))
 
     @app.errorhandler(500)
     def _crash(exc):
         return page(500)
+
+
+def shown(message: str) -> str | None:
+    """An error's message as this page's language has it. engine/ speaks English: its messages
+    reach a page through the catalog, and one the catalog lacks (it names a person or a value) is
+    left out of a Chinese page, whose title and text already say what happened."""
+    translated = gettext(message)
+    if translated == message and message.isascii() and get_locale().language == "zh":
+        return None
+    return translated

@@ -9,6 +9,7 @@ Every step keeps a screenshot under test-output/e2e/NN-step.png.
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -24,6 +25,8 @@ from werkzeug.serving import make_server
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-output" / "e2e"
 CHROMIUM = "/usr/bin/chromium"
+# Where people without a handler's position land after signing in; everyone else: the inbox.
+LANDINGS = {"aud": "/cases", "ps1": "/cases", "adm": "/admin/ops"}
 WIDTH, HEIGHT = 360, 740
 PASSWORD = "pw"
 
@@ -85,10 +88,48 @@ def shots() -> Shots:
 
 
 def assert_fits(page: Page) -> None:
-    """Nothing on the page is wider than the phone: no sideways scrolling."""
+    """Nothing on the page is wider than the phone (no sideways scrolling), and a Chinese page
+    holds no stray English word."""
     html = page.evaluate("document.documentElement.scrollWidth")
     body = page.evaluate("document.body.scrollWidth")
     assert html <= WIDTH and body <= WIDTH, f"{page.url} is {html}/{body}px wide, over {WIDTH}px"
+    stray = stray_english(page)
+    assert not stray, f"English on the Chinese page {page.url}: {stray}"
+
+
+# Latin letters a Chinese page may show: the switch to English, a product name (Redis), and data,
+# not words: case numbers and unit codes (XDK-2026-000001, V01-D1-G01) and the test
+# organisation's usernames.
+LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
+CODE = re.compile(r"^[A-Z]+\d*(?:-[A-Z]*\d+)+$")
+ALLOWED = {"English", "Redis"} | set(re.findall(r"username: ([\w.]+)", ORG_YAML))
+# Every text a person sees: visible text nodes (the diagram's SVG labels included), the page's
+# title, and the attributes browsers show or read aloud. bpmn-js's licence badge is left alone.
+VISIBLE_TEXT = """() => {
+  const found = [document.title];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const el = node.parentElement;
+    if (!el || el.closest("script, style, .bjs-powered-by")) continue;
+    if (!el.checkVisibility()) continue;
+    found.push(node.textContent);
+  }
+  for (const el of document.querySelectorAll("[title], [placeholder], [aria-label], [alt]")) {
+    if (el.closest(".bjs-powered-by")) continue;
+    for (const name of ["title", "placeholder", "aria-label", "alt"]) {
+      if (el.getAttribute(name)) found.push(el.getAttribute(name));
+    }
+  }
+  return found;
+}"""
+
+
+def stray_english(page: Page) -> list[str]:
+    """English words on a page served in Chinese (none is expected)."""
+    if page.get_attribute("html", "lang") != "zh-CN":
+        return []
+    words = LATIN_WORD.findall(" ".join(page.evaluate(VISIBLE_TEXT)))
+    return sorted({w for w in words if w not in ALLOWED and not CODE.match(w)})
 
 
 @pytest.fixture(scope="session")
@@ -171,8 +212,8 @@ def new_context(browser, live_server, watcher) -> Iterator[Callable[[], BrowserC
 
 @pytest.fixture(scope="session")
 def login(new_context, step) -> Callable[..., Page]:
-    """login("gl1") -> a page of a fresh context signed in as gl1 through the login page, on the
-    inbox. With shot="name" the filled-in login page is kept as a step."""
+    """login("gl1") -> a page of a fresh context signed in as gl1 through the login page, on their
+    landing page. With shot="name" the filled-in login page is kept as a step."""
 
     def sign_in(username: str, shot: str | None = None) -> Page:
         page = new_context().new_page()
@@ -186,7 +227,9 @@ def login(new_context, step) -> Callable[..., Page]:
             assert_fits(page)
         with page.expect_navigation():
             page.click("form button[type=submit]")
-        assert urlsplit(page.url).path == "/", f"{username} did not reach the inbox: {page.url}"
+        landing = LANDINGS.get(username, "/")
+        assert urlsplit(page.url).path == landing, f"{username} did not reach {landing}: {page.url}"
+        assert_fits(page)
         return page
 
     return sign_in
