@@ -454,7 +454,10 @@ def test_a_rejected_case_shows_a_struck_strip(wc_app, wc_as):
     assert [s for _label, s in steps(doc)] == ["rejected"] * 5
     # Closed: nobody holds it and no limit runs.
     assert not doc.xpath('//*[@data-testid="case-holder" or @data-testid="case-deadline"]')
-    row = tree(wc_as("off1").get("/cases/mine")).xpath('//*[@data-testid="mine-case"]')[0]
+    # A closed case is under 已结案, not among the open ones.
+    assert not tree(wc_as("off1").get("/cases/mine")).xpath('//*[@data-testid="mine-case"]')
+    closed = tree(wc_as("off1").get("/cases/mine?show=closed"))
+    row = closed.xpath('//*[@data-testid="mine-case"]')[0]
     assert not row.xpath('.//*[@data-testid="case-holder" or @data-testid="case-deadline"]')
     assert "结案" in text_of(row)
     labels = [text_of(e) for e in doc.xpath('//*[@data-testid="case-event"]')]
@@ -503,7 +506,7 @@ def test_mine_is_empty_for_a_new_officer_and_explains_first_contact(wc_app, wc_a
     opened(wc_as("off1"))
     doc = tree(wc_as("off1b").get("/cases/mine"))
     empty = one(doc, "mine-empty")
-    assert "您还没有首接受理的案件" in text_of(empty)
+    assert "您目前没有进行中的案件" in text_of(empty)
     assert "首接负责" in visible_text(doc)
     assert empty.xpath(".//a/@href") == ["/cases/new"]
     assert not doc.xpath('//*[@data-testid="mine-case"]')
@@ -616,5 +619,5 @@ def test_the_pages_render_in_english(wc_app, wc_as):
     assert "Case opened" in visible_text(case)
     assert "Cases I accepted" in visible_text(tree(pages["mine"]))
     assert "Required" in visible_text(tree(pages["errors"]))
-    assert "You have not accepted any case yet." in visible_text(tree(pages["empty"]))
+    assert "You have no open case." in visible_text(tree(pages["empty"]))
     assert "Only information officers open cases" in visible_text(tree(pages["forbidden"]))

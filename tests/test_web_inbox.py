@@ -5,7 +5,7 @@ Fixtures are self-contained (prefix `web_`). The organisation: town XDK.
   V01 (liaison leader tl1): district V01-D1 (dl1) with grids V01-D1-G01 一组 (officers off1 and
       off1b) and V01-D1-G02 二组 (officer off2); gl1 leads both grids (two positions); vs1.
   V02: district V02-D1 (dl2), grid V02-D1-G01 三组 (leader gl3, officer off3); vs2.
-Department PS (ps1), auditor aud.
+Department PS (ps1), auditor aud, administrator adm.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ villages:
             leader: {username: gl3, name: 卫组长, password: pw}
             officers: [{username: off3, name: 蒋信息员, password: pw}]
 auditors: [{username: aud, name: 杨审计, password: pw}]
+admins: [{username: adm, name: 郑管理员, password: pw}]
 """
 
 
@@ -320,7 +321,7 @@ def test_the_inbox_groups_items_by_position_most_urgent_group_first(web_town, we
     assert item.attrs["data-task"] == "handle"
     assert item.attrs["data-item-id"] == str(web_town.item(in_g01))
     assert item.inside("a", href=f"/tasks/{web_town.item(in_g01)}")
-    assert "路灯坏了" in item.words and "民情信息" in item.words and "较急" in item.words
+    assert "路灯坏了" in item.words and "民情信息" in item.words and "一般" in item.words
     assert "还剩" in item.words and "截止 2026-11-" in item.words
 
 
@@ -616,7 +617,7 @@ def test_a_task_completed_meanwhile_shows_the_409_page(web_town, web_as, web_clo
         assert response.status_code == 409
         html = response.get_data(as_text=True)
         assert "该任务已由 孙组长 完成（2026-11-23 10:05）。" in visible(html)
-        assert any(a.words == "返回我的待办" for a in find(html, href="/"))
+        assert any(a.words == "返回首页" for a in find(html, href="/"))
 
     # Escalation closes an item without anyone completing it.
     urgent = web_town.accepted(severity="urgent")

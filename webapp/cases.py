@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from engine.access import case_scope, may_act
+from engine.deadlines import case_deadline
 from engine.errors import Forbidden, Invalid, NotFound
 from engine.events import as_dict, case_events
 from engine.models import Case, CaseDepartment, Household, Person, Unit, WorkItem
@@ -26,7 +27,17 @@ from . import schemas
 from .api import case_json, flatten_messages, open_items_of
 from .extensions import db
 from .paging import decode_cursor, encode_cursor
-from .web import SEVERITY_NAMES, STEPS, TASK_NAMES, TIER_NAMES, login_required, runtime, viewer
+from .web import (
+    SEVERITY_NAMES,
+    STEPS,
+    TASK_NAMES,
+    TIER_NAMES,
+    case_list_title,
+    login_required,
+    powers,
+    runtime,
+    viewer,
+)
 
 bp = Blueprint("cases", __name__)
 PAGE = 20
@@ -94,12 +105,14 @@ def step_strip(status: str) -> list[tuple[str, str]]:
 def _summary(case: Case, items: list[WorkItem]) -> dict:
     """What a list row or the case page says about where the case is now."""
     facts = case_json(case, items)
+    deadline = case_deadline(items, runtime().clock.now())
     open_item = items[0] if items else None
     return {
         "case": case,
         "open_items": items,
         "holder": facts["holder"],
-        "overdue": facts["overdue"],
+        "overdue": deadline.overdue,
+        "due_at": deadline.due_at,
         # During accepting the case has no handling tier yet: it is with the grid's officers.
         "tier": case.tier or (open_item.role if open_item else None),
         "task": open_item.task if open_item else None,
@@ -192,22 +205,91 @@ def show(number: str):
     )
 
 
-@bp.get("/cases/mine")
-@login_required
-def mine():
-    me = viewer()
-    query = (
-        select(Case).options(joinedload(Case.grid)).where(Case.owner == me.username, case_scope(me))
-    )
-    cursor = request.args.get("cursor")
+# What the case lists filter by: open cases first, then the closed ones.
+CLOSED = ("archived", "rejected")
+LIST_FILTERS = {
+    "open": _l("Open"),
+    "archived": _l("Archived"),
+    "rejected": _l("Rejected"),
+    "all": _l("All"),
+}
+MINE_FILTERS = {
+    "open": _l("Open"),
+    "feedback": _l("Waiting for my feedback"),
+    "closed": _l("Closed cases"),
+}
+
+
+def _page_of(query, cursor: str | None) -> tuple[list[Case], str | None]:
+    """One page of cases, newest first, and the cursor of the next page (None on the last)."""
     if cursor:
         (last_id,) = decode_cursor(cursor, int)
         query = query.where(Case.id < last_id)
     cases = list(db.session.scalars(query.order_by(Case.id.desc()).limit(PAGE + 1)))
     more = len(cases) > PAGE
     cases = cases[:PAGE]
+    return cases, encode_cursor([cases[-1].id]) if more else None
+
+
+def _chosen(filters: dict) -> str:
+    value = request.args.get("show", "")
+    return value if value in filters else next(iter(filters))
+
+
+@bp.get("/cases")
+@login_required
+def index():
+    """Every case the viewer's positions cover: all of them for auditors, the joint cases of a
+    department, the cases of a leader's units."""
+    me = viewer()
+    show = _chosen(LIST_FILTERS)
+    query = select(Case).options(joinedload(Case.grid)).where(case_scope(me))
+    if show == "open":
+        query = query.where(Case.status.not_in(CLOSED))
+    elif show != "all":
+        query = query.where(Case.status == show)
+    cursor = request.args.get("cursor")
+    cases, next_cursor = _page_of(query, cursor)
+    items = open_items_of([c.id for c in cases])
+    rows = [_summary(c, items[c.id]) for c in cases]
+    return render_template(
+        "cases/index.html",
+        title=case_list_title(),
+        rows=rows,
+        names=display_names(s["holder"] for s in rows),
+        filters=LIST_FILTERS,
+        show=show,
+        first_page=not cursor,
+        next_cursor=next_cursor,
+        auditor=me.is_auditor,
+        department=me.roles <= {"department_officer", "admin"} and not me.is_auditor,
+    )
+
+
+@bp.get("/cases/mine")
+@login_required
+def mine():
+    me = viewer()
+    show = _chosen(MINE_FILTERS)
+    query = select(Case).options(joinedload(Case.grid)).where(Case.owner == me.username)
+    if show == "open":
+        query = query.where(Case.status.not_in(CLOSED))
+    elif show == "closed":
+        query = query.where(Case.status.in_(CLOSED))
+    else:  # waiting for my feedback: the owner's open feedback item
+        query = query.where(
+            Case.id.in_(
+                select(WorkItem.case_id).where(
+                    WorkItem.assignee == me.username,
+                    WorkItem.task == "feedback",
+                    WorkItem.completed_at.is_(None),
+                )
+            )
+        )
+    cursor = request.args.get("cursor")
+    cases, next_cursor = _page_of(query.where(case_scope(me)), cursor)
     accepting = []
-    if not cursor:
+    if not cursor and show == "open":
         accepting = list(
             db.session.scalars(
                 select(Case)
@@ -232,9 +314,11 @@ def mine():
         owned=owned,
         waiting=waiting,
         names=names,
+        filters=MINE_FILTERS,
+        show=show,
         first_page=not cursor,
-        next_cursor=encode_cursor([cases[-1].id]) if more else None,
-        is_officer=bool(_officer_grids()),
+        next_cursor=next_cursor,
+        is_officer=powers().opens_cases,
     )
 
 

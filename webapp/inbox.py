@@ -16,17 +16,20 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from lxml import etree
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 from werkzeug.datastructures import MultiDict
 
 from engine.access import can_see_case, case_scope, may_act
+from engine.deadlines import case_deadline, item_overdue
 from engine.errors import Conflict, Forbidden, Invalid, NotFound
 from engine.events import as_dict, case_events
 from engine.inbox import inbox_page, watch_items
 from engine.models import Case, Unit, WorkItem
 from engine.specs import PROCESS_ID, latest_version
 
+from .api import open_items_of
 from .auth import safe_next
 from .cases import OUTCOME_NAMES, SATISFACTION_NAMES, display_names, event_view, step_strip
 from .extensions import db
@@ -34,8 +37,10 @@ from .paging import MAX_ID, decode_inbox_key, encode_inbox_key
 from .web import (
     CATEGORY_NAMES,
     SEVERITY_NAMES,
+    TIER_NAMES,
     login_required,
     now,
+    powers,
     runtime,
     viewer,
     when,
@@ -78,6 +83,9 @@ RADIO_MAX = 3  # enums with this many options or fewer are radio buttons, longer
 @bp.get("/")
 @login_required
 def index():
+    landing = powers().landing
+    if landing != "inbox.index":
+        return redirect(url_for(landing))  # no work items ever reach them: their own start page
     me = viewer()
     categories = category_options()
     category = request.args.get("category", "")
@@ -120,7 +128,8 @@ def index():
         next_url=url_for("inbox.index", cursor=next_cursor, **filters) if next_cursor else None,
         first_url=url_for("inbox.index", **filters),
         moment=moment,
-        officer="info_officer" in me.roles,
+        officer=powers().opens_cases,
+        handles=powers().handles,
     )
 
 
@@ -217,9 +226,25 @@ def diagram_xml(number: str):
     text = next((t for t in bpmn if f'id="{PROCESS_ID}"' in t), bpmn[0] if bpmn else None)
     if text is None:
         abort(404)
-    response = Response(text, mimetype="application/xml")
-    response.headers["Cache-Control"] = "private, max-age=3600"  # a case's version never changes
+    response = Response(lanes_for_people(text), mimetype="application/xml")
+    # A case's version never changes; the lane names follow the page's language.
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    response.vary.add("Cookie")
     return response
+
+
+BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
+
+
+def lanes_for_people(xml: str) -> bytes:
+    """The diagram as the viewer draws it: each lane named by its tier in this page's language.
+    The stored version keeps the tier names the engine reads (DESIGN §1)."""
+    root = etree.fromstring(xml.encode("utf-8"), etree.XMLParser(resolve_entities=False))
+    for lane in root.iter(f"{{{BPMN_NS}}}lane"):
+        name = lane.get("name")
+        if name in TIER_NAMES:
+            lane.set("name", str(TIER_NAMES[name]))
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
 def _visible_item(item_id: int) -> WorkItem:
@@ -295,7 +320,8 @@ def _task_page(item: WorkItem, schema: dict, values: dict, engine_errors: dict |
         can_act=may_act(db.session, me, item),
         mine=item.claimed_by == me.username,
         reveal=reveal,
-        overdue=item.due_at is not None and item.due_at < now(),
+        overdue=item_overdue(item, now()),
+        case_deadline=case_deadline(open_items_of([case.id])[case.id], now()),
         steps=step_strip(case.status),
     )
 

@@ -3,14 +3,18 @@ statuses are shown. Routes stay thin: parse, call engine/, render."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
 
 from flask import current_app, g, redirect, request, url_for
 from flask_babel import format_datetime, format_timedelta, get_locale, gettext, lazy_gettext
 from flask_login import current_user
+from sqlalchemy import exists, select
 
 from engine.access import Viewer, viewer_of
+from engine.deadlines import item_overdue
+from engine.models import Case
 from engine.runtime import Runtime
 
 from .extensions import db
@@ -79,6 +83,71 @@ def viewer() -> Viewer:
     return g.web_viewer
 
 
+@dataclass(frozen=True)
+class Powers:
+    """What a signed-in person's positions let them do on these pages: the menu offers only
+    these, and each person lands where their work is (DESIGN §4)."""
+
+    handles: bool  # holds a tier position, so work items reach them
+    opens_cases: bool  # an information officer: opens cases, accepts them and owns them
+    owns_cases: bool  # follows cases to the end (首接负责)
+    reads_cases: bool  # a case list to browse: auditors, departments, leaders of units
+    administers: bool
+
+    @property
+    def landing(self) -> str:
+        if self.handles:
+            return "inbox.index"
+        if self.reads_cases:
+            return "cases.index"
+        if self.administers:
+            return "admin.ops"
+        return "inbox.index"
+
+
+def powers() -> Powers:
+    """The signed-in person's Powers, worked out once per request."""
+    if "web_powers" not in g:
+        me = viewer()
+        opens = "info_officer" in me.roles
+        owns = opens or db.session.scalar(select(exists().where(Case.owner == me.username)))
+        g.web_powers = Powers(
+            handles=bool(me.tier_positions()),
+            opens_cases=opens,
+            owns_cases=bool(owns),
+            reads_cases=me.is_auditor
+            or any(role not in ("admin", "info_officer") for role in me.roles),
+            administers=me.is_admin,
+        )
+    return g.web_powers
+
+
+def menu() -> list[tuple[str, str]]:
+    """(endpoint, label) of the pages this person may use, in the order the header shows them."""
+    p = powers()
+    links = []
+    if p.handles:
+        links.append(("inbox.index", gettext("My inbox")))
+    if p.owns_cases:
+        links.append(("cases.mine", gettext("Cases I accepted")))
+    if p.opens_cases:
+        links.append(("cases.new", gettext("New case")))
+    if p.reads_cases:
+        links.append(("cases.index", case_list_title()))
+    if p.administers:
+        links.append(("admin.ops", gettext("Operations")))
+    return links
+
+
+def case_list_title() -> str:
+    me = viewer()
+    if me.is_auditor:
+        return gettext("All cases")
+    if me.roles <= {"department_officer", "admin"}:
+        return gettext("Joint cases")
+    return gettext("Cases in my units")
+
+
 def login_required(view):
     @wraps(view)
     def wrapper(*args, **kwargs):
@@ -115,6 +184,8 @@ def masked_phone(phone: str | None, reveal: bool) -> str:
 
 def register_filters(app) -> None:
     app.jinja_env.filters.update(when=when, due_in=due_in, masked_phone=masked_phone)
+    # `item is overdue`: the one definition (engine.deadlines), by this request's clock.
+    app.jinja_env.tests["overdue"] = lambda item: item_overdue(item, now())
     app.jinja_env.globals.update(
         TIER_NAMES=TIER_NAMES,
         STATUS_NAMES=STATUS_NAMES,
@@ -122,6 +193,7 @@ def register_filters(app) -> None:
         CATEGORY_NAMES=CATEGORY_NAMES,
         SEVERITY_NAMES=SEVERITY_NAMES,
         STEPS=STEPS,
+        menu=menu,
         now=now,
         get_locale=get_locale,
     )

@@ -339,3 +339,57 @@ def test_english_after_switching_language(login, step):
     step(page, "english")
     goto(page, "/cases/new")
     expect(page.locator("header")).to_contain_text("My inbox")
+
+
+# ------------------------------------------------------------------ every role's pages
+
+# What each role's menu offers (by endpoint), in the e2e organisation.
+ROLE_MENUS = {
+    "off1": ["inbox.index", "cases.mine", "cases.new"],
+    "gl1": ["inbox.index", "cases.index"],
+    "tl1": ["inbox.index", "cases.index"],
+    "aud": ["cases.index"],
+    "ps1": ["cases.index"],
+    "adm": ["admin.ops"],
+}
+
+
+def test_every_role_walks_its_menu_in_chinese_and_meets_no_403(api, login, step):
+    api.open_case(title="路边井盖缺失")
+    for username, wanted in ROLE_MENUS.items():
+        page = login(username)  # lands on the role's own start page, checked there
+        links = page.get_by_test_id("menu").locator("a")
+        endpoints = [
+            t.removeprefix("menu-")
+            for t in links.evaluate_all("links => links.map(a => a.dataset.testid)")
+        ]
+        assert endpoints == wanted, username
+        hrefs = links.evaluate_all("links => links.map(a => a.getAttribute('href'))")
+        for href in hrefs:
+            goto(page, href)  # 200, fits the phone, no English word
+        step(page, f"menu-{username}")
+
+
+def test_error_pages_and_the_diagram_speak_chinese(api, login, step):
+    number = api.open_case(title="桥头护栏破损")
+    api.complete("off1", number, {"valid": True, "category": "resident_request", "severity": "low"})
+    gl1 = login("gl1")
+    goto(gl1, "/cases/new", status=403)
+    step(gl1, "error-403")
+    goto(gl1, "/cases?cursor=not-a-cursor", status=400)
+    goto(gl1, "/admin/ops", status=403)
+    goto(gl1, "/nowhere", status=404)
+    step(gl1, "error-404")
+
+    # The diagram names each lane by its tier in Chinese; the engine's names stay in the file.
+    goto(gl1, f"/cases/{number}")
+    follow(gl1, gl1.get_by_test_id("case-open-task"))
+    assert TASK.match(path_of(gl1)), gl1.url
+    lanes = gl1.get_by_test_id("diagram").locator(".djs-element[data-element-id^='lane_']")
+    expect(lanes.first).to_be_visible()
+    labels = lanes.locator("text").all_text_contents()
+    assert {"信息员", "网格长", "片长", "村党组织书记", "镇联点班子"} <= {
+        " ".join(t.split()) for t in labels
+    }, labels
+    assert_fits(gl1)
+    step(gl1, "diagram-lanes")
