@@ -91,6 +91,12 @@ def test_every_message_has_a_chinese_translation():
     )
 
 
+def test_the_catalogs_hold_no_message_that_is_no_longer_used():
+    """A stale translation hides a renamed message: the page then shows the new English."""
+    stale = set(messages("zh_CN")) - set(extracted())
+    assert not stale, f"translated but used nowhere: {sorted(stale)}"
+
+
 def test_translations_keep_the_placeholders_of_their_message():
     """A translation that drops or renames %(name)s shows the wrong text or fails to render."""
     wrong = {
