@@ -44,10 +44,12 @@ browser:
 	@command -v chromium >/dev/null || ($(APT) update && $(APT) install -y chromium fonts-noto-cjk)
 	@fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || ($(APT) update && $(APT) install -y fonts-noto-cjk)
 
-# Redis for tests/test_worker.py, from Debian. This target starts no server: the tests run their own
-# on a free loopback port for the session (tests/redis_fixture.py), never the packaged service.
+# Redis for tests/test_worker.py and PostgreSQL for tests/test_migrations.py, from Debian. This
+# target starts no server: the tests run their own on a free loopback port for the session
+# (tests/redis_fixture.py, tests/postgres_fixture.py), never the packaged services.
 services:
 	@command -v redis-server >/dev/null || ($(APT) update && $(APT) install -y redis-server)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ($(APT) update && $(APT) install -y postgresql)
 
 # Creates the SQLite database under instance/, loads the demo township into an empty database
 # (a rerun keeps existing data) and serves in the foreground until Ctrl-C.
@@ -57,8 +59,8 @@ run: install
 	$(BIN)/gridloop serve --host $(HOST) --port $(PORT)
 
 lint: install
-	$(BIN)/ruff check engine webapp tests bench
-	$(BIN)/ruff format --check engine webapp tests bench
+	$(BIN)/ruff check engine webapp tests bench migrations
+	$(BIN)/ruff format --check engine webapp tests bench migrations
 
 test: install browser services lint
 	$(BIN)/pytest
