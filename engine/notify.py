@@ -16,18 +16,35 @@ Kinds of message:
 - assigned (待办): a work item became ready for someone;
 - supervised (督办): an item passed 80% of its limit, or its deadline at town;
 - escalated (升级): an item's limit ran out and the case went one tier up.
+
+Where webhooks may go: only to public addresses. A webhook URL is chosen by whoever writes the
+organisation file, and the server posts to it from inside the township's network, so a URL at a
+loopback, link-local (169.254.169.254, cloud metadata), private (RFC 1918, fc00::/7) or other
+non-public address would let the file reach services no outsider should. Such URLs are refused
+when the file is imported (`webhook_refusal`: literal addresses and localhost names), and every
+delivery resolves the host, checks every address it resolves to, and connects only to those
+checked addresses (`post_json`), so a name that later resolves to a private address gets no
+post either. Hosts that must be reached inside the network (a relay, a test receiver) are
+allowed by the server's operator, not by the file: the environment variable
+GRIDLOOP_WEBHOOK_ALLOW lists host names, addresses or networks (`10.0.0.0/8`), separated by
+commas or spaces. A failed delivery keeps only a short reason (`HTTP 500`, `connection refused`),
+never what the remote answered.
 """
 
 from __future__ import annotations
 
+import http.client
+import ipaddress
 import json
 import logging
+import os
+import socket
+import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -55,6 +72,8 @@ LEASE = timedelta(seconds=60)
 RUN_BUDGET_SECONDS = 30.0
 MAX_ERROR = 500  # characters of last_error (the column's size)
 MAX_RESPONSE = 64 * 1024  # bytes of an answer read: enough for a WeCom errcode, bounded
+ALLOW_ENV = "GRIDLOOP_WEBHOOK_ALLOW"  # hosts, addresses or networks webhooks may reach anyway
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # IPv6 that a NAT64 gateway maps to IPv4
 
 TIER_LABEL = {
     "info_officer": "信息员",
@@ -348,35 +367,191 @@ def render(notification: Notification) -> bytes:
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Redirects are answers, not hops: urllib would turn the POST into a bodiless GET."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
+# --------------------------------------------------------------------------------------------
+# Which addresses a webhook may reach
 
 
-def post_json(url: str, body: bytes, timeout: float = TIMEOUT_SECONDS) -> tuple[int, bytes]:
-    """The default `Post`: one POST with urllib, Content-Type application/json. A non-2xx answer
-    is returned, not raised; network errors and timeouts raise."""
-    if not is_http_url(url):
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "gridloop"},
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class WebhookAllowance(NamedTuple):
+    """What GRIDLOOP_WEBHOOK_ALLOW lets webhooks reach besides public addresses: host names
+    (the URL's host, exactly) and networks (a literal address in a URL, or an address a name
+    resolves to)."""
+
+    hosts: frozenset[str]
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    def allows(self, address: IPAddress) -> bool:
+        return is_public_address(address) or any(address in net for net in self.networks)
+
+
+def webhook_allowance(raw: str | None = None) -> WebhookAllowance:
+    """The allowance in `raw`, by default the environment's GRIDLOOP_WEBHOOK_ALLOW (read at each
+    call, so the operator's setting is the one in force): `127.0.0.1, relay.intranet 10.0.0.0/8`."""
+    text = os.environ.get(ALLOW_ENV, "") if raw is None else raw
+    hosts: set[str] = set()
+    networks = []
+    for entry in text.replace(",", " ").split():
+        entry = entry.strip().strip("[]").lower().rstrip(".")
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            hosts.add(entry)
+    return WebhookAllowance(frozenset(hosts), tuple(networks))
+
+
+def is_public_address(address: IPAddress) -> bool:
+    """A globally routed unicast address: not loopback, link-local, private (RFC 1918, fc00::/7,
+    CGNAT), unspecified (0.0.0.0, ::), multicast, reserved or documentation, nor an IPv6 address
+    that carries such an IPv4 address (mapped, 6to4, Teredo, NAT64)."""
+    if address.version == 6:
+        embedded = [address.ipv4_mapped, address.sixtofour, (address.teredo or (None, None))[1]]
+        if address in NAT64:
+            embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        if any(v4 is not None and not is_public_address(v4) for v4 in embedded):
+            return False
+        if address.is_site_local:
+            return False
+    return address.is_global and not (
+        address.is_multicast
+        or address.is_unspecified
+        or address.is_reserved
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_private
     )
-    opener = urllib.request.build_opener(_NoRedirect)
+
+
+def _literal_address(host: str) -> IPAddress | None:
+    """The address a URL's host spells out, in any form the resolver accepts (`127.1`,
+    `2130706433`, `0x7f.0.0.1` all mean 127.0.0.1), or None for a name."""
     try:
-        with opener.open(request, timeout=timeout) as response:
-            return response.status, response.read(MAX_RESPONSE)
-    except urllib.error.HTTPError as exc:
-        with exc:
-            try:
-                answer = exc.read(MAX_RESPONSE)
-            except OSError:
-                answer = b""
-        return exc.code, answer
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if host and all(c in "0123456789abcdefx." for c in host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def _host(url: str) -> str:
+    return (urllib.parse.urlsplit(url).hostname or "").rstrip(".")
+
+
+def webhook_refusal(url: str, allowance: WebhookAllowance | None = None) -> str | None:
+    """Why the org file may not name this webhook (None: it may). Checked without the network:
+    a literal address that is not public, or a localhost name, unless GRIDLOOP_WEBHOOK_ALLOW
+    allows it. Other names are checked at each delivery, against what they resolve to then."""
+    allowance = webhook_allowance() if allowance is None else allowance
+    host = _host(url)
+    if host in allowance.hosts:
+        return None
+    hint = f"; the server's operator can allow it in {ALLOW_ENV}"
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"{url!r} points at this server ({host}){hint}"
+    address = _literal_address(host)
+    if address is not None and not allowance.allows(address):
+        return f"{url!r} points at a loopback, link-local or private address ({address}){hint}"
+    return None
+
+
+class BlockedAddress(OSError):
+    """A webhook's host resolves to an address that is not allowed: nothing was posted."""
+
+
+def checked_addresses(
+    host: str, port: int, allowance: WebhookAllowance | None = None
+) -> list[tuple]:
+    """Every socket address `host` resolves to, each checked; BlockedAddress if any is not
+    public and not allowed (a name with one private address among public ones is refused as a
+    whole: which one a client picks is not ours to guess)."""
+    allowance = webhook_allowance() if allowance is None else allowance
+    host = host.rstrip(".")
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    addresses = [(family, sockaddr) for family, _t, _p, _c, sockaddr in infos]
+    if host.lower() not in allowance.hosts:
+        for _family, sockaddr in addresses:
+            address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+            if not allowance.allows(address):
+                raise BlockedAddress(f"{host} resolves to {address}, which is not public")
+    if not addresses:
+        raise BlockedAddress(f"{host} resolves to no address")
+    return addresses
+
+
+def _connect_to(
+    addresses: list[tuple], _requested: Any, timeout: Any = None, source_address: Any = None
+) -> socket.socket:
+    """A TCP connection to the first of the checked addresses that answers, in place of the
+    (host, port) http.client asks for: never a fresh lookup, which could answer differently
+    (DNS rebinding)."""
+    error: OSError | None = None
+    for family, sockaddr in addresses:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if isinstance(timeout, int | float):
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    assert error is not None
+    raise error
+
+
+# --------------------------------------------------------------------------------------------
+# Posting
+
+
+def post_json(
+    url: str,
+    body: bytes,
+    timeout: float = TIMEOUT_SECONDS,
+    allowance: WebhookAllowance | None = None,
+) -> tuple[int, bytes]:
+    """The default `Post`: one POST, Content-Type application/json, to the checked addresses of
+    the URL's host (`checked_addresses`; BlockedAddress, before any connection, when one is not
+    allowed). A non-2xx answer is returned, not raised; network errors and timeouts raise.
+    Redirects are answers, not hops, and no proxy from the environment is used: the check is
+    about where the post really goes."""
+    if not is_http_url(url):
+        raise ValueError("not an http(s) URL")
+    parts = urllib.parse.urlsplit(url)
+    https = parts.scheme == "https"
+    port = parts.port or (443 if https else 80)
+    host = parts.hostname or ""
+    addresses = checked_addresses(host, port, allowance)
+    if https:
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            host, port, timeout=timeout, context=ssl.create_default_context()
+        )
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    # http.client opens its socket through this attribute, as (address, timeout, source); HTTPS
+    # then wraps it for TLS, checking the certificate against `host`. Pin it to the checked
+    # addresses.
+    conn._create_connection = partial(_connect_to, addresses)  # type: ignore[attr-defined]
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn.request(
+            "POST",
+            path,
+            body=body,
+            headers={"Content-Type": "application/json", "User-Agent": "gridloop"},
+        )
+        response = conn.getresponse()
+        return response.status, response.read(MAX_RESPONSE)
+    finally:
+        conn.close()
 
 
 def backoff(attempts: int) -> timedelta:
@@ -455,7 +630,7 @@ def _claim(session: Session, row_id: int, now: datetime) -> _Claim | None:
         try:
             body, error = render(row), None
         except (KeyError, TypeError, ValueError) as exc:  # a row written by hand, say
-            body, error = b"", _clip(f"cannot render: {type(exc).__name__}: {exc}")
+            body, error = b"", f"cannot render: {type(exc).__name__}"
         claim = _Claim(row.url, row.format, body, error, row.attempts or 0)
         session.commit()
         return claim
@@ -465,13 +640,16 @@ def _claim(session: Session, row_id: int, now: datetime) -> _Claim | None:
 
 
 def _attempt(post: Post, url: str, fmt: str, body: bytes) -> str | None:
-    """Post once; None when the receiver took it, else what went wrong."""
+    """Post once; None when the receiver took it, else a short reason: the HTTP status, WeCom's
+    errcode, or what kind of network failure. Never the remote's words: an answer's body (or an
+    error page quoted in an exception) is the remote's text, and it is not stored or shown."""
     try:
         status, answer = post(url, body)
     except Exception as exc:  # any failure of one endpoint is that row's business only
-        return _clip(f"{type(exc).__name__}: {exc}")
+        log.info("notification to %s not delivered: %r", url, exc)
+        return failure_reason(exc)
     if not 200 <= status < 300:
-        return _clip(f"HTTP {status}: {_text(answer)}")
+        return f"HTTP {int(status)}"
     if fmt == "wecom":
         # WeCom answers 200 to everything and reports problems (bad key, too many messages a
         # minute) as a non-zero errcode in the body.
@@ -480,8 +658,28 @@ def _attempt(post: Post, url: str, fmt: str, body: bytes) -> str | None:
         except (ValueError, AttributeError):
             errcode = 0  # not WeCom's JSON (a relay in front of it): the 2xx stands
         if errcode not in (0, None):
-            return _clip(f"errcode {errcode}: {_text(answer)}")
+            is_number = isinstance(errcode, int) and not isinstance(errcode, bool)
+            return f"errcode {errcode}" if is_number and abs(errcode) < 10**12 else "errcode ?"
     return None
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A failed post in a few words of ours, e.g. `connection refused`, `timed out`."""
+    if isinstance(exc, BlockedAddress):
+        return "blocked (not a public address)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return "host not found"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "TLS certificate not accepted"
+    if isinstance(exc, ssl.SSLError):
+        return "TLS error"
+    return type(exc).__name__
 
 
 def _record(session: Session, row_id: int, now: datetime, attempts: int, error: str | None) -> None:
@@ -505,11 +703,3 @@ def _record(session: Session, row_id: int, now: datetime, attempts: int, error: 
     except BaseException:
         session.rollback()
         raise
-
-
-def _text(answer: bytes | None) -> str:
-    return (answer or b"")[:300].decode("utf-8", "replace").strip()
-
-
-def _clip(message: str) -> str:
-    return message if len(message) <= MAX_ERROR else message[: MAX_ERROR - 1] + "…"

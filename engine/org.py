@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
@@ -27,14 +25,18 @@ from .clock import iso
 from .events import Chain
 from .models import ApiToken, Household, Liaison, Person, Position, Unit, WorkItem
 from .notify import FORMATS as NOTIFY_FORMATS
-from .notify import is_http_url
+from .notify import is_http_url, webhook_allowance, webhook_refusal
 from .passwords import Passwords
+from .safeyaml import YamlFileError, load_yaml
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
 USERNAME_HINT = "may hold only ASCII letters, digits and . _ - @, starting with a letter or digit"
 CODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 CODE_HINT = "may hold only ASCII letters, digits and . _ -, starting with a letter or digit"
 MAX_HOUSEHOLDS = 10_000  # per grid: catches a typo such as 4800 for 48 before it writes rows
+# The largest household number: household.number is an INTEGER column, 32 bits on PostgreSQL
+# (SQLite's 64). A bigger number in the file is a problem with its line, not a crash on insert.
+MAX_HOUSEHOLD_NUMBER = 2**31 - 1
 UNIT_ORDER = ("town", "department", "village", "district", "grid")  # parents before children
 
 TOP_KEYS = ("town", "leaders", "departments", "villages", "auditors", "admins")
@@ -49,7 +51,7 @@ HOUSEHOLD_KEYS = ("number", "head")
 NOTIFY_KEYS = ("url", "format")
 MAX_URL = 500  # the outbox's url column
 
-MAX_SHOWN = 100  # problems in an OrgFileError's text; `.errors` keeps them all
+MAX_SHOWN = 50  # problems in an OrgFileError's text; `.errors` keeps them all
 _CHUNK = 500  # ids per IN (...) list, well below every database's parameter limit
 
 Problem = tuple[int, str, str]  # (line, field path, message); line 0 when the data has no lines
@@ -65,7 +67,7 @@ class OrgFileError(ValueError):
     def __str__(self) -> str:
         shown = [_format_problem(*problem) for problem in self.errors[:MAX_SHOWN]]
         if len(self.errors) > MAX_SHOWN:
-            shown.append(f"... and {len(self.errors) - MAX_SHOWN} more problems")
+            shown.append(f"… and {len(self.errors) - MAX_SHOWN} more problems")
         return "\n".join(shown)
 
 
@@ -196,6 +198,7 @@ class _Reader:
         self.errors: list[Problem] = []
         self.plan = _Plan()
         self._liaises: list[tuple[str, str, int, str]] = []  # username, code, line, path
+        self.webhooks = webhook_allowance()  # read once per import
 
     def error(self, line: int, path: str, message: str) -> None:
         self.errors.append((line, path, message))
@@ -363,9 +366,12 @@ class _Reader:
         if "number" not in node:
             return
         number, nline = node["number"], _value_line(node, "number", line)
-        if not _is_int(number) or number < 1:
+        if not _is_int(number) or not 1 <= number <= MAX_HOUSEHOLD_NUMBER:
+            shown = "a larger number" if _is_int(number) and number > 0 else repr(number)
             self.error(
-                nline, _join(path, "number"), f"must be a whole number from 1, not {number!r}"
+                nline,
+                _join(path, "number"),
+                f"must be a whole number from 1 to {MAX_HOUSEHOLD_NUMBER}, not {shown}",
             )
         elif number in rows:
             self.error(
@@ -375,8 +381,10 @@ class _Reader:
             rows[number] = head
 
     def channels(self, node: Mapping, path: str, line: int, code: str | None, level: str) -> None:
-        """The unit's webhooks, `notify: [{url, format}]`: each URL http(s) and listed once,
-        format json or wecom. Absent or empty means none."""
+        """The unit's webhooks, `notify: [{url, format}]`: each URL http(s), not at a loopback,
+        link-local or private address unless the server's operator allows it (engine/notify.py,
+        GRIDLOOP_WEBHOOK_ALLOW), and listed once; format json or wecom. Absent or empty means
+        none."""
         channels: list[dict[str, str]] = []
         seen: dict[str, str] = {}
         for item, iline, ipath in self.items(node, "notify", path, line):
@@ -388,6 +396,9 @@ class _Reader:
             uline, upath = _value_line(item, "url", iline), _join(ipath, "url")
             if url is not None and not is_http_url(url):
                 self.error(uline, upath, f"{url!r} must be an http:// or https:// address")
+                url = None
+            elif url is not None and (refusal := webhook_refusal(url, self.webhooks)):
+                self.error(uline, upath, refusal)
                 url = None
             if fmt is not None and fmt not in NOTIFY_FORMATS:
                 self.error(
@@ -526,16 +537,12 @@ class _Reader:
 
 def parse_org_file(text: str) -> Any:
     """The file parsed with ruamel's round-trip loader, whose nodes know their lines; a YAML
-    syntax error becomes an OrgFileError naming its line."""
+    syntax error, an anchor or alias (refused before anything expands: see engine/safeyaml.py)
+    or nesting that is too deep becomes an OrgFileError naming its line."""
     try:
-        return YAML(typ="rt").load(text)
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        message = getattr(exc, "problem", None) or str(exc)
-        context = getattr(exc, "context", None)
-        if context:
-            message = f"{message} ({context})"
-        raise OrgFileError([(mark.line + 1 if mark else 1, "", f"YAML: {message}")]) from exc
+        return load_yaml(text, round_trip=True)
+    except YamlFileError as exc:
+        raise OrgFileError([(exc.line, "", f"YAML: {exc.message}")]) from exc
 
 
 def check_org(session: Session, data: Any) -> None:
@@ -614,7 +621,6 @@ class _Sync:
         self.people: dict[str, Person] = {}
         self.created: set[str] = set()
         self.touched: set[str] = set()  # existing people in the file whose rows changed
-        self._hashes: dict[str, str] = {}
 
     def run(self) -> ImportReport:
         self.sync_units()
@@ -628,14 +634,12 @@ class _Sync:
         return self.report
 
     def hashed(self, password: str) -> str:
-        """Hash each distinct plaintext once per import, so a file where many people share a
-        password (the demo) costs one argon2 run, not hundreds. The price: those accounts share
-        a salt, so one cracked hash reveals them all — acceptable for a demo's shared password,
-        and real files give each person their own password anyway."""
-        if password not in self._hashes:
-            self._hashes[password] = self.passwords.hash(password)
+        """A fresh hash, with its own salt, for each person, even when people share a password:
+        a shared hash would tell whoever reads the table which accounts share a password, and
+        one cracked hash would open them all. It costs one argon2 run per person at the
+        `passwords` cost (the demo passes cheaper, flagged parameters: see engine/demo.py)."""
         self.report.passwords_set += 1
-        return self._hashes[password]
+        return self.passwords.hash(password)
 
     # -- units ---------------------------------------------------------------------------------
 
@@ -731,6 +735,7 @@ class _Sync:
         changed = _assign(person, {"name": spec.name, "active": True})
         if self.reset and spec.password is not None:
             person.password_hash = self.hashed(spec.password)
+            person.generation += 1  # a reset ends the person's sessions and tokens
             changed = True
         if changed:
             self.touched.add(spec.username)
@@ -783,6 +788,7 @@ class _Sync:
         for person in gone:
             if person.active:
                 person.active = False
+                person.generation += 1  # sessions and tokens end with the deactivation
                 self.report.people_deactivated += 1
         for chunk in _chunks([p.username for p in gone]):
             claimed = self.session.scalars(

@@ -20,8 +20,10 @@ from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinitio
 from SpiffWorkflow.bpmn.specs.mixins.exclusive_gateway import ExclusiveGateway
 from SpiffWorkflow.bpmn.specs.mixins.script_task import ScriptTask
 from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask
+from SpiffWorkflow.dmn.parser.BpmnDmnParser import SCHEMAS as DMN_SCHEMAS
 from SpiffWorkflow.dmn.specs.business_rule_task_mixin import BusinessRuleTaskMixin
 from SpiffWorkflow.spiff.parser.process import VALIDATOR, SpiffBpmnParser
+from SpiffWorkflow.spiff.parser.task_spec import SPIFFWORKFLOW_NSMAP
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -33,6 +35,24 @@ LOGICAL_TASKS = ("accept", "handle", "feedback", "report", "review")
 HELPERS = frozenset({"gl_deadline"})
 BUNDLE_DIRS = ("workflows/bpmn", "rules")
 BUNDLE_SUFFIXES = (".bpmn", ".dmn", ".json")
+# The namespaces a diagram's elements may belong to: BPMN's model and diagram interchange (BPMN
+# DI, DC, DI), every DMN version SpiffWorkflow validates with its diagram interchange (DMNDI and
+# DMN's own DC and DI), and SpiffWorkflow's extensions. Anything else (XHTML, SVG, other tools'
+# extensions) is refused when a bundle is parsed: see `_model_xml`.
+MODEL_NAMESPACES = frozenset(
+    {
+        "http://www.omg.org/spec/BPMN/20100524/MODEL",
+        "http://www.omg.org/spec/BPMN/20100524/DI",
+        "http://www.omg.org/spec/DD/20100524/DC",
+        "http://www.omg.org/spec/DD/20100524/DI",
+        *DMN_SCHEMAS,  # DMN 1.1, 1.2 and 1.3 model namespaces
+        "http://www.omg.org/spec/DMN/20180521/DMNDI/",
+        "https://www.omg.org/spec/DMN/20191111/DMNDI/",
+        "http://www.omg.org/spec/DMN/20180521/DC/",
+        "http://www.omg.org/spec/DMN/20180521/DI/",
+        SPIFFWORKFLOW_NSMAP["spiffworkflow"],
+    }
+)
 
 
 class DiagramError(ValueError):
@@ -113,9 +133,9 @@ def parse_bundle(bundle: Bundle) -> Spec:
     for path, text in sorted(bundle.files.items()):
         try:
             if path.endswith(".bpmn"):
-                parser.add_bpmn_str(text.encode("utf-8"), filename=path)
+                parser.add_bpmn_xml(_model_xml(path, text), filename=path)
             elif path.endswith(".dmn"):
-                parser.add_dmn_str(text.encode("utf-8"), filename=path)
+                parser.add_dmn_xml(_model_xml(path, text), filename=path)
             elif path.endswith(".schema.json"):
                 forms[PurePosixPath(path).name.removesuffix(".schema.json")] = _load_form(
                     path, text
@@ -135,6 +155,70 @@ def parse_bundle(bundle: Bundle) -> Spec:
     spec = Spec(bundle.sha256, process, subprocesses, forms, tasks)
     spec.validators = {name: jsonschema.Draft202012Validator(s) for name, s in forms.items()}
     return spec
+
+
+def _model_xml(path: str, text: str) -> etree._Element:
+    """The file's root element, parsed without a DTD, entities or network, and holding only
+    BPMN/DMN model and diagram elements; else DiagramError naming the file, the nearest element
+    with an id and what is at fault.
+
+    A stored diagram is served to browsers as XML (the diagram viewer fetches it), and a browser
+    that opens it directly runs an XHTML or SVG `script` anywhere in it, e.g. inside a
+    `bpmn:documentation`, whose content the BPMN schema leaves open. A processing instruction
+    (`<?xml-stylesheet?>`) would make the browser apply a stylesheet that can do the same; a DTD
+    can declare entities that expand exponentially or read local files (XXE). So every element
+    must belong to MODEL_NAMESPACES, and a DTD, an entity or a processing instruction is refused
+    before anything is expanded. SpiffWorkflow is then given this parsed tree, never the text."""
+    parser = etree.XMLParser(
+        resolve_entities=False, load_dtd=False, no_network=True, huge_tree=False
+    )
+    doctype = DiagramError(
+        "a DOCTYPE (a DTD or entity declarations) is not allowed in a diagram",
+        file=path,
+        line=text[: max(text.find("<!DOCTYPE"), 0)].count("\n") + 1,
+    )
+    try:
+        tree = etree.fromstring(text.encode("utf-8"), parser).getroottree()
+    except etree.XMLSyntaxError:
+        if "<!DOCTYPE" in text:  # e.g. libxml2's own limit on entity amplification
+            raise doctype from None
+        raise
+    info, root = tree.docinfo, tree.getroot()
+    if info.doctype or info.internalDTD is not None or info.externalDTD is not None:
+        raise doctype
+    prolog = [*root.itersiblings(preceding=True), *root.itersiblings()]
+    for node in [*prolog, *root.iter()]:
+        if isinstance(node, etree._ProcessingInstruction):
+            message = f"processing instruction <?{node.target}?> is not allowed in a diagram"
+        elif isinstance(node, etree._Entity):
+            message = f"entity reference {node.text} is not allowed in a diagram"
+        elif isinstance(node, etree._Comment) or etree.QName(node).namespace in MODEL_NAMESPACES:
+            continue
+        else:
+            message = (
+                f"element <{_tag_name(node)}> is not part of a BPMN or DMN model: a diagram may "
+                "hold only elements of the BPMN, BPMN DI, DC, DI, DMN, DMNDI and spiffworkflow "
+                "namespaces"
+            )
+        raise DiagramError(message, element=_nearest_id(node), file=path, line=node.sourceline)
+    return root
+
+
+def _tag_name(node: etree._Element) -> str:
+    """`xhtml:script (http://www.w3.org/1999/xhtml)`, or the bare name when it has no namespace."""
+    name = etree.QName(node)
+    if name.namespace is None:
+        return name.localname
+    prefixed = f"{node.prefix}:{name.localname}" if node.prefix else name.localname
+    return f"{prefixed} ({name.namespace})"
+
+
+def _nearest_id(node: etree._Element) -> str | None:
+    """The id of the node's nearest ancestor that has one: the diagram element at fault."""
+    for ancestor in node.iterancestors():
+        if ancestor.get("id"):
+            return ancestor.get("id")
+    return None
 
 
 def _from_validation(exc: ValidationException, path: str | None) -> DiagramError:

@@ -993,8 +993,11 @@ def test_the_embedded_ticker_escalates_a_case_whose_limit_passed(
     assert ticker.tick() == 0
 
 
-def test_the_embedded_ticker_delivers_notifications_from_the_outbox(api_app, api_client, api_as):
+def test_the_embedded_ticker_delivers_notifications_from_the_outbox(
+    api_app, api_client, api_as, monkeypatch
+):
     """Without Redis, `gridloop serve` posts the outbox on its own thread."""
+    monkeypatch.setenv("GRIDLOOP_WEBHOOK_ALLOW", "127.0.0.1")  # the receiver is on loopback
     from sqlalchemy import select
     from test_notify import Receiver
 

@@ -90,6 +90,13 @@ class Receiver:
         self.server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def allow_the_local_receiver(monkeypatch):
+    """The receiver listens on 127.0.0.1, where webhooks may go only when the operator allows
+    it (engine/notify.py): these tests allow it, as an operator would a relay."""
+    monkeypatch.setenv("GRIDLOOP_WEBHOOK_ALLOW", "127.0.0.1")
+
+
 @pytest.fixture
 def receiver():
     r = Receiver()
@@ -390,7 +397,7 @@ def test_a_receiver_failing_twice_gets_it_on_the_third_run(gl, receiver):
         START + timedelta(seconds=30),
         None,
     )
-    assert row.last_error == "HTTP 500: boom"
+    assert row.last_error == "HTTP 500"
 
     assert deliver_due(gl.session, START + timedelta(seconds=29)) == 0  # not due yet
     assert len(receiver.requests) == 1
@@ -416,7 +423,7 @@ def test_wecom_errcode_is_a_failure(gl, receiver):
     assert deliver_due(gl.session, START) == 0
     (row,) = outbox(gl.session)
     assert row.attempts == 1 and row.delivered_at is None
-    assert row.last_error.startswith("errcode 93000: ")
+    assert row.last_error == "errcode 93000"
 
     receiver.answer = b'{"errcode":0,"errmsg":"ok"}'
     assert deliver_due(gl.session, START + backoff(1)) == 1
@@ -430,7 +437,7 @@ def test_a_dead_url_never_raises_and_the_case_moves_on(gl):
     assert deliver_due(gl.session, START) == 0
     (row,) = outbox(gl.session)
     assert row.attempts == 1 and row.delivered_at is None
-    assert "URLError" in row.last_error
+    assert row.last_error == "connection refused"
 
     case = gl.complete("gl1", case, {"outcome": "resolved"})
     assert case.status == "feedback"
@@ -465,7 +472,7 @@ def test_a_post_function_that_raises_is_recorded(gl):
 
     assert deliver_due(gl.session, START, post=post) == 0
     (row,) = outbox(gl.session)
-    assert row.last_error == "ConnectionResetError: reset by peer"
+    assert row.last_error == "connection reset"
 
 
 def test_a_row_that_cannot_be_rendered_fails_without_a_post_and_blocks_no_other(gl, receiver):
@@ -510,7 +517,7 @@ def test_after_max_attempts_the_row_is_marked_failed(gl, receiver):
             at = row.next_attempt_at
 
     assert waits == [30, 60, 120, 240, 480, 960, 1920]
-    assert (row.failed_at, row.delivered_at, row.last_error) == (at, None, "HTTP 500: boom")
+    assert (row.failed_at, row.delivered_at, row.last_error) == (at, None, "HTTP 500")
     assert deliver_due(gl.session, at + timedelta(days=30)) == 0
     assert len(receiver.requests) == MAX_ATTEMPTS
 

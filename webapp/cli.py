@@ -18,7 +18,7 @@ from engine.clock import iso, parse_iso
 from engine.events import verify
 from engine.models import Case, Unit
 from engine.specs import DiagramError, deploy, load_bundle
-from engine.storage import create_schema
+from engine.storage import upgrade_schema
 from engine.workcal import CalendarFileError, import_calendar
 
 from . import create_app, services
@@ -39,7 +39,7 @@ def main() -> None:
 @main.command("init-db", help="Create the tables and deploy the diagrams on disk once.")
 def init_db() -> None:
     app = _app()
-    create_schema(db.engine)
+    click.echo(upgrade_schema(db.engine).summary())
     _deploy(app, quiet=False)
 
 
@@ -106,7 +106,7 @@ def demo() -> None:
     from engine.demo import load_demo
 
     app = _app()
-    create_schema(db.engine)
+    upgrade_schema(db.engine)
     _deploy(app, quiet=True)
     if db.session.scalar(select(Unit.id).limit(1)) is not None:
         click.echo("The database already has an organisation; the demo was not loaded again.")
@@ -278,10 +278,13 @@ def calendar_import(file: Path) -> None:
 
 
 def _yaml(text: str):
-    from ruamel.yaml import YAML
+    """The calendar file's data. Anchors and aliases (a "billion laughs" file), syntax errors
+    and over-deep nesting raise YamlFileError, a ValueError naming the line, before the
+    `json.dumps` below could expand anything."""
+    from engine.safeyaml import load_yaml
 
     # YAML reads unquoted dates as dates; the calendar file format wants YYYY-MM-DD text.
-    return json.loads(json.dumps(YAML(typ="safe").load(text), default=str))
+    return json.loads(json.dumps(load_yaml(text), default=str))
 
 
 @main.group(help="Audit.")
