@@ -90,6 +90,16 @@ def can_see_case(session: Session, viewer: Viewer, case: Case) -> bool:
     return bool(session.scalar(select(exists(named))))
 
 
+def sees_reporter_phone(viewer: Viewer, case: Case, open_items: list[WorkItem]) -> bool:
+    """A reporter's phone is for the case's owner and auditors, and before acceptance for the
+    officer holding the accept item (they call the resident back); others see it masked."""
+    if viewer.is_auditor or (case.owner is not None and case.owner == viewer.username):
+        return True
+    return case.owner is None and any(
+        i.task == "accept" and i.claimed_by == viewer.username for i in open_items
+    )
+
+
 def _liaison_ok() -> ColumnElement[bool]:
     """Town items go to the liaison leaders of the case's village, else to every town leader."""
     return ~exists().where(Liaison.village_id == WorkItem.village_id)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import Case, CaseEvent
+from .models import Case, CaseEvent, ChainRewrite, Reporter
 
 GENESIS = "0" * 64
 
@@ -25,6 +25,17 @@ def canonical(event: dict[str, Any]) -> str:
 
 def chain_hash(prev: str, event: dict[str, Any]) -> str:
     return hashlib.sha256((prev + "\n" + canonical(event)).encode("utf-8")).hexdigest()
+
+
+def reporter_hash(salt: str, reporter: dict[str, Any]) -> str:
+    """What an event records of a reporter: sha256 of the case's salt and the reporter's
+    canonical JSON ({name, phone}). The salt stays with the reporter, out of the chain, so the hash
+    cannot be reversed by trying every phone number."""
+    return hashlib.sha256((salt + canonical(reporter)).encode("utf-8")).hexdigest()
+
+
+def reporter_record(name: str | None, phone: str | None) -> dict[str, Any]:
+    return {"name": name, "phone": phone}
 
 
 def check_data(value: Any, path: str = "data") -> None:
@@ -119,7 +130,8 @@ def case_events(session: Session, case: Case) -> list[CaseEvent]:
 
 
 def verify(session: Session, case: Case) -> Verification:
-    """Recompute the chain from the stored fields; name the first event that does not match."""
+    """Recompute the chain from the stored fields; name the first event that does not match. A
+    chain a migration recomputed must also lead, rebuilt as it was, to the head it had then."""
     prev = GENESIS
     rows = case_events(session, case)
     for expected_seq, row in enumerate(rows, start=1):
@@ -132,4 +144,35 @@ def verify(session: Session, case: Case) -> Verification:
         if digest != row.hash:
             return Verification(False, len(rows), prev, row.seq, "hash mismatch")
         prev = row.hash
+    rewrites = session.scalars(select(ChainRewrite).where(ChainRewrite.case_id == case.id))
+    for rewrite in rewrites:
+        bad = check_rewrite(session, case, rows, rewrite)
+        if bad is not None:
+            return Verification(False, len(rows), prev, bad[0], bad[1])
     return Verification(True, len(rows), prev)
+
+
+def check_rewrite(
+    session: Session, case: Case, rows: list[CaseEvent], rewrite: ChainRewrite
+) -> tuple[int, str] | None:
+    """Rebuild the events as they were before a migration moved the reporter out of them, and
+    check that they lead to the head recorded then. None when they do, else (seq, reason)."""
+    reporter = session.get(Reporter, case.id)
+    prev = GENESIS
+    for row in rows[: rewrite.old_seq]:
+        event = as_dict(case.number, row)
+        data = event["data"]
+        if isinstance(data, dict) and "reporter_hash" in data:
+            if reporter is None:
+                return row.seq, "reporter missing for a rewritten event"
+            record = reporter_record(reporter.name, reporter.phone)
+            if reporter_hash(reporter.salt, record) != data["reporter_hash"]:
+                return row.seq, "reporter does not match its hash"
+            data = {k: v for k, v in data.items() if k != "reporter_hash"}
+            event["data"] = {**data, "reporter": record}
+        prev = chain_hash(prev, event)
+    if len(rows) < rewrite.old_seq or prev != rewrite.old_head:
+        return rewrite.old_seq, "the chain before its rewrite does not lead to the recorded head"
+    if rows[rewrite.old_seq - 1].hash != rewrite.new_head:
+        return rewrite.old_seq, "the rewritten chain does not lead to the recorded new head"
+    return None

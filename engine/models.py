@@ -93,6 +93,9 @@ class Person(Base):
     name: Mapped[str] = mapped_column(String(100))
     password_hash: Mapped[str] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Sessions and tokens carry the generation they were made in; signing out, a password change
+    # or reset and deactivation bump it, which ends every older session and token at once.
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     positions: Mapped[list[Position]] = relationship(back_populates="person", lazy="selectin")
 
@@ -126,6 +129,7 @@ class ApiToken(Base):
     person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class CalendarYear(Base):
@@ -171,8 +175,6 @@ class Case(Base):
     category: Mapped[str | None] = mapped_column(String(32))
     severity: Mapped[str | None] = mapped_column(String(16))
     household: Mapped[str | None] = mapped_column(String(100))
-    reporter_name: Mapped[str | None] = mapped_column(String(100))
-    reporter_phone: Mapped[str | None] = mapped_column(String(32))
     town_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
     village_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
     district_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
@@ -199,6 +201,34 @@ class Case(Base):
 
     grid: Mapped[Unit] = relationship(foreign_keys=[grid_id])
     diagram: Mapped[DiagramVersion] = relationship(lazy="joined")
+    reporter: Mapped[Reporter | None] = relationship(uselist=False)
+
+
+class Reporter(Base):
+    """The resident who reported a case, kept out of the event chain (DESIGN §6): the `opened`
+    event holds only reporter_hash, sha256(salt + canonical JSON of {name, phone}), so the chain
+    still covers these details and anyone who may see a case can recompute it from the events."""
+
+    __tablename__ = "reporter"
+    case_id: Mapped[int] = mapped_column(ForeignKey("case.id"), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(100))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    salt: Mapped[str] = mapped_column(String(64))
+
+
+class ChainRewrite(Base):
+    """A case chain that a migration had to recompute (reporters moved out of the events), with
+    the head it had before, so an auditor holding an older digest can check the old chain: the old
+    events are the new ones with each reporter_hash replaced by the reporter it hashes."""
+
+    __tablename__ = "chain_rewrite"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("case.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(String(200))
+    old_seq: Mapped[int] = mapped_column(Integer)
+    old_head: Mapped[str] = mapped_column(String(64))
+    new_head: Mapped[str] = mapped_column(String(64))
 
 
 class CaseDepartment(Base):

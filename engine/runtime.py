@@ -9,6 +9,7 @@ this module only moves the workflow and mirrors it into tables that inboxes can 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,13 +35,14 @@ from .access import Viewer, can_see_case, eligible_town_leaders, may_act
 from .clock import Clock, iso, parse_iso
 from .deadlines import case_deadline
 from .errors import Conflict, Forbidden, Invalid, NotFound
-from .events import Chain
+from .events import Chain, reporter_hash, reporter_record
 from .models import (
     LEVEL_OF_ROLE,
     TIER_ABOVE,
     Case,
     CaseDepartment,
     Counter,
+    Reporter,
     Timer,
     Unit,
     WorkItem,
@@ -144,8 +146,6 @@ class Runtime:
                 category=category,
                 severity=severity,
                 household=household,
-                reporter_name=(reporter or {}).get("name"),
-                reporter_phone=(reporter or {}).get("phone"),
                 town_id=town.id,
                 village_id=village.id,
                 district_id=district.id,
@@ -169,7 +169,11 @@ class Runtime:
                 "household": household,
             }
             if reporter:
-                data["reporter"] = {k: reporter.get(k) for k in ("name", "phone")}
+                # The reporter's details stay in their own table; the chain covers them by hash.
+                record = reporter_record(reporter.get("name"), reporter.get("phone"))
+                salt = secrets.token_hex(16)
+                session.add(Reporter(case_id=case.id, salt=salt, **record))
+                data["reporter_hash"] = reporter_hash(salt, record)
             ctx.events.append(("opened", None, data))
             self._advance(ctx, case, spec, workflow, lambda: None)
 

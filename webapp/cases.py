@@ -17,7 +17,7 @@ from marshmallow import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
-from engine.access import case_scope, may_act
+from engine.access import case_scope, may_act, sees_reporter_phone
 from engine.deadlines import case_deadline
 from engine.errors import Forbidden, Invalid, NotFound
 from engine.events import as_dict, case_events
@@ -174,16 +174,7 @@ def show(number: str):
         (i for i in items if i.claimed_by in (None, me.username) and may_act(db.session, me, i)),
         None,
     )
-    # The reporter's number is for the owner and auditors; before accept, for the officer who
-    # holds the accept item (they call the resident back to accept).
-    reveal = (
-        me.is_auditor
-        or (case.owner is not None and case.owner == me.username)
-        or (
-            case.owner is None
-            and any(i.task == "accept" and i.claimed_by == me.username for i in items)
-        )
-    )
+    reveal = sees_reporter_phone(me, case, items)
     departments = list(
         db.session.scalars(
             select(Unit.name)
