@@ -17,8 +17,10 @@ from flask import Flask, request
 from engine.clock import Clock, SystemClock
 from engine.passwords import Passwords
 from engine.runtime import Runtime
+from engine.signin import SignIn
 from engine.storage import INSTANCE_DIR, configure_engine, database_url
 
+from . import security
 from .extensions import babel, csrf, db, login_manager
 from .i18n import DEFAULT_LOCALE, LOCALES, compile_catalogs
 
@@ -31,6 +33,7 @@ class Services:
 
     runtime: Runtime
     passwords: Passwords
+    signin: SignIn  # every password check: throttled, and a few at a time
     root: Path
 
 
@@ -44,6 +47,9 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
         GRIDLOOP_ROOT=str(REPO_ROOT),
         JSON_AS_ASCII=False,
     )
+    # Cookies, the request size limit and trusted proxies (GRIDLOOP_SECURE_COOKIES,
+    # GRIDLOOP_TRUSTED_PROXIES): see security.py.
+    app.config.update(security.defaults(os.environ))
     app.json.ensure_ascii = False
     app.config.update(config or {})
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
@@ -62,9 +68,11 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
     login_manager.login_view = "auth.login"
     csrf.init_app(app)
     babel.init_app(app, locale_selector=_locale)
+    passwords = Passwords(cheap=app.config["GRIDLOOP_CHEAP_PASSWORDS"])
     app.extensions["gridloop"] = Services(
         runtime=Runtime(clock or SystemClock()),
-        passwords=Passwords(cheap=app.config["GRIDLOOP_CHEAP_PASSWORDS"]),
+        passwords=passwords,
+        signin=SignIn(passwords),
         root=Path(app.config["GRIDLOOP_ROOT"]),
     )
 
@@ -78,6 +86,7 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
         app.register_blueprint(module.bp)
     web.register_filters(app)
     errors.register(app)
+    security.init_app(app)
     return app
 
 

@@ -21,7 +21,6 @@ from engine.errors import Conflict, Forbidden, GridloopError, Invalid, NotFound
 from engine.events import as_dict, case_events
 from engine.inbox import inbox_page
 from engine.models import ApiToken, Case, CaseDepartment, Person, Unit, WorkItem
-from engine.org import authenticate
 
 from . import schemas
 from .extensions import db
@@ -49,8 +48,13 @@ def _engine_error(exc: GridloopError):
 
 
 def json_http_error(exc: HTTPException):
-    """HTTP errors under /api/ in the §8 shape (errors.py routes them here)."""
-    return error(exc.code or 500, exc.name.lower().replace(" ", "_"), exc.description or exc.name)
+    """HTTP errors under /api/ in the §8 shape (errors.py routes them here). A body over
+    MAX_CONTENT_LENGTH is refused from its Content-Length, before it is read: 413 too_large."""
+    status = exc.code or 500
+    if status == 413:
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        return error(413, "too_large", f"the request body is over the limit of {limit} bytes")
+    return error(status, exc.name.lower().replace(" ", "_"), exc.description or exc.name)
 
 
 def services():
@@ -66,9 +70,13 @@ def now() -> datetime:
 
 
 def parse(schema: type[Schema], source: dict | None = None) -> dict:
-    """Load a request body or query with a marshmallow schema; 400 with one message per field."""
+    """Load a request body or query with a marshmallow schema; 400 with one message per field.
+    The body is read by security.json_body: 413 when too large, 400 when it is not UTF-8 JSON
+    or nests too deeply."""
+    from .security import json_body
+
     if source is None:
-        payload = request.get_json(silent=True)
+        payload = json_body()
         if not isinstance(payload, dict):
             raise Invalid("the body must be a JSON object", {"body": "must be a JSON object"})
         source = payload
@@ -98,9 +106,15 @@ def token_required(view):
         digest = hashlib.sha256(header[7:].strip().encode()).hexdigest()
         token = db.session.get(ApiToken, digest)
         person = db.session.get(Person, token.person_id) if token else None
-        if token is None or token.expires_at <= now() or person is None or not person.active:
+        if (
+            token is None
+            or token.expires_at <= now()
+            or person is None
+            or not person.active
+            or token.generation != person.generation  # signed out, password changed, …
+        ):
             return error(401, "unauthorized", "the token is invalid or expired")
-        g.person = person
+        g.person, g.token = person, token
         g.viewer = viewer_of(db.session, person)
         return view(*args, **kwargs)
 
@@ -183,22 +197,44 @@ def visible_case(number: str) -> Case:
 
 @bp.post("/tokens")
 def create_token():
+    """Sign in for a token: the same throttle and bound as the sign-in page (engine.signin)."""
     body = parse(schemas.TokenIn)
-    person = authenticate(db.session, body["username"], body["password"], services().passwords)
+    moment = now()
+    attempt = services().signin.attempt(
+        db.session, body["username"], body["password"], request.remote_addr, moment
+    )
+    if attempt.busy:
+        response = error(503, "busy", "too many sign-ins at once; try again shortly")
+        response[0].headers["Retry-After"] = "5"
+        return response
+    if attempt.wait_seconds:
+        response = error(429, "too_many_attempts", "too many failed attempts; try again later")
+        response[0].headers["Retry-After"] = str(attempt.wait_seconds)
+        return response
+    person = attempt.person
     if person is None:
         return error(401, "unauthorized", "wrong username or password")
     token = secrets.token_urlsafe(32)
-    moment = now()
     db.session.add(
         ApiToken(
             token_hash=hashlib.sha256(token.encode()).hexdigest(),
             person_id=person.id,
             created_at=moment,
             expires_at=moment + timedelta(hours=current_app.config["GRIDLOOP_TOKEN_HOURS"]),
+            generation=person.generation,
         )
     )
     db.session.commit()
     return jsonify({"token": token}), 201
+
+
+@bp.delete("/tokens")
+@token_required
+def revoke_token():
+    """Revoke the calling token (the other tokens and sessions of the person stay)."""
+    db.session.delete(g.token)
+    db.session.commit()
+    return "", 204
 
 
 @bp.get("/me")
@@ -253,9 +289,16 @@ def list_cases():
 
 
 def _in_unit(code: str):
+    """The cases under a unit the caller covers. A code that names no unit and one outside the
+    caller's units both answer 404 (DESIGN §4), so the filter does not tell which codes exist."""
     unit = db.session.scalars(select(Unit).where(Unit.code == code)).first()
-    if unit is None:
-        raise Invalid("unknown unit", {"unit": "unknown unit"})
+    viewer = g.viewer
+    mine = {unit_id for role, unit_id, _l in viewer.positions if role not in ("auditor", "admin")}
+    covered, node = viewer.is_auditor, unit
+    while node is not None and not covered:  # one of the caller's units, or one below it
+        covered, node = node.id in mine, node.parent
+    if unit is None or not covered:
+        raise NotFound("no such unit", {"unit": "no such unit"})
     if unit.level == "department":
         return Case.id.in_(select(CaseDepartment.case_id).where(CaseDepartment.unit_id == unit.id))
     column = {

@@ -6,35 +6,44 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import format_timedelta
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import UserMixin, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
-from sqlalchemy import delete, func, select
 from wtforms import PasswordField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, EqualTo, Length
 
-from engine.models import LoginFailure, Person
-from engine.org import authenticate
+from engine.models import Person
+from engine.signin import Attempt
 
+from . import services
 from .extensions import db, login_manager
 from .i18n import LOCALES
-from .web import now
+from .web import login_required, now
 
 bp = Blueprint("auth", __name__)
-WINDOW = timedelta(minutes=15)
-LIMITS = {"user": 5, "addr": 20}  # failures per WINDOW before logins are refused
+MIN_PASSWORD = 10  # characters, for a password people choose themselves
 
 
 class WebUser(UserMixin):
+    """The signed-in person. The session remembers the person's generation with their id, so
+    signing out anywhere, a password change or reset and deactivation end every older session."""
+
     def __init__(self, person: Person):
         self.person = person
-        self.id = str(person.id)
+        self.id = f"{person.id}.{person.generation}"
 
 
 @login_manager.user_loader
 def load_user(user_id: str) -> WebUser | None:
-    person = db.session.get(Person, int(user_id)) if user_id.isdigit() else None
-    return WebUser(person) if person is not None and person.active else None
+    person_id, _dot, generation = user_id.partition(".")
+    if not (person_id.isdigit() and generation.isdigit()):
+        return None
+    person = db.session.get(Person, int(person_id))
+    if person is None or not person.active or person.generation != int(generation):
+        return None
+    return WebUser(person)
 
 
 class LoginForm(FlaskForm):
@@ -42,19 +51,16 @@ class LoginForm(FlaskForm):
     password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=200)])
 
 
-def _keys(username: str) -> list[str]:
-    return [f"user:{username.lower()}", f"addr:{request.remote_addr or '-'}"]
-
-
-def _limited(keys: list[str]) -> bool:
-    since = now() - WINDOW
-    for key in keys:
-        count = db.session.scalar(
-            select(func.count()).where(LoginFailure.key == key, LoginFailure.at > since)
+def refusal(attempt: Attempt) -> str:
+    """Why a sign-in was not let through, in words for the page."""
+    if attempt.busy:
+        return _("The server is busy. Please try again in a moment.")
+    if attempt.wait_seconds:
+        return _(
+            "Too many failed attempts. Please wait %(time)s and try again.",
+            time=format_timedelta(timedelta(seconds=attempt.wait_seconds), threshold=1.1),
         )
-        if count >= LIMITS[key.split(":", 1)[0]]:
-            return True
-    return False
+    return _("Wrong username or password.")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -62,42 +68,99 @@ def login():
     if current_user.is_authenticated:
         return redirect(url_for("inbox.index"))
     form = LoginForm()
-    error = None
+    error, status = None, 200
     if form.validate_on_submit():
-        keys = _keys(form.username.data)
-        if _limited(keys):
-            error = _l("Too many failed attempts. Please wait 15 minutes and try again.")
-        else:
-            services = current_app.extensions["gridloop"]
-            person = authenticate(
-                db.session, form.username.data, form.password.data, services.passwords
-            )
-            if person is None:
-                db.session.add_all(LoginFailure(key=k, at=now()) for k in keys)
-                db.session.execute(delete(LoginFailure).where(LoginFailure.at < now() - WINDOW))
-                db.session.commit()
-                error = _l("Wrong username or password.")
-            else:
-                db.session.execute(delete(LoginFailure).where(LoginFailure.key == keys[0]))
-                db.session.commit()
-                login_user(WebUser(person))
-                return redirect(safe_next(request.args.get("next")))
-    return render_template("auth/login.html", form=form, error=error), 401 if error else 200
+        attempt = services(current_app).signin.attempt(
+            db.session, form.username.data, form.password.data, request.remote_addr, now()
+        )
+        if attempt.ok:
+            login_user(WebUser(attempt.person))
+            return redirect(safe_next(request.args.get("next")))
+        error = refusal(attempt)
+        if attempt.busy or attempt.wait_seconds:
+            page = render_template("auth/login.html", form=form, error=error)
+            retry = str(attempt.wait_seconds or 5)
+            return page, 503 if attempt.busy else 429, {"Retry-After": retry}
+        status = 401
+    return render_template("auth/login.html", form=form, error=error), status
 
 
 def safe_next(target: str | None) -> str:
-    """Only same-site paths: a login link must not forward to another site."""
-    if target and target.startswith("/") and not target.startswith("//"):
-        if not urlsplit(target).netloc:
-            return target
+    """Only same-site paths: a login link must not forward to another site. Browsers drop tabs
+    and line breaks from a URL and read a backslash as a slash ("/\\evil.example" is
+    "//evil.example"), and CR or LF cannot go into a Location header: a target holding any
+    control character or a backslash is unsafe too."""
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and target.isprintable()
+        and not urlsplit(target).netloc
+    ):
+        return target
     return url_for("inbox.index")
 
 
 @bp.post("/logout")
 def logout():
+    if current_user.is_authenticated:
+        end_sessions(current_user.person)
+        db.session.commit()
     logout_user()
     flash(_l("You have signed out."))
     return redirect(url_for("auth.login"))
+
+
+def end_sessions(person: Person) -> None:
+    """Every session and API token the person has stops working (the caller commits)."""
+    person.generation += 1
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField(_l("Current password"), validators=[DataRequired(), Length(max=200)])
+    new = PasswordField(
+        _l("New password"),
+        validators=[
+            DataRequired(),
+            Length(
+                min=MIN_PASSWORD,
+                max=200,
+                message=_l("At least %(count)s characters.", count=MIN_PASSWORD),
+            ),
+        ],
+    )
+    confirm = PasswordField(
+        _l("New password again"),
+        validators=[DataRequired(), EqualTo("new", message=_l("The two passwords differ."))],
+    )
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def change_password():
+    """A person changes their own password; their other sessions and tokens end."""
+    form = PasswordForm()
+    error = None
+    if form.validate_on_submit():
+        person = current_user.person
+        attempt = services(current_app).signin.attempt(
+            db.session, person.username, form.current.data, request.remote_addr, now()
+        )
+        if attempt.ok:
+            person.password_hash = services(current_app).passwords.hash(form.new.data)
+            end_sessions(person)
+            db.session.commit()
+            login_user(WebUser(person))  # this session goes on in the new generation
+            flash(_("Your password was changed. Other sessions and API tokens were signed out."))
+            return redirect(url_for("inbox.index"))
+        error = refusal(attempt)
+        if not attempt.busy and not attempt.wait_seconds:
+            error = _("The current password is not right.")
+    status = 400 if error or form.errors else 200
+    return render_template(
+        "auth/password.html", form=form, error=error, min_length=MIN_PASSWORD
+    ), status
 
 
 @bp.get("/lang/<code>")
@@ -105,5 +168,12 @@ def language(code: str):
     """Switch the interface language; remembered in a cookie for a year."""
     response = redirect(safe_next(request.args.get("next")))
     if code in LOCALES:
-        response.set_cookie("lang", code, max_age=365 * 24 * 3600, samesite="Lax")
+        response.set_cookie(
+            "lang",
+            code,
+            max_age=365 * 24 * 3600,
+            samesite="Lax",
+            httponly=True,
+            secure=current_app.config.get("SESSION_COOKIE_SECURE", False),
+        )
     return response

@@ -20,6 +20,14 @@ PAGES = {
     ),
     404: (_l("Not found"), _l("This page does not exist, or it is outside your units.")),
     405: (_l("Not allowed"), _l("This page cannot be used that way.")),
+    413: (
+        _l("Too large to send"),
+        _l("What you sent is larger than Gridloop accepts. Send less at a time and try again."),
+    ),
+    429: (
+        _l("Too many attempts"),
+        _l("Please wait a little and try again."),
+    ),
     409: (
         _l("Someone got there first"),
         _l(
@@ -58,6 +66,10 @@ def register(app) -> None:
 
     @app.errorhandler(500)
     def _crash(exc):
+        if request.path.startswith("/api/"):
+            from .api import error
+
+            return error(500, "internal", "the server hit an error; nothing was half-saved")
         return page(500)
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 from werkzeug.datastructures import MultiDict
 
-from engine.access import can_see_case, case_scope, may_act
+from engine.access import can_see_case, case_scope, may_act, sees_reporter_phone
 from engine.deadlines import case_deadline, item_overdue
 from engine.errors import Conflict, Forbidden, Invalid, NotFound
 from engine.events import as_dict, case_events
@@ -215,7 +215,11 @@ def task(item_id: int):
 @bp.get("/cases/<number>/diagram.bpmn")
 @login_required
 def diagram_xml(number: str):
-    """The BPMN of the diagram version the case is pinned to, for the page's diagram viewer."""
+    """The BPMN of the diagram version the case is pinned to, for the page's diagram viewer.
+    Served as a download that no browser renders or runs when opened directly (the viewer's
+    fetch() ignores Content-Disposition)."""
+    from .security import download
+
     case = db.session.scalars(
         select(Case).where(Case.number == number, case_scope(viewer()))
     ).first()
@@ -230,7 +234,7 @@ def diagram_xml(number: str):
     # A case's version never changes; the lane names follow the page's language.
     response.headers["Cache-Control"] = "private, max-age=3600"
     response.vary.add("Cookie")
-    return response
+    return download(response, f"{case.number}.bpmn")
 
 
 BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
@@ -301,13 +305,7 @@ def _task_page(item: WorkItem, schema: dict, values: dict, engine_errors: dict |
     general = _attach_errors(fields, engine_errors or {})
     events = [as_dict(case.number, row) for row in case_events(db.session, case)]
     names = display_names({e["actor"] for e in events} | {item.claimed_by, case.owner})
-    # The resident's number, as on the case page: for the owner and auditors, and before accept
-    # for the officer who holds it (they call the resident back).
-    reveal = (
-        me.is_auditor
-        or case.owner == me.username
-        or (case.owner is None and item.claimed_by == me.username)
-    )
+    open_items = open_items_of([case.id])[case.id]
     return render_template(
         "inbox/task.html",
         item=item,
@@ -319,9 +317,9 @@ def _task_page(item: WorkItem, schema: dict, values: dict, engine_errors: dict |
         names=names,
         can_act=may_act(db.session, me, item),
         mine=item.claimed_by == me.username,
-        reveal=reveal,
+        reveal=sees_reporter_phone(me, case, open_items),
         overdue=item_overdue(item, now()),
-        case_deadline=case_deadline(open_items_of([case.id])[case.id], now()),
+        case_deadline=case_deadline(open_items, now()),
         steps=step_strip(case.status),
     )
 

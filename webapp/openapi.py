@@ -15,6 +15,8 @@ _ERRORS = {
     "403": "visible, but not yours to do",
     "404": "missing or outside your units",
     "409": "claimed, completed or changed by someone else",
+    "429": "too many failed sign-ins: wait for Retry-After seconds",
+    "503": "too many sign-ins at once: try again shortly",
 }
 
 
@@ -76,7 +78,13 @@ def build_openapi() -> dict:
     all_errors = ("400", "401", "403", "404", "409")
     paths = {
         "/tokens": {
-            "post": _op("Log in for a token", ("201", "TokenOut"), "TokenIn", errors=("400", "401"))
+            "post": _op(
+                "Log in for a token",
+                ("201", "TokenOut"),
+                "TokenIn",
+                errors=("400", "401", "429", "503"),
+            ),
+            "delete": _op("Revoke the calling token", ("204", None)),
         },
         "/me": {"get": _op("Who I am and my positions", ("200", "MeOut"))},
         "/cases": {

@@ -146,7 +146,8 @@ def step(shots) -> Callable[[Page, str], Path]:
 
 class Watcher:
     """What pages do behind the test's back: requests that leave this machine (pages load nothing
-    from the internet), sub-resources that fail (a missing vendor file) and script errors."""
+    from the internet), sub-resources that fail (a missing vendor file), script errors, and
+    anything the Content-Security-Policy refused (an inline script or style without the nonce)."""
 
     def __init__(self, base_url: str):
         self.base_url = base_url
@@ -156,7 +157,11 @@ class Watcher:
         context.on("request", self._request)
         context.on("response", self._response)
         context.on("requestfailed", self._failed)
-        context.on("page", lambda page: page.on("pageerror", self._script_error))
+        context.on("page", self._page)
+
+    def _page(self, page: Page) -> None:
+        page.on("pageerror", self._script_error)
+        page.on("console", self._console)
 
     def _request(self, request) -> None:
         local = request.url.startswith(self.base_url + "/")
@@ -173,6 +178,13 @@ class Watcher:
 
     def _script_error(self, error) -> None:
         self.problems.append(f"script error: {error}")
+
+    def _console(self, message) -> None:
+        # Chromium reports what the policy blocked on the console: "Refused to load …" or
+        # "Executing inline script violates the following Content Security Policy directive …".
+        text = message.text
+        if "Content Security Policy" in text or "Refused to" in text:
+            self.problems.append(f"CSP violation on {message.location.get('url')}: {text}")
 
 
 @pytest.fixture(scope="session")
