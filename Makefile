@@ -59,8 +59,8 @@ run: install
 	$(BIN)/gridloop serve --host $(HOST) --port $(PORT)
 
 lint: install
-	$(BIN)/ruff check engine webapp tests bench migrations
-	$(BIN)/ruff format --check engine webapp tests bench migrations
+	$(BIN)/ruff check engine webapp jobs tests bench migrations
+	$(BIN)/ruff format --check engine webapp jobs tests bench migrations
 
 test: install browser services lint
 	$(BIN)/pytest

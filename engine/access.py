@@ -12,14 +12,17 @@ from sqlalchemy import and_, exists, false, or_, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from .models import TIERS, Case, CaseDepartment, Liaison, Person, Position, Unit, WorkItem
-
-_CASE_COLUMN = {
-    "town": Case.town_id,
-    "village": Case.village_id,
-    "district": Case.district_id,
-    "grid": Case.grid_id,
-}
+from .models import (
+    TIERS,
+    Case,
+    CaseDepartment,
+    Liaison,
+    Person,
+    Position,
+    Unit,
+    WorkItem,
+    case_unit,
+)
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def case_scope(viewer: Viewer) -> ColumnElement[bool]:
                 Case.id.in_(select(CaseDepartment.case_id).where(CaseDepartment.unit_id == unit_id))
             )
         else:
-            conditions.append(_CASE_COLUMN[level] == unit_id)
+            conditions.append(case_unit(Case, level) == unit_id)
     return or_(*conditions) if conditions else false()
 
 
@@ -80,7 +83,7 @@ def can_see_case(session: Session, viewer: Viewer, case: Case) -> bool:
             continue
         if level == "department":
             departments.append(unit_id)
-        elif getattr(case, f"{level}_id") == unit_id:
+        elif case_unit(case, level) == unit_id:
             return True
     if not departments:
         return False

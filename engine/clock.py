@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Protocol
+
+TOWN_ZONE_NAME = "Asia/Shanghai"
+
+
+def _town_zone() -> tzinfo:
+    """China has had no daylight saving time since 1991, so +08:00 is a faithful stand-in when the
+    machine has no time-zone database."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(TOWN_ZONE_NAME)
+    except (ZoneInfoNotFoundError, ValueError):  # pragma: no cover - depends on the machine
+        return timezone(timedelta(hours=8), TOWN_ZONE_NAME)
+
+
+# The township's zone, the one definition: the day a working-time limit counts, the Chinese times
+# in notifications and the year in a case number are all Asia/Shanghai's (DESIGN §7, §11).
+SHANGHAI: tzinfo = _town_zone()
 
 
 class Clock(Protocol):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from .access import Viewer, inbox_scope
 from .deadlines import overdue_clause
-from .models import TIER_BELOW, Case, WorkItem
+from .models import CASE_UNIT_COLUMN, TIER_BELOW, Case, WorkItem, case_unit
 
 # Items without a deadline sort after every dated one.
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -51,22 +51,14 @@ def inbox_page(
     return items[:limit], (last.due_at or FAR_FUTURE, last.id)
 
 
-_LEVEL_COLUMN = {
-    "town": Case.town_id,
-    "village": Case.village_id,
-    "district": Case.district_id,
-    "grid": Case.grid_id,
-}
-
-
 def watch_items(session: Session, viewer: Viewer, limit: int = 20) -> list[WorkItem]:
     """Supervised (督办) open items that are not the viewer's to do but concern them: cases they
     own, and items one tier below them in their units. Most overdue first."""
     concerns = [Case.owner == viewer.username]
     for role, unit_id, level in viewer.positions:
         below = TIER_BELOW.get(role)
-        if below and level in _LEVEL_COLUMN:
-            concerns.append(and_(WorkItem.role == below, _LEVEL_COLUMN[level] == unit_id))
+        if below and level in CASE_UNIT_COLUMN:
+            concerns.append(and_(WorkItem.role == below, case_unit(Case, level) == unit_id))
     query = (
         select(WorkItem)
         .options(joinedload(WorkItem.case).joinedload(Case.grid), joinedload(WorkItem.unit))

@@ -204,6 +204,22 @@ class Case(Base):
     reporter: Mapped[Reporter | None] = relationship(uselist=False)
 
 
+# A case lies under one unit at each level of the chain (DESIGN §4), named by one of its columns.
+CASE_UNIT_COLUMN = {
+    "town": "town_id",
+    "village": "village_id",
+    "district": "district_id",
+    "grid": "grid_id",
+}
+
+
+def case_unit(case: Case | type[Case], level: str):
+    """The case's unit at `level`: on a loaded case its unit id, on the Case class the column for
+    SQL (`case_unit(Case, "village") == unit_id`). KeyError for a level no case lies under (a
+    department): test `level in CASE_UNIT_COLUMN` first where one can come."""
+    return getattr(case, CASE_UNIT_COLUMN[level])
+
+
 class Reporter(Base):
     """The resident who reported a case, kept out of the event chain (DESIGN §6): the `opened`
     event holds only reporter_hash, sha256(salt + canonical JSON of {name, phone}), so the chain

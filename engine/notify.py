@@ -46,17 +46,24 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from .clock import iso, parse_iso
-from .models import LEVEL_OF_ROLE, Case, Notification, Person, Unit, WorkItem
+from .clock import SHANGHAI, iso, parse_iso
+from .models import (
+    CASE_UNIT_COLUMN,
+    LEVEL_OF_ROLE,
+    Case,
+    Notification,
+    Person,
+    Unit,
+    WorkItem,
+    case_unit,
+)
 
 log = logging.getLogger(__name__)
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 FORMATS = ("json", "wecom")
 KINDS = ("assigned", "supervised", "escalated")
 
@@ -309,12 +316,7 @@ def _payload(
 def _unit_of_tier(session: Session, case: Case, tier: str | None) -> Unit | None:
     """The unit at the tier's level on the case's chain (DESIGN §4)."""
     level = LEVEL_OF_ROLE.get(tier or "")
-    unit_id = {
-        "grid": case.grid_id,
-        "district": case.district_id,
-        "village": case.village_id,
-        "town": case.town_id,
-    }.get(level or "")
+    unit_id = case_unit(case, level) if level in CASE_UNIT_COLUMN else None
     return session.get(Unit, unit_id) if unit_id else None
 
 

@@ -20,29 +20,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, timedelta
 
 import chinese_calendar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .clock import SHANGHAI
 from .models import CalendarYear
-
-
-def _shanghai() -> tzinfo:
-    """China has had no daylight saving time since 1991, so +08:00 is a faithful stand-in when the
-    machine has no time-zone database."""
-    try:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-    except ImportError:  # pragma: no cover - zoneinfo is in the standard library from 3.9
-        return timezone(timedelta(hours=8), "Asia/Shanghai")
-    try:
-        return ZoneInfo("Asia/Shanghai")
-    except (ZoneInfoNotFoundError, ValueError):  # pragma: no cover - depends on the machine
-        return timezone(timedelta(hours=8), "Asia/Shanghai")
-
-
-SHANGHAI: tzinfo = _shanghai()
 
 MIN_YEAR = 2000
 MAX_YEAR = 2100

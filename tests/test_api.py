@@ -956,8 +956,10 @@ def test_malformed_new_case_is_400_never_500(api_app, api_client, api_as):
 def test_the_embedded_ticker_escalates_a_case_whose_limit_passed(
     api_app, api_client, api_as, api_clock
 ):
-    """The server's ticker fires due timers through the same engine path as `timers fire-due`."""
-    from webapp.ticker import Ticker
+    """The server's ticker fires due timers through the same engine path as `timers fire-due`,
+    on the app's jobs root: the Runtime and the clock the requests use."""
+    from jobs.ticker import Ticker
+    from webapp import services
 
     officer = api_as("off1")
     case = api_client.post(
@@ -977,7 +979,7 @@ def test_the_embedded_ticker_escalates_a_case_whose_limit_passed(
     ).get_json()
     assert done["tier"] == "village_secretary"  # urgent hazards start at the village, 8 clock hours
 
-    ticker = Ticker(api_app)
+    ticker = Ticker(services(api_app).jobs)
     assert ticker.tick() == 0
     api_clock.advance(hours=8, seconds=1)
     assert ticker.tick() == 1
@@ -1002,7 +1004,8 @@ def test_the_embedded_ticker_delivers_notifications_from_the_outbox(
     from test_notify import Receiver
 
     from engine.models import Unit
-    from webapp.ticker import Ticker
+    from jobs.ticker import Ticker
+    from webapp import services
 
     receiver = Receiver()
     try:
@@ -1020,9 +1023,10 @@ def test_the_embedded_ticker_delivers_notifications_from_the_outbox(
             f"/api/v1/work-items/{item['id']}/complete", json={"data": data}, headers=officer
         )
 
-        assert Ticker(api_app).deliver() == 1
+        ticker = Ticker(services(api_app).jobs)
+        assert ticker.deliver() == 1
         (body,) = receiver.bodies()
         assert body["msgtype"] == "text" and body["text"]["content"].startswith("【待办】")
-        assert Ticker(api_app).deliver() == 0  # delivered once
+        assert ticker.deliver() == 0  # delivered once
     finally:
         receiver.close()

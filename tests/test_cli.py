@@ -138,6 +138,50 @@ def test_serve_refuses_a_busy_port_with_a_clear_message(cli):
     assert f"port {port}" in result.output and "already in use" in result.output
 
 
+def test_serve_may_start_again_at_once_on_a_port_its_last_run_left_in_time_wait():
+    """Stopping `gridloop serve` leaves the connections it closed in TIME_WAIT for a minute.
+    werkzeug's server binds with SO_REUSEADDR, so it could serve again at once; the busy-port
+    probe must bind the same way, or it refuses the restart while nothing listens."""
+    import errno
+    import socket
+    import time
+
+    from webapp.cli import port_in_use
+
+    def server_socket() -> socket.socket:  # as werkzeug makes its listening socket
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return sock
+
+    with server_socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        served.close()  # the server closes first, so its end of the connection waits in TIME_WAIT
+        client.close()
+
+    def plain_bind_refused() -> bool:  # the probe as it was: no SO_REUSEADDR
+        with socket.socket() as plain:
+            try:
+                plain.bind(("127.0.0.1", port))
+            except OSError as exc:
+                return exc.errno == errno.EADDRINUSE
+            return False
+
+    deadline = time.monotonic() + 5
+    while not plain_bind_refused():  # the client's FIN moves the server's end to TIME_WAIT
+        assert time.monotonic() < deadline, "the port never showed a connection in TIME_WAIT"
+        time.sleep(0.01)
+
+    assert not port_in_use("127.0.0.1", port)  # nothing listens: serve may start
+    with server_socket() as restarted:  # and the server itself can bind it
+        restarted.bind(("127.0.0.1", port))
+        restarted.listen()
+        assert port_in_use("127.0.0.1", port)  # a live listener is still refused
+
+
 def test_demo_gives_every_handler_tier_work_in_its_inbox(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/demo.sqlite")
     create_schema(engine)

@@ -36,20 +36,21 @@ from engine.models import Case, Person, Timer, WorkItem
 from engine.runtime import Runtime
 from engine.specs import SpecRegistry
 from engine.storage import make_engine, make_sessionmaker
-from webapp import worker as rq_worker
+from jobs.root import REDIS_URL_ENV
+from jobs.scheduler import JOB_FUNC, QUEUE, TimerScheduler, job_id
 from webapp.cli import main
 
 CASES = 1000
 DUP_QUEUE = "gridloop-timers-dup"
 WAIT = 300  # seconds a batch of worker processes may take before the test gives up
 
-# A worker process as the tests run it: webapp.worker.run_worker on the queues named in argv, in
-# burst mode, counting what its jobs did (printed as JSON on exit). GL_DIE_AT=N:before|after
-# kills the process with SIGKILL at its Nth job, before it fires or after it committed (so before
-# rq acknowledges the job).
+# A worker process as the tests run it: jobs.worker.run_worker on the queues named in argv, in
+# burst mode, on a root built from the environment as `gridloop worker` builds one, counting what
+# its jobs did (printed as JSON on exit). GL_DIE_AT=N:before|after kills the process with SIGKILL
+# at its Nth job, before it fires or after it committed (so before rq acknowledges the job).
 RUNNER = """
 import json, os, signal, sys
-import webapp.worker as w
+import jobs.worker as w
 counts = {"fired": 0, "noop": 0, "jobs": 0}
 die = os.environ.get("GL_DIE_AT")
 die_at, when = (int(die.split(":")[0]), die.split(":")[1]) if die else (0, "")
@@ -64,7 +65,7 @@ def counting(case_id, as_of=None):
         os.kill(os.getpid(), signal.SIGKILL)
     return moved
 w.fire_case = counting
-w.run_worker(os.environ["GRIDLOOP_REDIS_URL"], queues=sys.argv[1:], burst=True, log_level="WARNING")
+w.run_worker(queues=sys.argv[1:], burst=True, log_level="WARNING")
 print(json.dumps(counts))
 """
 
@@ -177,9 +178,9 @@ def _counts(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _scheduler(db_url: str, redis: str, **options) -> rq_worker.TimerScheduler:
+def _scheduler(db_url: str, redis: str, **options) -> TimerScheduler:
     engine = make_engine(db_url)
-    return rq_worker.TimerScheduler(
+    return TimerScheduler(
         Redis.from_url(redis), make_sessionmaker(engine), FixedClock(START), **options
     )
 
@@ -264,29 +265,27 @@ def test_two_workers_racing_over_1000_due_timers_fire_each_exactly_once(due_db, 
     assert (again.enqueued, again.pending) == (0, CASES), again
 
     connection = Redis.from_url(redis_url)
-    main_queue = Queue(rq_worker.QUEUE, connection=connection)
+    main_queue = Queue(QUEUE, connection=connection)
     dup_queue = Queue(DUP_QUEUE, connection=connection)
     assert main_queue.count == CASES
     jobs = main_queue.get_jobs()
     warn_at = min(t for t in _timer_dues(db_url, case_ids[0]))
     assert (
         jobs[0].id
-        == rq_worker.job_id(case_ids[0], warn_at)
+        == job_id(case_ids[0], warn_at)
         == f"fire-{case_ids[0]}-" + str(int(warn_at.timestamp()) * 10**6 + warn_at.microsecond)
     )
     assert jobs[0].args == (case_ids[0], iso(as_of))
     dup_queue.enqueue_many(
         [
-            Queue.prepare_data(
-                rq_worker.JOB_FUNC, args=job.args, job_id=f"dup-{job.id}", result_ttl=0
-            )
+            Queue.prepare_data(JOB_FUNC, args=job.args, job_id=f"dup-{job.id}", result_ttl=0)
             for job in jobs
         ]
     )
 
     env = _env(db_url, redis_url)
-    a = _runner(env, rq_worker.QUEUE, DUP_QUEUE)
-    b = _runner(env, DUP_QUEUE, rq_worker.QUEUE)
+    a = _runner(env, QUEUE, DUP_QUEUE)
+    b = _runner(env, DUP_QUEUE, QUEUE)
     code_a, out_a, err_a = _finish(a)
     code_b, out_b, err_b = _finish(b)
     assert code_a == 0, err_a[-3000:]
@@ -325,12 +324,18 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(due_db, red
     assert 0 < len(fired) < CASES, "the worker was not killed mid-batch"
     assert set(fired.values()) == {1}
 
-    # A fresh scheduler pass (taking any job left "started" by the dead worker as lost at once)
-    # and a fresh worker finish the rest.
-    report = _scheduler(db_url, redis_url, redeliver_after=0).run_once(as_of=as_of)
+    # A fresh scheduler (taking any job left "started" by the dead worker as lost at once) and a
+    # fresh worker finish the rest. The job in the dead worker's hands had started (delivered again
+    # on the first pass) or was only just taken off the queue, not yet started (put back on the
+    # second pass: on one, it may be a live worker's in mid-dequeue); one of them at most.
+    scheduler = _scheduler(db_url, redis_url, redeliver_after=0)
+    report = scheduler.run_once(as_of=as_of)
     assert report.due == CASES - len(fired), report
     assert report.redelivered <= 1 and report.enqueued == 0, report
     assert report.pending + report.redelivered == report.due, report
+    again = scheduler.run_once(as_of=as_of)
+    assert (again.enqueued, again.redelivered, again.pending) == (0, 0, report.due), again
+    assert report.redelivered + again.requeued <= 1, (report, again)
     code, out, err = _finish(
         _cli(env, "worker", "--no-scheduler", "--burst", "--log-level", "WARNING")
     )
@@ -351,14 +356,14 @@ def test_a_worker_dying_before_firing_or_before_acknowledging(gl, db_url, redis_
     assert scheduler.run_once(as_of=as_of).enqueued == 10
 
     env = _env(db_url, redis_url)
-    dying = _runner(env, rq_worker.QUEUE, die_at=f"4:{when}")
+    dying = _runner(env, QUEUE, die_at=f"4:{when}")
     code, _, err = _finish(dying)
     assert code == -signal.SIGKILL, err[-3000:]
     fired = _per_case(db_url, "escalated")
     assert len(fired) == (3 if when == "before" else 4)
     connection = Redis.from_url(redis_url)
-    queue = Queue(rq_worker.QUEUE, connection=connection)
-    fourth = rq_worker.job_id(ids[3], warn_at)
+    queue = Queue(QUEUE, connection=connection)
+    fourth = job_id(ids[3], warn_at)
     assert queue.count == 6
     assert connection.hget(f"rq:job:{fourth}", "status") == b"started"
 
@@ -369,8 +374,8 @@ def test_a_worker_dying_before_firing_or_before_acknowledging(gl, db_url, redis_
     assert report.pending == 6, report
 
     # A stray copy of the 4th job (a redelivery racing the dead worker's commit) does nothing.
-    queue.enqueue_call(rq_worker.JOB_FUNC, args=(ids[3], iso(as_of)), job_id="copy-4")
-    code, out, err = _finish(_runner(env, rq_worker.QUEUE))
+    queue.enqueue_call(JOB_FUNC, args=(ids[3], iso(as_of)), job_id="copy-4")
+    code, out, err = _finish(_runner(env, QUEUE))
     assert code == 0, err[-3000:]
     counts = _counts(out)
     assert counts["fired"] == 10 - len(fired)
@@ -388,7 +393,7 @@ def test_a_job_a_worker_took_off_the_queue_but_never_started_goes_back_on_it(gl,
     scheduler = _scheduler(db_url, redis_url)
     assert scheduler.run_once(as_of=as_of).enqueued == 3
     connection = Redis.from_url(redis_url)
-    queue = Queue(rq_worker.QUEUE, connection=connection)
+    queue = Queue(QUEUE, connection=connection)
     assert connection.lmove(queue.key, queue.intermediate_queue_key) is not None
     assert queue.count == 2
 
@@ -398,7 +403,7 @@ def test_a_job_a_worker_took_off_the_queue_but_never_started_goes_back_on_it(gl,
     assert (second.requeued, second.pending, second.enqueued) == (1, 3, 0), second
     assert queue.count == 3 and connection.llen(queue.intermediate_queue_key) == 0
 
-    code, out, err = _finish(_runner(_env(db_url, redis_url), rq_worker.QUEUE))
+    code, out, err = _finish(_runner(_env(db_url, redis_url), QUEUE))
     assert code == 0, err[-3000:]
     assert _counts(out) == {"fired": 3, "noop": 0, "jobs": 3}
     _assert_each_fired_once(db_url, ids, as_of)
@@ -516,7 +521,7 @@ def test_the_supervisor_restarts_a_dead_worker_and_its_workers_die_with_it(db_ur
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         for pid in pids():  # a worker left behind by a failure, and only that
-            if _alive(pid) and b"webapp.cli" in _cmdline(pid):
+            if _alive(pid) and b"\0-m\0jobs\0" in _cmdline(pid):
                 os.kill(pid, signal.SIGKILL)
         process.communicate()
 
@@ -525,7 +530,7 @@ def test_the_supervisor_restarts_a_dead_worker_and_its_workers_die_with_it(db_ur
 def cli_env(db_url, monkeypatch):
     monkeypatch.setenv("GRIDLOOP_DATABASE_URL", db_url)
     monkeypatch.setenv("GRIDLOOP_CHEAP_PASSWORDS", "1")
-    monkeypatch.delenv(rq_worker.REDIS_URL_ENV, raising=False)
+    monkeypatch.delenv(REDIS_URL_ENV, raising=False)
     return CliRunner()
 
 
@@ -560,7 +565,7 @@ def test_timers_status_prints_pending_overdue_and_the_oldest_lag(
     later = cli_env.invoke(main, ["timers", "status", "--as-of", a_day_later]).output
     assert "lag 1d 0:00:01 (86401 s)" in later
 
-    monkeypatch.setenv(rq_worker.REDIS_URL_ENV, redis_url)
+    monkeypatch.setenv(REDIS_URL_ENV, redis_url)
     with_queue = cli_env.invoke(main, ["timers", "status"]).output
     assert "queue gridloop-timers: 0 queued, 0 started, 0 failed" in with_queue
     late = cli_env.invoke(main, ["timers", "status", "--as-of", iso(as_of), "--max-lag", "1800"])

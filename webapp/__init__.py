@@ -14,11 +14,12 @@ from pathlib import Path
 
 from flask import Flask, request
 
-from engine.clock import Clock, SystemClock
+from engine.clock import TOWN_ZONE_NAME, Clock, SystemClock
 from engine.passwords import Passwords
 from engine.runtime import Runtime
 from engine.signin import SignIn
 from engine.storage import INSTANCE_DIR, configure_engine, database_url
+from jobs.root import Root, build_root
 
 from . import security
 from .extensions import babel, csrf, db, login_manager
@@ -29,12 +30,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass
 class Services:
-    """What every request shares: the engine runtime (parsed specs, hot workflows) and hashing."""
+    """What every request shares: the engine runtime (parsed specs, hot workflows) and hashing,
+    and the background work's composition root, whose runtime it is (the ticker shares it)."""
 
     runtime: Runtime
     passwords: Passwords
     signin: SignIn  # every password check: throttled, and a few at a time
     root: Path
+    jobs: Root
 
 
 def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
@@ -55,7 +58,7 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 15}})
     app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT_LOCALE)
-    app.config.setdefault("BABEL_DEFAULT_TIMEZONE", "Asia/Shanghai")
+    app.config.setdefault("BABEL_DEFAULT_TIMEZONE", TOWN_ZONE_NAME)
     app.config.setdefault(
         "BABEL_TRANSLATION_DIRECTORIES",
         str(compile_catalogs(Path(app.instance_path) / "translations")),
@@ -63,17 +66,20 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # the session's lifetime is the limit
     db.init_app(app)
     with app.app_context():
-        configure_engine(db.engine)
+        engine = configure_engine(db.engine)
+    # One root per app: the embedded ticker and the requests share its Runtime and the engine.
+    jobs = build_root(engine=engine, clock=clock or SystemClock())
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     csrf.init_app(app)
     babel.init_app(app, locale_selector=_locale)
     passwords = Passwords(cheap=app.config["GRIDLOOP_CHEAP_PASSWORDS"])
     app.extensions["gridloop"] = Services(
-        runtime=Runtime(clock or SystemClock()),
+        runtime=jobs.runtime,
         passwords=passwords,
         signin=SignIn(passwords),
         root=Path(app.config["GRIDLOOP_ROOT"]),
+        jobs=jobs,
     )
 
     from . import api, auth, errors, web

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
-from flask import Blueprint, render_template
+from flask import Blueprint, current_app, render_template
 from flask_babel import gettext as _
 from sqlalchemy import select
 
 from engine.backlog import backlog
 from engine.errors import Forbidden
 from engine.models import Notification
+from jobs.status import queue_states
 
+from . import services
 from .extensions import db
 from .web import login_required, now, viewer
 
@@ -24,26 +24,9 @@ def _admin_only() -> None:
 
 
 def _queues() -> list[dict] | None:
-    """rq's queues when GRIDLOOP_REDIS_URL is set: waiting, running and failed jobs."""
-    url = os.environ.get("GRIDLOOP_REDIS_URL")
-    if not url:
-        return None
-    try:
-        from redis import Redis
-        from rq import Queue
-
-        connection = Redis.from_url(url, socket_timeout=2)
-        return [
-            {
-                "name": queue.name,
-                "waiting": queue.count,
-                "running": queue.started_job_registry.count,
-                "failed": queue.failed_job_registry.count,
-            }
-            for queue in Queue.all(connection=connection)
-        ]
-    except Exception as exc:  # the page must render even when Redis is down
-        return [{"name": "redis", "error": str(exc)[:200]}]
+    """rq's queues when GRIDLOOP_REDIS_URL is set: waiting, running and failed jobs (read through
+    the app's jobs root; the page renders whatever Redis does)."""
+    return queue_states(services(current_app).jobs)
 
 
 @bp.get("/ops")

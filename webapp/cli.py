@@ -1,11 +1,11 @@
-"""The `gridloop` command (DESIGN §8). Every command runs in an app context on the configured
-database (GRIDLOOP_DATABASE_URL, default a SQLite file under instance/)."""
+"""The `gridloop` command (DESIGN §8), on the configured database (GRIDLOOP_DATABASE_URL, default a
+SQLite file under instance/). Most commands run in an app context; the background ones (`worker`,
+`timers`) are adapters over the jobs package's root and build no web app."""
 
 from __future__ import annotations
 
 import errno
 import json
-import os
 import socket
 import sys
 from datetime import datetime
@@ -17,7 +17,7 @@ from sqlalchemy import select
 from engine.clock import iso, parse_iso
 from engine.events import verify
 from engine.models import Case, Unit
-from engine.specs import DiagramError, deploy, load_bundle
+from engine.specs import DiagramError, deploy, latest_version, load_bundle
 from engine.storage import upgrade_schema
 from engine.workcal import CalendarFileError, import_calendar
 
@@ -36,22 +36,37 @@ def main() -> None:
     pass
 
 
-@main.command("init-db", help="Create the tables and deploy the diagrams on disk once.")
+# Who deployed a version: the repository's bundle (init-db, demo) or an administrator.
+REPOSITORY = "system"
+
+
+@main.command("init-db", help="Upgrade the schema; deploy the repository's bundle if it changed.")
 def init_db() -> None:
     app = _app()
     click.echo(upgrade_schema(db.engine).summary())
-    _deploy(app, quiet=False)
+    _deploy(app, services(app).root, REPOSITORY, quiet=False)
 
 
-def _deploy(app, quiet: bool) -> None:
+def _deploy(app, root: Path, actor: str, quiet: bool, explicit: bool = False) -> None:
+    """Store the bundle under root as a new version (it is then live) if its hash is new. Unless
+    asked for explicitly (`diagrams deploy`), the repository's bundle never goes live over a
+    version an administrator deployed."""
     svc = services(app)
+    bundle = load_bundle(root)
+    if not bundle.files:
+        raise click.ClickException(f"{root} holds no workflows/bpmn/ or rules/ files")
+    live = latest_version(db.session)
+    fresh = live is None or live.sha256 != bundle.sha256
+    if not explicit and fresh and live is not None and live.deployed_by != REPOSITORY:
+        db.session.rollback()
+        click.echo(
+            f"the live diagram {live.sha256[:12]} was deployed by {live.deployed_by}; the "
+            "repository's changed bundle was not deployed over it (`gridloop diagrams deploy` does)"
+        )
+        return
     try:
         version, new = deploy(
-            db.session,
-            svc.runtime.registry,
-            load_bundle(svc.root),
-            "system",
-            svc.runtime.clock.now(),
+            db.session, svc.runtime.registry, bundle, actor, svc.runtime.clock.now()
         )
     except DiagramError as exc:
         db.session.rollback()
@@ -69,9 +84,18 @@ def diagrams() -> None:
     pass
 
 
-@diagrams.command("deploy", help="Store workflows/bpmn/ and rules/ as a new version if changed.")
-def diagrams_deploy() -> None:
-    _deploy(_app(), quiet=False)
+@diagrams.command(
+    "deploy", help="Store DIR's workflows/bpmn/ and rules/ (default: the repository's) if changed."
+)
+@click.argument(
+    "directory",
+    required=False,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+def diagrams_deploy(directory: Path | None) -> None:
+    app = _app()
+    root = directory.resolve() if directory else services(app).root
+    _deploy(app, root, REPOSITORY if directory is None else "cli", quiet=False, explicit=True)
 
 
 @main.group(help="The organisation: units, people and positions.")
@@ -107,7 +131,7 @@ def demo() -> None:
 
     app = _app()
     upgrade_schema(db.engine)
-    _deploy(app, quiet=True)
+    _deploy(app, services(app).root, REPOSITORY, quiet=True)
     if db.session.scalar(select(Unit.id).limit(1)) is not None:
         click.echo("The database already has an organisation; the demo was not loaded again.")
     else:
@@ -125,12 +149,13 @@ def demo() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 def serve(host: str, port: int) -> None:
-    from .ticker import Ticker
+    from jobs.ticker import Ticker
 
     _check_port(host, port)
     app = _app()
-    # With Redis, rq workers fire timers (`gridloop worker`); the server still delivers the outbox.
-    ticker = Ticker(app, fire_timers=not os.environ.get("GRIDLOOP_REDIS_URL"))
+    # The app's background root: without Redis the ticker fires timers; with it, rq workers do
+    # (`gridloop worker`) and the ticker only delivers the outbox.
+    ticker = Ticker(services(app).jobs)
     ticker.start()
     click.echo(f"Gridloop is serving on http://{host}:{port}/ (Ctrl-C stops it)")
     try:
@@ -140,18 +165,30 @@ def serve(host: str, port: int) -> None:
 
 
 def _check_port(host: str, port: int) -> None:
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if port_in_use(host, port):
+        raise click.ClickException(
+            f"port {port} on {host} is already in use: stop what is using it, "
+            f"or choose another port (PORT=5001 make run, or --port 5001)"
+        )
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether the server could not bind (host, port), asked before the app is built so that a
+    busy port gets a clear message. The probe binds as werkzeug's server then does, with
+    SO_REUSEADDR: a port whose last server stopped a moment ago, its connections still in
+    TIME_WAIT, is free to serve on again; a socket listening on it still refuses the bind."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as werkzeug chooses
+    probe = socket.socket(family, socket.SOCK_STREAM)
     try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise click.ClickException(
-                f"port {port} on {host} is already in use: stop what is using it, "
-                f"or choose another port (PORT=5001 make run, or --port 5001)"
-            ) from exc
+            return True
         raise
     finally:
         probe.close()
+    return False
 
 
 @main.command(help="Fire timers with rq on Redis (GRIDLOOP_REDIS_URL): a scheduler and workers.")
@@ -170,31 +207,31 @@ def _check_port(host: str, port: int) -> None:
 def worker(
     workers: int, scheduler_only: bool, no_scheduler: bool, burst: bool, log_level: str
 ) -> None:
-    from . import worker as rq_worker
+    from jobs import worker as rq_worker
+    from jobs.root import REDIS_URL_ENV
 
-    url = rq_worker.redis_url()
-    if not url:
-        raise click.ClickException(
-            f"{rq_worker.REDIS_URL_ENV} is not set. Without Redis, the embedded ticker in "
-            "`gridloop serve` fires timers once a second (and `gridloop timers fire-due` catches "
-            "up); set it, e.g. redis://127.0.0.1:6379/0, to fire them with rq workers."
-        )
     if no_scheduler and (scheduler_only or workers == 0):
         raise click.UsageError("nothing to run: --no-scheduler with no worker")
     from redis.exceptions import RedisError
 
-    try:
-        status = rq_worker.serve(
-            _app(),
-            url,
-            workers=0 if scheduler_only else workers,
-            scheduler=not no_scheduler,
-            burst=burst,
-            log_level=log_level,
-            echo=click.echo,
-        )
-    except RedisError as exc:
-        raise click.ClickException(f"Redis at {url}: {exc}") from exc
+    with rq_worker.worker_root() as root:
+        if root.redis_url is None:
+            raise click.ClickException(
+                f"{REDIS_URL_ENV} is not set. Without Redis, the embedded ticker in "
+                "`gridloop serve` fires timers once a second (and `gridloop timers fire-due` "
+                "catches up); set it, e.g. redis://127.0.0.1:6379/0, to fire them with rq workers."
+            )
+        try:
+            status = rq_worker.serve(
+                root,
+                workers=0 if scheduler_only else workers,
+                scheduler=not no_scheduler,
+                burst=burst,
+                log_level=log_level,
+                echo=click.echo,
+            )
+        except RedisError as exc:
+            raise click.ClickException(f"Redis at {root.redis_url}: {exc}") from exc
     sys.exit(status)
 
 
@@ -206,15 +243,13 @@ def timers() -> None:
 @timers.command("fire-due", help="Fire every timer due at or before TIME (default: now).")
 @click.option("--as-of", "as_of", help="ISO time, e.g. 2026-12-01T08:00:00+08:00")
 def fire_due(as_of: str | None) -> None:
-    app = _app()
-    runtime = services(app).runtime
-    moment = _parse_time(as_of) if as_of else runtime.clock.now()
-    total = 0
-    while True:
-        moved = runtime.fire_due_timers(db.session, as_of=moment)
-        total += moved
-        if moved == 0:
-            break
+    from jobs.root import build_root
+    from jobs.ticker import catch_up
+
+    moment = _parse_time(as_of) if as_of else None
+    with build_root() as root:
+        moment = moment or root.clock.now()
+        total = catch_up(root, moment)
     click.echo(f"fired the due timers of {total} case(s) as of {iso(moment)}")
 
 
@@ -222,24 +257,13 @@ def fire_due(as_of: str | None) -> None:
 @click.option("--as-of", "as_of", help="ISO time (default: now).")
 @click.option("--max-lag", type=float, help="Exit 1 when the oldest overdue timer lags more (s).")
 def timers_status(as_of: str | None, max_lag: float | None) -> None:
-    from engine.backlog import backlog
+    from jobs.root import build_root
+    from jobs.status import timers_status as status_of
 
-    from . import worker as rq_worker
-
-    app = _app()
-    moment = _parse_time(as_of) if as_of else services(app).runtime.clock.now()
-    state = backlog(db.session, moment)
-    db.session.rollback()
-    url = rq_worker.redis_url()
-    queue = None
-    if url:
-        from redis.exceptions import RedisError
-
-        try:
-            queue = rq_worker.queue_counts(url)
-        except RedisError as exc:
-            click.echo(f"queue: Redis at {url} did not answer ({exc})")
-    for line in rq_worker.status_lines(state, moment, queue):
+    moment = _parse_time(as_of) if as_of else None
+    with build_root() as root:
+        state, lines = status_of(root, moment or root.clock.now())
+    for line in lines:
         click.echo(line)
     if max_lag is not None and state.lag_seconds > max_lag:
         sys.exit(1)

@@ -1,0 +1,282 @@
+"""Due timers onto rq: the scheduler of `gridloop worker`, which reads the timer table and enqueues
+one job per due case.
+
+The database is the truth; the queue only delivers. A timer row is consumed in its case's
+transaction, under the case's version check (Runtime.fire_case_timers, the code the embedded ticker
+runs too), so a delivery that comes twice, late, or after a worker died finds nothing due and does
+nothing. The queue only has to deliver each due case at least once:
+
+- The scheduler reads due timers from the `timer` table (its due_at index) in batches, oldest first,
+  and enqueues one job per case under a deterministic id, `fire-{case_id}-{due_us}` (the case's
+  earliest due instant in microseconds; rq allows no colons in ids). rq's unique enqueue makes the
+  id a lease: while a job for that case and instant is queued or running, no second one is made.
+- It runs every second. Whatever a pass finds still due in the database is delivered again: a job
+  whose id is gone from Redis (done, expired, Redis restarted empty) is enqueued anew, and so is one
+  left "started" for longer than `redeliver_after` seconds (its worker died before its commit; one
+  that died after committing, before rq's acknowledgement, left nothing due, so nothing is sent
+  again). A job a dying worker took off the queue but never started is put back. A failed job's id
+  is kept for FAILURE_TTL seconds: the back-off before a case whose step raises is tried again.
+
+The job itself, the workers and their supervisor are in jobs/worker.py. Without
+GRIDLOOP_REDIS_URL nothing here runs: the ticker in `gridloop serve` fires timers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from engine.clock import Clock, iso
+from engine.models import Timer
+
+from .root import Root
+
+log = logging.getLogger(__name__)
+
+QUEUE = "gridloop-timers"
+JOB_FUNC = "jobs.worker.fire_case"  # what each job runs, by name: rq imports it in the worker
+JOB_TIMEOUT = 30  # seconds; a firing takes milliseconds
+FAILURE_TTL = 60  # a failed job's id blocks a new delivery of its case this long
+QUEUED_TTL = 3600  # a queued job never started within this is dropped, and delivered anew
+REDELIVER_AFTER = 60.0  # a job "started" longer than this is taken as lost
+BATCH = 200  # timer rows read per query
+MAX_PER_PASS = 2000  # cases looked at per pass: bounds a pass, and the queue, when far behind
+LOCK = "gridloop:timer-scheduler"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+PENDING = frozenset({"queued", "deferred", "scheduled", "created", "ready_to_enqueue"})
+_MOVE_BACK_LUA = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+    redis.call('RPUSH', KEYS[2], ARGV[1])
+    return 1
+end
+return 0
+"""
+
+
+def job_id(case_id: int, due_at: datetime) -> str:
+    return f"fire-{case_id}-{(due_at - EPOCH) // timedelta(microseconds=1)}"
+
+
+@dataclass
+class PassReport:
+    due: int = 0  # cases with a due timer looked at
+    enqueued: int = 0  # new deliveries
+    pending: int = 0  # a job for the case is queued or running
+    redelivered: int = 0  # a job taken as lost was replaced
+    requeued: int = 0  # a job a dead worker took off the queue and never started, put back
+    backing_off: int = 0  # the case's last job failed a moment ago
+    skipped: bool = False  # another scheduler held the pass lock
+
+    def __str__(self) -> str:
+        if self.skipped:
+            return "another scheduler is running this pass"
+        return (
+            f"{self.due} due case(s): {self.enqueued} enqueued, {self.redelivered} redelivered, "
+            f"{self.requeued} requeued, {self.pending} pending, {self.backing_off} backing off"
+        )
+
+
+@dataclass
+class TimerScheduler:
+    """Enqueues due cases from the timer table. Safe to run in several processes at once: a
+    Redis lock lets one pass run at a time, and unique job ids stop doubles if the lock expires."""
+
+    connection: object  # redis.Redis
+    sessions: Callable[[], Session]
+    clock: Clock
+    queue_name: str = QUEUE
+    batch: int = BATCH
+    max_per_pass: int = MAX_PER_PASS
+    redeliver_after: float = REDELIVER_AFTER
+    _queue: object = field(default=None, init=False, repr=False)
+    _stranded: set[str] = field(default_factory=set, init=False, repr=False)
+
+    @classmethod
+    def of(cls, root: Root, **options) -> TimerScheduler:
+        """The scheduler on a root's Redis, database and clock."""
+        return cls(root.redis, root.sessions, root.clock, **options)
+
+    @property
+    def queue(self):
+        if self._queue is None:
+            from rq import Queue
+
+            self._queue = Queue(self.queue_name, connection=self.connection)
+        return self._queue
+
+    def run_once(self, as_of: datetime | None = None) -> PassReport:
+        """One pass. With `as_of`, cases due at that instant are enqueued to fire as of it
+        (catch-up, tests); without, cases due now, to fire at the worker's clock."""
+        lock = self.connection.lock(LOCK, timeout=30, blocking=False)
+        if not lock.acquire(blocking=False):
+            return PassReport(skipped=True)
+        try:
+            return self._pass(as_of)
+        finally:
+            try:
+                lock.release()
+            except Exception:  # noqa: BLE001 - expired under a very slow pass: nothing to free
+                log.warning("the scheduler lock expired during a pass")
+
+    def run(self, stop: threading.Event, interval: float = 0.25) -> None:
+        """Pass after pass until `stop` is set; a failing pass (database or Redis away) is logged
+        and the next one tries again."""
+        while not stop.is_set():
+            try:
+                report = self.run_once()
+                if report.enqueued or report.redelivered or report.requeued:
+                    log.info("timer scheduler: %s", report)
+            except Exception:  # noqa: BLE001 - keep scheduling: the next pass retries
+                log.exception("timer scheduler pass failed")
+            stop.wait(interval)
+
+    def _pass(self, as_of: datetime | None) -> PassReport:
+        from rq.registry import StartedJobRegistry
+
+        # rq's own sweep of jobs whose worker stopped heart-beating (moved to failed, then expired).
+        StartedJobRegistry(queue=self.queue).cleanup()
+        now = as_of or self.clock.now()
+        fire_as_of = iso(as_of) if as_of is not None else None
+        report = PassReport(requeued=self._requeue_stranded())
+        for cases in self._due_batches(now):
+            report.due += len(cases)
+            self._deliver(cases, fire_as_of, report)
+        return report
+
+    def _requeue_stranded(self) -> int:
+        """rq moves a job it dequeues to an "intermediate" list until the worker marks it started.
+        A worker killed in between leaves it there, still "queued", where no worker looks again
+        (rq's own sweep fails it after minutes). Seen there on two passes in a row, it goes back on
+        the queue; the job ids are few (one per busy worker) and the check costs one round trip."""
+        key = self.queue.intermediate_queue_key
+        ids = [i.decode() for i in self.connection.lrange(key, 0, -1)]
+        if not ids:
+            self._stranded = set()
+            return 0
+        from rq.job import Job
+
+        pipe = self.connection.pipeline(transaction=False)
+        for jid in ids:
+            pipe.hget(Job.key_for(jid), "status")
+        stranded = {
+            jid for jid, status in zip(ids, pipe.execute(), strict=True) if status == b"queued"
+        }
+        move_back = self.connection.register_script(_MOVE_BACK_LUA)
+        moved = 0
+        for jid in sorted(stranded & self._stranded):
+            moved += int(move_back(keys=[key, self.queue.key], args=[jid]))
+            log.warning("job %s was taken off the queue by a worker that died; requeued", jid)
+        self._stranded = stranded - self._stranded
+        return moved
+
+    def _due_batches(self, now: datetime) -> Iterable[list[tuple[int, datetime]]]:
+        """(case id, earliest due instant) of cases with a timer due at `now`, oldest first, a
+        batch of timer rows at a time (keyset over the due_at index), at most max_per_pass cases."""
+        seen: set[int] = set()
+        last: tuple[datetime, int] | None = None
+        session = self.sessions()
+        try:
+            while len(seen) < self.max_per_pass:
+                query = select(Timer.id, Timer.case_id, Timer.due_at).where(Timer.due_at <= now)
+                if last is not None:
+                    query = query.where(
+                        or_(
+                            Timer.due_at > last[0],
+                            and_(Timer.due_at == last[0], Timer.id > last[1]),
+                        )
+                    )
+                rows = session.execute(
+                    query.order_by(Timer.due_at, Timer.id).limit(self.batch)
+                ).all()
+                session.rollback()  # no read transaction held while Redis is asked
+                cases = []
+                for row in rows:
+                    if row.case_id not in seen and len(seen) < self.max_per_pass:
+                        seen.add(row.case_id)
+                        cases.append((row.case_id, row.due_at))
+                if cases:
+                    yield cases
+                if len(rows) < self.batch:
+                    break
+                last = (rows[-1].due_at, rows[-1].id)
+        finally:
+            session.close()
+
+    def _deliver(
+        self, cases: list[tuple[int, datetime]], fire_as_of: str | None, report: PassReport
+    ) -> None:
+        from rq.job import Job
+
+        ids = [job_id(case_id, due_at) for case_id, due_at in cases]
+        pipe = self.connection.pipeline(transaction=False)
+        for jid in ids:
+            pipe.hmget(Job.key_for(jid), "status", "started_at")
+        states = pipe.execute()
+        wall = datetime.now(UTC)
+        for (case_id, _), jid, (status, started_at) in zip(cases, ids, states, strict=True):
+            status = status.decode() if status else None
+            if status is None:
+                report.enqueued += self._enqueue(case_id, jid, fire_as_of)
+            elif status in PENDING:
+                report.pending += 1
+            elif status == "failed":
+                report.backing_off += 1
+            elif status == "started" and not self._lost(started_at, wall):
+                report.pending += 1
+            else:  # started long ago (lost), stopped, canceled, or kept after finishing
+                self._forget(jid, status)
+                report.redelivered += self._enqueue(case_id, jid, fire_as_of)
+
+    def _lost(self, started_at: bytes | None, wall: datetime) -> bool:
+        if not started_at:
+            return True
+        from rq.utils import utcparse
+
+        started = utcparse(started_at.decode())
+        return (wall - started).total_seconds() >= self.redeliver_after
+
+    def _enqueue(self, case_id: int, jid: str, fire_as_of: str | None) -> int:
+        from rq.exceptions import DuplicateJobError
+
+        try:
+            self.queue.enqueue_call(
+                JOB_FUNC,
+                args=(case_id, fire_as_of),
+                job_id=jid,
+                unique=True,
+                timeout=JOB_TIMEOUT,
+                result_ttl=0,  # done is done: the id is free again at once
+                failure_ttl=FAILURE_TTL,
+                ttl=QUEUED_TTL,
+                description=f"fire the due timers of case {case_id}",
+            )
+        except DuplicateJobError:
+            return 0  # another scheduler got there first
+        return 1
+
+    def _forget(self, jid: str, status: str) -> None:
+        """Drop a lost job: its hash, and its stale entries in the started registry (so rq's
+        sweep later cannot mistake the new delivery, under the same id, for the dead one)."""
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job
+        from rq.registry import StartedJobRegistry
+
+        try:
+            Job.fetch(jid, connection=self.connection).delete()
+        except NoSuchJobError:
+            pass
+        registry = StartedJobRegistry(queue=self.queue)
+        stale = [
+            key
+            for key in self.connection.zrange(registry.key, 0, -1)
+            if key.decode().split(":", 1)[0] == jid
+        ]
+        if stale:
+            self.connection.zrem(registry.key, *stale)
+        log.warning("job %s (%s) never fired its case's due timers; delivered again", jid, status)

@@ -1,0 +1,244 @@
+"""rq workers that fire timers (`gridloop worker`, with GRIDLOOP_REDIS_URL set): the job, the
+worker processes and their supervisor.
+
+The job, `fire_case`, fires one case's due timers in the case's transaction; the scheduler
+(jobs/scheduler.py) enqueues it, and explains why a job that comes twice, late or after a dead
+worker does no harm. Workers are rq SimpleWorkers: the job runs in the worker process itself, which
+keeps one Root (and its Runtime: parsed specs, recently used workflows) for all of its jobs. rq's
+forking Worker would make a process per job and throw those away each time. A worker process
+builds its root from the environment, with no web app: it needs none.
+
+`gridloop worker` runs the scheduler in a thread beside one worker, or supervises N worker
+processes (`--workers N`), each `python -m jobs`, restarting one that dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from engine.clock import parse_iso
+from engine.errors import Conflict
+
+from .root import Root, build_root
+from .scheduler import JOB_TIMEOUT, QUEUE, TimerScheduler
+
+log = logging.getLogger(__name__)
+
+PARENT_ENV = "GRIDLOOP_WORKER_PARENT"
+
+
+def worker_root() -> Root:
+    """The root of a worker process, from the environment. No limit on how long a Redis command
+    may take: an rq worker waits on Redis for its next job for minutes, and sets its own timeout."""
+    return build_root(redis_timeout=None)
+
+
+# ------------------------------------------------------------------ the job
+
+
+_ROOT: Root | None = None
+
+
+def process_root() -> Root:
+    """The worker process's one root, made at its first job (or handed in by `use_root`)."""
+    global _ROOT
+    if _ROOT is None:
+        _ROOT = worker_root()
+    return _ROOT
+
+
+def use_root(root: Root) -> None:
+    global _ROOT
+    _ROOT = root
+
+
+def fire_case(case_id: int, as_of: str | None = None) -> bool:
+    """The rq job: fire case `case_id`'s timers due at `as_of` (ISO; default the worker's clock),
+    in the case's transaction. True if the case moved; False if nothing was due any more."""
+    root = process_root()
+    moment = parse_iso(as_of) if as_of else root.clock.now()
+    with root.session() as session:
+        try:
+            return root.runtime.fire_case_timers(session, case_id, moment)
+        except Conflict:
+            # The case kept changing under us; it is still due, so the next pass delivers it again.
+            log.info("case %s changed while its timers fired; delivered again later", case_id)
+            return False
+
+
+# ------------------------------------------------------------------ workers
+
+
+def make_worker(connection, queues: Iterable[str] = (QUEUE,), name: str | None = None):
+    from rq import Queue, SimpleWorker
+
+    return SimpleWorker(
+        [Queue(q, connection=connection) for q in queues],
+        connection=connection,
+        name=name,
+        log_job_description=False,
+    )
+
+
+def run_worker(
+    root: Root | None = None,
+    queues: Iterable[str] = (QUEUE,),
+    burst: bool = False,
+    log_level: str = "INFO",
+) -> bool:
+    """Run one rq worker in this process until it is stopped (SIGINT/SIGTERM: it finishes the job
+    in hand first) or, with `burst`, until its queues are empty. Its jobs run on `root` (default:
+    the process's root, from the environment)."""
+    if root is not None:
+        use_root(root)
+    worker = make_worker(process_root().redis, queues)
+    return worker.work(burst=burst, logging_level=log_level)
+
+
+def _die_with_parent() -> None:
+    """In a child worker process (Linux): SIGTERM, so a warm shutdown, when the supervisor that
+    started it dies, even by SIGKILL. Set here after exec rather than in a preexec_fn, which is
+    unsafe beside the scheduler thread."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if not parent:
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the supervisor died before the signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def serve(
+    root: Root,
+    workers: int = 1,
+    scheduler: bool = True,
+    burst: bool = False,
+    log_level: str = "INFO",
+    echo: Callable[[str], None] = print,
+) -> int:
+    """`gridloop worker`: the scheduler in a thread of this process, and `workers` rq workers:
+    one runs in this process itself, more run as child processes (`python -m jobs`) that this one
+    restarts if they die. With `burst`: one scheduler pass, then the workers drain the queue and
+    exit. Returns the exit status. The root must have a Redis URL (`worker_root`)."""
+    from .ticker import Ticker
+
+    _die_with_parent()
+    _log_to_stderr(log_level)
+    root.redis.ping()  # a wrong URL fails here, with a clear message, not in a thread
+    use_root(root)
+    timer_scheduler = TimerScheduler.of(root)
+    stop = threading.Event()
+    thread = None
+    delivery = None
+    if scheduler:
+        if burst:
+            echo(f"timer scheduler: {timer_scheduler.run_once()}")
+        else:
+            thread = threading.Thread(
+                target=timer_scheduler.run, args=(stop,), name="gridloop-scheduler", daemon=True
+            )
+            thread.start()
+            # The scheduler's process also posts the outbox, so that workers without a web
+            # server still notify people (several deliverers are safe: each row is leased).
+            delivery = Ticker(root, fire_timers=False)
+            delivery.start()
+    try:
+        if workers <= 0:
+            if thread is None:
+                return 0
+            return _wait_for_signal(stop)
+        if workers == 1:
+            run_worker(root, burst=burst, log_level=log_level)
+            return 0
+        return _supervise(workers, burst, log_level, stop, echo)
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=10)
+        if delivery is not None:
+            delivery.stop()
+
+
+def _log_to_stderr(level: str) -> None:
+    """The scheduler's and the engine's messages beside rq's own (rq sets up its logger itself)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    for name in ("jobs", "engine"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(level.upper())
+
+
+def _wait_for_signal(stop: threading.Event) -> int:
+    """Scheduler only: run until SIGINT or SIGTERM."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+    return 0
+
+
+def child_command(burst: bool, log_level: str) -> list[str]:
+    """One worker process, no scheduler: jobs/__main__.py."""
+    command = [sys.executable, "-m", "jobs", "--log-level", log_level]
+    return command + (["--burst"] if burst else [])
+
+
+def _supervise(
+    workers: int, burst: bool, log_level: str, stop: threading.Event, echo: Callable[[str], None]
+) -> int:
+    """Start `workers` child worker processes; restart one that dies (unless in burst mode);
+    on SIGINT/SIGTERM, pass SIGTERM on and wait for each to finish its job in hand."""
+
+    def on_signal(*_):
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+
+    def start() -> subprocess.Popen:
+        # A process group of its own: Ctrl-C reaches this supervisor only, which passes one
+        # SIGTERM on (a second signal would make rq drop the job in hand).
+        env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})
+        return subprocess.Popen(child_command(burst, log_level), process_group=0, env=env)
+
+    children = [start() for _ in range(workers)]
+    echo(f"{workers} rq worker processes: " + ", ".join(str(c.pid) for c in children))
+    status = 0
+    try:
+        while not stop.is_set():
+            for i, child in enumerate(children):
+                code = child.poll()
+                if code is None or burst:
+                    continue
+                log.warning("worker process %s exited with %s; starting another", child.pid, code)
+                time.sleep(1.0)  # no tight restart loop if something is badly wrong
+                children[i] = start()
+            if burst and all(c.poll() is not None for c in children):
+                break
+            stop.wait(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                code = child.wait(timeout=JOB_TIMEOUT + 30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                code = child.wait()
+            if code and not status:  # killed by a signal: code < 0
+                status = code if code > 0 else 1
+    return status
