@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 from SpiffWorkflow.bpmn import BpmnWorkflow
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import (
@@ -32,7 +31,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from . import notify, spiffclock
 from .access import Viewer, can_see_case, eligible_town_leaders, may_act
-from .clock import Clock, iso, parse_iso
+from .clock import SHANGHAI, Clock, iso, parse_iso
 from .deadlines import case_deadline
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .events import Chain, reporter_hash, reporter_record
@@ -46,22 +45,16 @@ from .models import (
     Timer,
     Unit,
     WorkItem,
+    case_unit,
 )
 from .sandbox import RestrictedScriptEngine
 from .serializer import make_serializer
-from .specs import Spec, SpecRegistry, TaskInfo, latest_version
+from .specs import OPEN_STATUSES, Spec, SpecRegistry, TaskInfo, latest_version
+from .words import version_choices
 from .workcal import WorkCalendar, load_calendar
 
 log = logging.getLogger(__name__)
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-STATUS_OF_TASK = {
-    "accept": "accepting",
-    "handle": "handling",
-    "feedback": "feedback",
-    "report": "reporting",
-    "review": "reporting",
-}
-OPEN = frozenset({"accepting", "handling", "feedback", "reporting"})
+OPEN = frozenset(OPEN_STATUSES)
 MAX_ATTEMPTS = 4
 
 
@@ -120,25 +113,25 @@ class Runtime:
 
         def step(ctx: StepContext) -> Case:
             session = ctx.session
+            version = latest_version(session)
+            if version is None:
+                raise Conflict("no diagram is deployed; run `gridloop init-db`")
+            spec = self.registry.get(version)
+            problems = _word_problems(spec, category=category, severity=severity)
             grid_unit = session.scalars(
                 select(Unit).where(Unit.code == grid, Unit.level == "grid", Unit.active)
             ).first()
             if grid_unit is None or (
                 actor is not None and ("info_officer", grid_unit.id) not in actor.tier_positions()
             ):
-                raise Invalid(
-                    "the request has errors",
-                    {"grid": "not a grid you serve as information officer"}
-                    if actor
-                    else {"grid": "unknown grid"},
+                problems["grid"] = (
+                    "not a grid you serve as information officer" if actor else "unknown grid"
                 )
+            if problems:
+                raise Invalid("the request has errors", dict(sorted(problems.items())))
             district = session.get(Unit, grid_unit.parent_id)
             village = session.get(Unit, district.parent_id)
             town = session.get(Unit, village.parent_id)
-            version = latest_version(session)
-            if version is None:
-                raise Conflict("no diagram is deployed; run `gridloop init-db`")
-            spec = self.registry.get(version)
             case = Case(
                 number=self._next_number(session, town.code, ctx.now),
                 title=title,
@@ -489,12 +482,7 @@ class Runtime:
 
     def _new_item(self, ctx: StepContext, case: Case, info: TaskInfo, task) -> WorkItem:
         level = LEVEL_OF_ROLE[info.lane]
-        unit_id = {
-            "town": case.town_id,
-            "village": case.village_id,
-            "district": case.district_id,
-            "grid": case.grid_id,
-        }[level]
+        unit_id = case_unit(case, level)
         item = WorkItem(
             case_id=case.id,
             task_id=str(task.id),
@@ -541,7 +529,7 @@ class Runtime:
         case.reopen_count = int(data.get("reopen_count") or 0)
         if tasks:
             info = self.registry.by_process(workflow.spec).tasks[tasks[0].task_spec.name]
-            case.status = STATUS_OF_TASK[info.task]
+            case.status = info.props["status"]  # the diagram says (DESIGN §1)
         elif workflow.is_completed():
             case.status = data.get("closed_as") or "archived"
             case.closed_at = ctx.now
@@ -599,6 +587,17 @@ class Runtime:
             return iso(calendar.add_hours(ctx.now, hours, urgent))
 
         return RestrictedScriptEngine({"gl_deadline": gl_deadline})
+
+
+def _word_problems(spec: Spec, **given: str | None) -> dict[str, str]:
+    """A category or severity given when opening must be one the version's accept form offers
+    (they only prefill it); the bundle, not Python, says which there are."""
+    fields = {}
+    for name, value in given.items():
+        allowed = [c.value for c in version_choices(spec, name)]
+        if value is not None and value not in allowed:
+            fields[name] = "must be one of: " + ", ".join(allowed)
+    return fields
 
 
 def validate_form(spec: Spec, info: TaskInfo, data: Any) -> dict:
@@ -748,8 +747,6 @@ def _notify_list(session: Session, case: Case, item: WorkItem) -> list[str]:
         recipients.append(case.owner)
     if above:
         level = LEVEL_OF_ROLE[above]
-        unit_id = {"town": case.town_id, "village": case.village_id, "district": case.district_id}[
-            level
-        ]
+        unit_id = case_unit(case, level)
         recipients.append(f"{above}@{session.get(Unit, unit_id).code}")
     return recipients

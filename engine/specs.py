@@ -6,8 +6,10 @@ to the version it started on, and the parsed spec is kept by hash so that no req
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -32,6 +34,9 @@ from .sandbox import UnsafeScript, check_source
 
 PROCESS_ID = "case_loop"
 LOGICAL_TASKS = ("accept", "handle", "feedback", "report", "review")
+# The six statuses are fixed by the contract (DESIGN §5); which task puts a case in which open
+# status is the diagram's say (a user task's `status` property), and a closed case is `closed_as`.
+OPEN_STATUSES = ("accepting", "handling", "feedback", "reporting")
 HELPERS = frozenset({"gl_deadline"})
 BUNDLE_DIRS = ("workflows/bpmn", "rules")
 BUNDLE_SUFFIXES = (".bpmn", ".dmn", ".json")
@@ -244,16 +249,27 @@ def _check_process(process, forms: dict[str, dict]) -> dict[str, TaskInfo]:
     tasks: dict[str, TaskInfo] = {}
     for name, ts in process.task_specs.items():
         element = getattr(ts, "bpmn_id", None) or name
-        try:
-            for source, mode in _python_of(ts):
+        for source, mode, cell in _python_of(ts):
+            try:
                 check_source(source, mode, HELPERS)
-        except (UnsafeScript, SyntaxError) as exc:
-            raise DiagramError(f"unsafe or invalid Python: {exc}", element=element) from exc
+            except (UnsafeScript, SyntaxError) as exc:
+                # A DMN cell is named by its rule (or input) id; anything else by the task's id.
+                where = f"{cell[1]} of business rule task '{element}': " if cell else ""
+                raise DiagramError(
+                    f"unsafe or invalid Python: {where}{exc}",
+                    element=cell[0] if cell else element,
+                ) from exc
         if isinstance(ts, UserTask):
             props = dict(ts.extensions.get("properties", {}))
             logical, form = props.get("task"), props.get("formKey")
             if logical not in LOGICAL_TASKS:
                 raise DiagramError(f"property 'task' must be one of {LOGICAL_TASKS}", element)
+            if props.get("status") not in OPEN_STATUSES:
+                raise DiagramError(
+                    f"property 'status' (the case's status while this task is open) must be "
+                    f"one of {OPEN_STATUSES}",
+                    element,
+                )
             if form not in forms:
                 raise DiagramError(f"formKey '{form}' has no forms/{form}.schema.json", element)
             if ts.lane not in TIERS:
@@ -266,47 +282,58 @@ def _check_process(process, forms: dict[str, dict]) -> dict[str, TaskInfo]:
     return tasks
 
 
-def _python_of(ts) -> list[tuple[str, str]]:
-    """Every piece of Python a task spec will run, with the mode it runs in."""
-    found: list[tuple[str, str]] = []
+def _python_of(ts) -> list[tuple[str, str, tuple[str, str] | None]]:
+    """Every piece of Python a task spec will run, with the mode it runs in and, for a DMN cell,
+    (the id of its rule or input, a description of the cell)."""
+    found: list[tuple[str, str, tuple[str, str] | None]] = []
     if isinstance(ts, ScriptTask) and ts.script:
-        found.append((ts.script, "exec"))
+        found.append((ts.script, "exec", None))
     extensions = getattr(ts, "extensions", {})
     for key in ("preScript", "postScript"):
         if extensions.get(key):
-            found.append((extensions[key], "exec"))
+            found.append((extensions[key], "exec", None))
     if isinstance(ts, ExclusiveGateway) or hasattr(ts, "cond_task_specs"):  # inclusive too
         for cond, _target in getattr(ts, "cond_task_specs", []):
             if cond is not None:
-                found.append((cond.args[0], "eval"))
+                found.append((cond.args[0], "eval", None))
     event = getattr(ts, "event_definition", None)
     if isinstance(event, TimerEventDefinition):
-        found.append((event.expression, "eval"))
+        found.append((event.expression, "eval", None))
     if isinstance(ts, BusinessRuleTaskMixin):
         table = ts.dmnEngine.decision_table
         for inp in table.inputs:
             if inp.expression:
-                found.append((inp.expression, "eval"))
+                found.append((inp.expression, "eval", (inp.id, f"input expression {inp.id}")))
         for rule in table.rules:
             for entry in rule.inputEntries:
                 for lhs in entry.lhs:
                     if lhs:
-                        found.append((_dmn_entry(lhs), "eval"))
+                        source = _dmn_entry(lhs, entry.input.expression)
+                        found.append((source, "eval", (rule.id, f"input entry {entry.id}")))
             for entry in rule.outputEntries:
                 if entry.text:
-                    found.append((entry.text, "eval"))
+                    found.append((entry.text, "eval", (rule.id, f"output entry {entry.id}")))
     return found
 
 
-def _dmn_entry(text: str) -> str:
-    """An input entry as the DMN engine will evaluate it (`? in (...)` or a bare value)."""
-    if "?" in text:
-        return text.replace("?", "dmninputexpr")
+# How SpiffWorkflow's DMNEngine.evaluate finds the `?` of an input entry: outside quotes.
+_DMN_QUESTION = re.compile(r"(\?)(?=(?:[^'\"]|['\"][^'\"]*['\"])*$)")
+
+
+def _dmn_entry(text: str, input_expression: str | None) -> str:
+    """An input entry as the DMN engine will evaluate it, so that what is checked at deploy is
+    what runs: `?` stands for the input (`? in ("a", "b")`); an entry that parses alone is compared
+    with it, `(input) == (entry)`; anything else follows it (`input > 5`). Without an input
+    expression the engine uses the repr of a data value, here a name of the same standing."""
+    entry = _DMN_QUESTION.sub("dmninputexpr", text)
+    if "dmninputexpr" in entry:
+        return entry
+    subject = input_expression or "dmninputexpr"
     try:
-        check_source(text, "eval", HELPERS)
-        return text
+        ast.parse(entry)
     except SyntaxError:
-        return f"dmninputexpr {text}"
+        return subject + entry
+    return f"({subject}) == ({entry})"
 
 
 class SpecRegistry:
@@ -329,6 +356,10 @@ class SpecRegistry:
 
     def by_sha(self, sha: str) -> Spec:
         return self._by_sha[sha]
+
+    def parsed(self, sha: str) -> Spec | None:
+        """The spec of this hash if this process has parsed it already, else None."""
+        return self._by_sha.get(sha)
 
 
 def latest_version(session: Session, process_id: str = PROCESS_ID) -> DiagramVersion | None:

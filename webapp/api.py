@@ -20,7 +20,8 @@ from engine.deadlines import case_deadline, item_overdue
 from engine.errors import Conflict, Forbidden, GridloopError, Invalid, NotFound
 from engine.events import as_dict, case_events
 from engine.inbox import inbox_page
-from engine.models import ApiToken, Case, CaseDepartment, Person, Unit, WorkItem
+from engine.models import ApiToken, Case, CaseDepartment, Person, Unit, WorkItem, case_unit
+from engine.words import vocabulary
 
 from . import schemas
 from .extensions import db
@@ -301,13 +302,7 @@ def _in_unit(code: str):
         raise NotFound("no such unit", {"unit": "no such unit"})
     if unit.level == "department":
         return Case.id.in_(select(CaseDepartment.case_id).where(CaseDepartment.unit_id == unit.id))
-    column = {
-        "town": Case.town_id,
-        "village": Case.village_id,
-        "district": Case.district_id,
-        "grid": Case.grid_id,
-    }[unit.level]
-    return column == unit.id
+    return case_unit(Case, unit.level) == unit.id
 
 
 @bp.get("/cases/<number>")
@@ -330,6 +325,9 @@ def case_events_api(number: str):
 @token_required
 def inbox():
     args = parse(schemas.InboxArgs, request.args.to_dict())
+    known = vocabulary(db.session, runtime().registry).known["category"]
+    if "category" in args and args["category"] not in known:
+        raise Invalid("the request has errors", {"category": "not a category of any version"})
     after = decode_inbox_key(args["cursor"]) if "cursor" in args else None
     items, key = inbox_page(
         db.session,

@@ -28,7 +28,6 @@ from .api import case_json, flatten_messages, open_items_of
 from .extensions import db
 from .paging import decode_cursor, encode_cursor
 from .web import (
-    SEVERITY_NAMES,
     STEPS,
     TASK_NAMES,
     TIER_NAMES,
@@ -36,6 +35,7 @@ from .web import (
     login_required,
     powers,
     runtime,
+    severity_label,
     viewer,
 )
 
@@ -137,8 +137,8 @@ def event_view(event: dict, names: dict[str, str]) -> dict:
             details.append(str(SATISFACTION_NAMES[data["satisfaction"]]))
         if "approved" in data:
             details.append(_("Approved") if data["approved"] else _("Returned"))
-        if event["task"] == "accept" and data.get("severity") in SEVERITY_NAMES:
-            details.append(str(SEVERITY_NAMES[data["severity"]]))
+        if event["task"] == "accept" and data.get("severity"):
+            details.append(severity_label(data["severity"]))
     if event["type"] in ("escalated", "task_completed") and data.get("tier") in TIER_NAMES:
         details.append(_("now at %(tier)s", tier=TIER_NAMES[data["tier"]]))
     if event["type"] == "supervised" and data.get("overdue"):

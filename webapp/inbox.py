@@ -27,23 +27,24 @@ from engine.errors import Conflict, Forbidden, Invalid, NotFound
 from engine.events import as_dict, case_events
 from engine.inbox import inbox_page, watch_items
 from engine.models import Case, Unit, WorkItem
-from engine.specs import PROCESS_ID, latest_version
+from engine.specs import PROCESS_ID
+from engine.words import choices_of
 
 from .api import open_items_of
 from .auth import safe_next
-from .cases import OUTCOME_NAMES, SATISFACTION_NAMES, display_names, event_view, step_strip
+from .cases import display_names, event_view, step_strip
 from .extensions import db
 from .paging import MAX_ID, decode_inbox_key, encode_inbox_key
 from .web import (
-    CATEGORY_NAMES,
-    SEVERITY_NAMES,
     TIER_NAMES,
+    language,
     login_required,
     now,
     powers,
     runtime,
     viewer,
     when,
+    words,
 )
 
 bp = Blueprint("inbox", __name__)
@@ -60,13 +61,6 @@ FIELD_LABELS = {
     "summary": _l("Summary"),
     "approved": _l("Review decision"),
     "departments": _l("Joint departments"),
-}
-VALUE_NAMES = {
-    "category": CATEGORY_NAMES,
-    "severity": SEVERITY_NAMES,
-    # As a choice, refer_up reads "refer to the tier above"; the timeline says "referred up".
-    "outcome": {**OUTCOME_NAMES, "refer_up": _l("Refer to the tier above")},
-    "satisfaction": SATISFACTION_NAMES,
 }
 BOOL_NAMES = {
     "valid": (_l("Valid"), _l("Invalid (reject the case)")),
@@ -142,14 +136,8 @@ def _read_cursor(text: str) -> tuple[datetime, int]:
 
 
 def category_options() -> list[tuple[str, str]]:
-    """The categories of the live diagram version's accept form, labelled for this language."""
-    version = latest_version(db.session)
-    if version is None:
-        return [(value, str(name)) for value, name in CATEGORY_NAMES.items()]
-    spec = runtime().registry.get(version)
-    form = next((spec.forms[t.form] for t in spec.tasks.values() if t.task == "accept"), {})
-    prop = form.get("properties", {}).get("category", {})
-    return _options("category", prop) or [(v, str(n)) for v, n in CATEGORY_NAMES.items()]
+    """The categories of the live diagram version, labelled for this language."""
+    return [(c.value, c.label(language())) for c in words().options("category")]
 
 
 @bp.post("/work-items/<int:item_id>/claim")
@@ -339,22 +327,12 @@ def _label(name: str, prop: dict) -> str:
 
 
 def _options(name: str, prop: dict) -> list[tuple[str, str]]:
-    """(value, label) of an enum or a boolean; Chinese from x-enumTitles, else the catalog."""
+    """(value, label) of an enum, labelled by the form itself (x-enumTitles, x-enumTitles-en),
+    or of a boolean."""
     if prop.get("type") == "boolean":
         yes, no = BOOL_NAMES.get(name, YES_NO)
         return [("true", str(yes)), ("false", str(no))]
-    values = prop.get("enum") or []
-    titles = prop.get("x-enumTitles") or []
-    known = VALUE_NAMES.get(name, {})
-    found = []
-    for i, value in enumerate(values):
-        title = titles[i] if i < len(titles) else None
-        if _zh() and title:
-            label = title
-        else:
-            label = str(known.get(value) or title or value)
-        found.append((str(value), label))
-    return found
+    return [(c.value, c.label(language())) for c in choices_of(prop)]
 
 
 def form_fields(schema: dict, values: dict) -> list[FormField]:

@@ -16,6 +16,7 @@ from engine.access import Viewer, viewer_of
 from engine.deadlines import item_overdue
 from engine.models import Case
 from engine.runtime import Runtime
+from engine.words import Vocabulary, vocabulary
 
 from .extensions import db
 
@@ -44,20 +45,6 @@ TASK_NAMES = {
     "report": lazy_gettext("Report"),
     "review": lazy_gettext("Review"),
 }
-CATEGORY_NAMES = {
-    "resident_request": lazy_gettext("Resident request"),
-    "dispute": lazy_gettext("Dispute"),
-    "safety_hazard": lazy_gettext("Safety hazard"),
-    "policy": lazy_gettext("Policy"),
-    "straw_burning": lazy_gettext("Straw burning"),
-    "flood_drought": lazy_gettext("Flood and drought"),
-    "fireworks": lazy_gettext("Fireworks"),
-}
-SEVERITY_NAMES = {
-    "low": lazy_gettext("Low"),
-    "normal": lazy_gettext("Normal"),
-    "urgent": lazy_gettext("Urgent"),
-}
 # The five steps of the loop, for progress strips: 受理 → 处置 → 反馈 → 上报 → 归档.
 STEPS = (
     ("accepting", lazy_gettext("Accept")),
@@ -74,6 +61,25 @@ def runtime() -> Runtime:
 
 def now() -> datetime:
     return runtime().clock.now()
+
+
+def words() -> Vocabulary:
+    """The process's words (categories, severities) from the deployed bundles, once a request."""
+    if "web_words" not in g:
+        g.web_words = vocabulary(db.session, runtime().registry)
+    return g.web_words
+
+
+def language() -> str:
+    return "zh" if get_locale().language == "zh" else "en"
+
+
+def category_label(value: str | None) -> str:
+    return words().label("category", value, language())
+
+
+def severity_label(value: str | None) -> str:
+    return words().label("severity", value, language())
 
 
 def viewer() -> Viewer:
@@ -190,8 +196,10 @@ def register_filters(app) -> None:
         TIER_NAMES=TIER_NAMES,
         STATUS_NAMES=STATUS_NAMES,
         TASK_NAMES=TASK_NAMES,
-        CATEGORY_NAMES=CATEGORY_NAMES,
-        SEVERITY_NAMES=SEVERITY_NAMES,
+        category_label=category_label,
+        severity_label=severity_label,
+        words=words,
+        language=language,
         STEPS=STEPS,
         menu=menu,
         now=now,
