@@ -37,7 +37,6 @@ from .errors import Conflict, Forbidden, Invalid, NotFound
 from .events import Chain, reporter_hash, reporter_record
 from .models import (
     LEVEL_OF_ROLE,
-    TIER_ABOVE,
     Case,
     CaseDepartment,
     Counter,
@@ -418,7 +417,7 @@ class Runtime:
             if item is not None:
                 item.supervised_at = ctx.now
                 data["due_at"] = iso(item.due_at)
-                data["notify"] = _notify_list(ctx.session, case, item)
+                data["notify"] = _notify_list(ctx.session, case, item, props.get("notify", ""))
             if props.get("marksOverdue") == "true":
                 data["overdue"] = True
             cycle = _cycle_of(task)
@@ -737,16 +736,19 @@ def _deadline_of(user_task) -> datetime | None:
     return None
 
 
-def _notify_list(session: Session, case: Case, item: WorkItem) -> list[str]:
-    """Who a supervision notice (督办) goes to: the handler, the owner and the tier above."""
-    unit = session.get(Unit, item.unit_id)
-    handler = item.claimed_by or f"{item.role}@{unit.code}"
-    above = TIER_ABOVE.get(item.role)
-    recipients = [handler]
-    if case.owner:
-        recipients.append(case.owner)
-    if above:
-        level = LEVEL_OF_ROLE[above]
-        unit_id = case_unit(case, level)
-        recipients.append(f"{above}@{session.get(Unit, unit_id).code}")
+def _notify_list(session: Session, case: Case, item: WorkItem, who: str) -> list[str]:
+    """Who a supervision notice (督办) goes to, as the diagram's `notify` property lists them:
+    `holder` (whoever claimed the item, else its role at its unit), `owner` (the case's owner,
+    if it has one yet), or a tier, meaning that role at its level of the case's units."""
+    recipients: list[str] = []
+    for kind in (k.strip() for k in who.split(",") if k.strip()):
+        if kind == "holder":
+            unit = session.get(Unit, item.unit_id)
+            recipients.append(item.claimed_by or f"{item.role}@{unit.code}")
+        elif kind == "owner":
+            if case.owner:
+                recipients.append(case.owner)
+        else:
+            unit = session.get(Unit, case_unit(case, LEVEL_OF_ROLE[kind]))
+            recipients.append(f"{kind}@{unit.code}")
     return recipients

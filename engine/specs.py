@@ -37,6 +37,8 @@ LOGICAL_TASKS = ("accept", "handle", "feedback", "report", "review")
 # The six statuses are fixed by the contract (DESIGN §5); which task puts a case in which open
 # status is the diagram's say (a user task's `status` property), and a closed case is `closed_as`.
 OPEN_STATUSES = ("accepting", "handling", "feedback", "reporting")
+# Who a supervision notifies (the `notify` property of an element that raises `supervised`).
+NOTIFY_KINDS = ("holder", "owner", *TIERS)
 HELPERS = frozenset({"gl_deadline"})
 BUNDLE_DIRS = ("workflows/bpmn", "rules")
 BUNDLE_SUFFIXES = (".bpmn", ".dmn", ".json")
@@ -259,6 +261,17 @@ def _check_process(process, forms: dict[str, dict]) -> dict[str, TaskInfo]:
                     f"unsafe or invalid Python: {where}{exc}",
                     element=cell[0] if cell else element,
                 ) from exc
+        event_props = getattr(ts, "extensions", {}).get("properties", {})
+        if event_props.get("event") == "supervised":
+            kinds = [k.strip() for k in event_props.get("notify", "").split(",") if k.strip()]
+            unknown = [k for k in kinds if k not in NOTIFY_KINDS]
+            if not kinds or unknown:
+                raise DiagramError(
+                    "a supervision needs property 'notify': a comma-separated list of "
+                    f"holder, owner and tiers {TIERS}"
+                    + (f"; unknown: {unknown}" if unknown else ""),
+                    element,
+                )
         if isinstance(ts, UserTask):
             props = dict(ts.extensions.get("properties", {}))
             logical, form = props.get("task"), props.get("formKey")

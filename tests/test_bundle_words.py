@@ -138,3 +138,18 @@ def test_the_diagram_says_which_status_each_task_puts_a_case_in(town):
     client = town.test_client()
     still = open_case(client, token(client, "off1"), category="landslide")
     assert still.status_code == 400  # the repository's version is still the live one
+
+
+def test_who_a_supervision_notifies_is_the_diagrams_notify_property(town):
+    diagram = town.bundle_dir / "workflows/bpmn/case_loop.bpmn"
+    text = diagram.read_text(encoding="utf-8")
+    marker = '<spiffworkflow:property name="notify" value="holder,owner,district_leader" />'
+    assert text.count(marker) == 1
+    for broken, why in (("", "needs property 'notify'"), ("holder,mayor", "unknown: ['mayor']")):
+        diagram.write_text(
+            text.replace(marker, marker.replace("holder,owner,district_leader", broken)),
+            encoding="utf-8",
+        )
+        refused = CliRunner().invoke(main, ["diagrams", "deploy", str(town.bundle_dir)])
+        assert refused.exit_code != 0 and "warn_grid" in refused.output, refused.output
+        assert why in refused.output
