@@ -89,13 +89,6 @@ TIER_LABEL = {
     "village_secretary": "村党组织书记",
     "town_leadership": "镇联点班子",
 }
-TASK_LABEL = {
-    "accept": "受理",
-    "handle": "处置",
-    "feedback": "回访反馈",
-    "report": "上报",
-    "review": "审核",
-}
 KIND_LABEL = {"assigned": "待办", "supervised": "督办", "escalated": "升级"}
 
 Post = Callable[[str, bytes], tuple[int, bytes]]
@@ -112,8 +105,10 @@ def on_step(
     events: list[tuple[str, str | None, dict]],
     new_items: list[WorkItem],
     now: datetime,
+    forms: dict[str, dict] | None = None,
 ) -> None:
-    """Called by every step after its work items and events are known. Adds outbox rows only:
+    """Called by every step after its work items and events are known, with the forms of the
+    case's diagram version (a task is named by its form's title). Adds outbox rows only:
     no flush and no commit, so the rows commit with the step or roll back with it.
 
     One row per message and channel. A case whose grid and village have no channels costs two
@@ -121,7 +116,9 @@ def on_step(
     """
     with session.no_autoflush:  # the step writes when it is done, not while this reads
         channels = channels_of(session, case)
-        payloads = list(_messages(session, case, events, new_items, now)) if channels else []
+        payloads = (
+            list(_messages(session, case, events, new_items, now, forms or {})) if channels else []
+        )
     for payload in payloads:
         for channel in channels:
             session.add(
@@ -172,6 +169,7 @@ def _messages(
     events: list[tuple[str, str | None, dict]],
     new_items: list[WorkItem],
     now: datetime,
+    forms: dict[str, dict],
 ) -> Iterator[dict[str, Any]]:
     """The step's payloads: its supervision and escalation events, then its new work items.
 
@@ -192,10 +190,12 @@ def _messages(
             continue
         if item.task == "handle" and item.role in escalated_to:
             continue
-        yield _assigned(session, case, item, now)
+        yield _assigned(session, case, item, now, forms.get(item.form, {}).get("title"))
 
 
-def _assigned(session: Session, case: Case, item: WorkItem, now: datetime) -> dict[str, Any]:
+def _assigned(
+    session: Session, case: Case, item: WorkItem, now: datetime, title: str | None
+) -> dict[str, Any]:
     unit = session.get(Unit, item.unit_id)
     if item.assignee:
         recipient = item.assignee
@@ -203,7 +203,7 @@ def _assigned(session: Session, case: Case, item: WorkItem, now: datetime) -> di
     else:
         recipient = f"{item.role}@{unit.code}"
         who = _who(item.role, unit)
-    action = TASK_LABEL.get(item.task, item.name)
+    action = title or item.name  # the bundle's words: the form's title, else the element's name
     text = f"请 {who} {action}"
     return _payload(
         session,

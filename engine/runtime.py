@@ -475,7 +475,7 @@ class Runtime:
         chain = Chain.open(session, case)
         for type_, task_name, data in ctx.events:
             chain.append(iso(ctx.now), type_, ctx.actor, task_name, data, spec.sha256)
-        notify.on_step(session, case, ctx.events, new_items, ctx.now)
+        notify.on_step(session, case, ctx.events, new_items, ctx.now, spec.forms)
         case.workflow = self.serializer.serialize_json(workflow)
         ctx.hot = (case, workflow)
 
