@@ -248,6 +248,18 @@ class Loop:
         return self.complete(officer, case, {**ACCEPT_NORMAL, **accept})
 
 
+def snapshot(gl: Loop, case: Case):
+    """Everything a step may change about a case, to compare before and after a failed step."""
+    case = gl.reload(case)
+    items = [
+        (i.id, i.claimed_by, i.completed_at, i.completed_by, i.cancelled, i.supervised_at)
+        for i in gl.all_items(case)
+    ]
+    timers = [(t.id, t.due_at, t.kind) for t in gl.timers(case)]
+    row = (case.version, case.status, case.tier, case.owner, case.due_at, case.workflow)
+    return gl.counts(), row, items, timers, [e.hash for e in gl.events(case)]
+
+
 @pytest.fixture
 def gl(session, runtime, clock) -> Loop:
     return Loop(session, runtime, clock)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import ACCEPT_NORMAL, GRID
+from conftest import ACCEPT_NORMAL, GRID, snapshot
 from sqlalchemy import select
 
 from engine.errors import Conflict
 from engine.events import Chain, verify
-from engine.models import Case, Counter, WorkItem
+from engine.models import Counter, WorkItem
 from engine.runtime import Runtime
 from engine.specs import SpecRegistry
 from engine.storage import make_engine, make_sessionmaker
@@ -159,17 +159,6 @@ def test_ticker_and_cli_firing_the_same_timers_record_them_once(gl, processes):
 
 
 # ------------------------------------------------------------------ failures half-way
-
-
-def snapshot(gl, case: Case):
-    case = gl.reload(case)
-    items = [
-        (i.id, i.claimed_by, i.completed_at, i.completed_by, i.cancelled, i.supervised_at)
-        for i in gl.all_items(case)
-    ]
-    timers = [(t.id, t.due_at, t.kind) for t in gl.timers(case)]
-    row = (case.version, case.status, case.tier, case.owner, case.due_at, case.workflow)
-    return gl.counts(), row, items, timers, [e.hash for e in gl.events(case)]
 
 
 def fail_on_call(n: int, original):

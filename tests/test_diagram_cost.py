@@ -8,9 +8,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import START
+from conftest import START, snapshot
 
-from engine.models import Case
 from engine.sandbox import (
     MAX_CHARS,
     MAX_INT,
@@ -308,17 +307,6 @@ def test_the_engine_refuses_unbounded_code_at_run_time_too():
     with pytest.raises(UnsafeScript):
         env.execute("for i in range(1000000): pass", {})
     assert env.evaluate("limit_hours * 0.8", {"limit_hours": 10}) == 8.0
-
-
-def snapshot(gl, case: Case):
-    case = gl.reload(case)
-    items = [
-        (i.id, i.claimed_by, i.completed_at, i.completed_by, i.cancelled, i.supervised_at)
-        for i in gl.all_items(case)
-    ]
-    timers = [(t.id, t.due_at, t.kind) for t in gl.timers(case)]
-    row = (case.version, case.status, case.tier, case.owner, case.due_at, case.workflow)
-    return gl.counts(), row, items, timers, [e.hash for e in gl.events(case)]
 
 
 def test_a_script_that_fails_at_run_time_leaves_the_case_unchanged(gl, registry, bundle):
