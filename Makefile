@@ -44,7 +44,7 @@ browser:
 	@command -v chromium >/dev/null || ($(APT) update && $(APT) install -y chromium fonts-noto-cjk)
 	@fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || ($(APT) update && $(APT) install -y fonts-noto-cjk)
 
-# Redis for tests/test_worker.py and PostgreSQL for tests/test_migrations.py, from Debian. This
+# Redis for tests/test_worker.py and PostgreSQL for the suite's PostgreSQL pass, from Debian. This
 # target starts no server: the tests run their own on a free loopback port for the session
 # (tests/redis_fixture.py, tests/postgres_fixture.py), never the packaged services.
 services:
@@ -62,8 +62,13 @@ lint: install
 	$(BIN)/ruff check engine webapp jobs tests bench migrations
 	$(BIN)/ruff format --check engine webapp jobs tests bench migrations
 
+# The whole suite twice: on SQLite files, then on a throwaway PostgreSQL cluster of its own
+# (GRIDLOOP_TEST_DATABASE, read by tests/apps.py). Both passes run; either failing fails the target.
 test: install browser services lint
-	$(BIN)/pytest
+	@status=0; \
+	GRIDLOOP_TEST_DATABASE=sqlite $(BIN)/pytest || status=1; \
+	GRIDLOOP_TEST_DATABASE=postgresql $(BIN)/pytest || status=1; \
+	exit $$status
 
 bench: install
 	$(BIN)/python bench/step_cost.py

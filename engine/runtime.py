@@ -37,6 +37,7 @@ from .errors import Conflict, Forbidden, Invalid, NotFound
 from .events import Chain, reporter_hash, reporter_record
 from .models import (
     LEVEL_OF_ROLE,
+    TIER_ABOVE,
     Case,
     CaseDepartment,
     Counter,
@@ -347,7 +348,7 @@ class Runtime:
     def _actionable(self, session: Session, actor: Viewer, item_id: int) -> tuple[WorkItem, Case]:
         item = (
             session.get(WorkItem, item_id, options=[joinedload(WorkItem.case)])
-            if 0 < item_id < 2**63
+            if 0 < item_id < 2**31  # an Integer column: 32-bit on PostgreSQL
             else None
         )
         if item is None:
@@ -740,6 +741,9 @@ def _notify_list(session: Session, case: Case, item: WorkItem, who: str) -> list
     """Who a supervision notice (督办) goes to, as the diagram's `notify` property lists them:
     `holder` (whoever claimed the item, else its role at its unit), `owner` (the case's owner,
     if it has one yet), or a tier, meaning that role at its level of the case's units."""
+    if not who:  # a version deployed before `notify` existed: its rule, the tier above
+        above = TIER_ABOVE.get(item.role)
+        who = "holder,owner" + (f",{above}" if above else "")
     recipients: list[str] = []
     for kind in (k.strip() for k in who.split(",") if k.strip()):
         if kind == "holder":

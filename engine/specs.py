@@ -37,6 +37,14 @@ LOGICAL_TASKS = ("accept", "handle", "feedback", "report", "review")
 # The six statuses are fixed by the contract (DESIGN §5); which task puts a case in which open
 # status is the diagram's say (a user task's `status` property), and a closed case is `closed_as`.
 OPEN_STATUSES = ("accepting", "handling", "feedback", "reporting")
+# What versions deployed before the `status` property existed meant (see parse_bundle `stored`).
+LEGACY_STATUS = {
+    "accept": "accepting",
+    "handle": "handling",
+    "feedback": "feedback",
+    "report": "reporting",
+    "review": "reporting",
+}
 # Who a supervision notifies (the `notify` property of an element that raises `supervised`).
 NOTIFY_KINDS = ("holder", "owner", *TIERS)
 HELPERS = frozenset({"gl_deadline"})
@@ -133,8 +141,12 @@ def _parser() -> SpiffBpmnParser:
     return SpiffBpmnParser(validator=VALIDATOR)
 
 
-def parse_bundle(bundle: Bundle) -> Spec:
-    """Parse and validate a bundle, or raise DiagramError naming the element at fault."""
+def parse_bundle(bundle: Bundle, stored: bool = False) -> Spec:
+    """Parse and validate a bundle, or raise DiagramError naming the element at fault.
+
+    `stored`: a version already deployed, loaded to run its cases. A version deployed before a
+    property became required gets that property's old behaviour (LEGACY_STATUS, the runtime's
+    default recipients) instead of being refused: cases pinned to it must go on running."""
     parser = _parser()
     forms: dict[str, dict] = {}
     for path, text in sorted(bundle.files.items()):
@@ -158,7 +170,7 @@ def parse_bundle(bundle: Bundle) -> Spec:
         raise _from_validation(exc, getattr(exc, "file_name", None)) from exc
     except KeyError as exc:
         raise DiagramError(f"no executable process '{PROCESS_ID}'") from exc
-    tasks = _check_process(process, forms)
+    tasks = _check_process(process, forms, stored)
     spec = Spec(bundle.sha256, process, subprocesses, forms, tasks)
     spec.validators = {name: jsonschema.Draft202012Validator(s) for name, s in forms.items()}
     return spec
@@ -247,7 +259,7 @@ def _load_form(path: str, text: str) -> dict:
     return schema
 
 
-def _check_process(process, forms: dict[str, dict]) -> dict[str, TaskInfo]:
+def _check_process(process, forms: dict[str, dict], stored: bool = False) -> dict[str, TaskInfo]:
     tasks: dict[str, TaskInfo] = {}
     for name, ts in process.task_specs.items():
         element = getattr(ts, "bpmn_id", None) or name
@@ -262,7 +274,9 @@ def _check_process(process, forms: dict[str, dict]) -> dict[str, TaskInfo]:
                     element=cell[0] if cell else element,
                 ) from exc
         event_props = getattr(ts, "extensions", {}).get("properties", {})
-        if event_props.get("event") == "supervised":
+        if event_props.get("event") == "supervised" and not (
+            stored and "notify" not in event_props
+        ):
             kinds = [k.strip() for k in event_props.get("notify", "").split(",") if k.strip()]
             unknown = [k for k in kinds if k not in NOTIFY_KINDS]
             if not kinds or unknown:
@@ -277,6 +291,8 @@ def _check_process(process, forms: dict[str, dict]) -> dict[str, TaskInfo]:
             logical, form = props.get("task"), props.get("formKey")
             if logical not in LOGICAL_TASKS:
                 raise DiagramError(f"property 'task' must be one of {LOGICAL_TASKS}", element)
+            if stored and "status" not in props:
+                props["status"] = LEGACY_STATUS[logical]
             if props.get("status") not in OPEN_STATUSES:
                 raise DiagramError(
                     f"property 'status' (the case's status while this task is open) must be "
@@ -359,7 +375,7 @@ class SpecRegistry:
     def get(self, version: DiagramVersion) -> Spec:
         spec = self._by_sha.get(version.sha256)
         if spec is None:
-            spec = parse_bundle(Bundle(version.files))
+            spec = parse_bundle(Bundle(version.files), stored=True)
             self._by_sha[version.sha256] = spec
             self._by_id[id(spec.process)] = spec
         return spec

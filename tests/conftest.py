@@ -1,5 +1,10 @@
-"""Shared fixtures: a SQLite file database, a FixedClock, a Runtime, the repository's bundle deployed
-and a small organisation imported from a DESIGN §9 file.
+"""Shared fixtures: a database on the chosen backend (GRIDLOOP_TEST_DATABASE, see tests/apps.py), a
+FixedClock, a Runtime, the repository's bundle deployed and a small organisation imported from a
+DESIGN §9 file.
+
+`make test` runs the suite twice: on SQLite files, then on a PostgreSQL cluster of the session's
+own. Tests marked `sqlite_only` are about SQLite itself (file modes, WAL, the default database
+path): they run in the SQLite pass, and the PostgreSQL pass deselects them and says how many.
 
 The town XDK has two villages. V01 (liaison leader tl1) has district V01-D1 with grids G01 (leader
 gl1, officers off1 and off1b) and G02 (gl2, off2); V02 (no liaison leader, so every town leader
@@ -9,11 +14,14 @@ leaders tl1 and tl2, department PS with officer ps1, auditor aud, admin adm.
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import apps
 import pytest
+from apps import BACKEND, Databases
+from postgres_fixture import postgres_server  # noqa: F401 - the session's cluster, a fixture
 from sqlalchemy import func, select
 
 from engine.access import Viewer, inbox_scope, viewer_of
@@ -83,6 +91,56 @@ admins: [{username: adm, name: 朱管理, password: pw}]
 ACCEPT_NORMAL = {"valid": True, "category": "resident_request", "severity": "normal"}
 
 
+_SQLITE_ONLY: list[str] = []
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """On PostgreSQL, deselect the tests that are about SQLite itself (they ran in the SQLite
+    pass); the summary line counts them as deselected, never as skipped."""
+    if BACKEND == "sqlite":
+        return
+    sqlite_only = [item for item in items if item.get_closest_marker("sqlite_only")]
+    if sqlite_only:
+        config.hook.pytest_deselected(items=sqlite_only)
+        items[:] = [item for item in items if not item.get_closest_marker("sqlite_only")]
+        _SQLITE_ONLY[:] = [item.nodeid for item in sqlite_only]
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Which backend this pass ran on (with -q pytest prints no header), and what it left to the
+    SQLite pass."""
+    line = f"database: {BACKEND} (GRIDLOOP_TEST_DATABASE)"
+    if _SQLITE_ONLY:
+        line += f"; {len(_SQLITE_ONLY)} sqlite_only test(s) deselected, run in the SQLite pass"
+    terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def databases(request) -> Iterator[Databases]:
+    """Where every test database is made, for the whole session: SQLite files, or databases in a
+    PostgreSQL cluster started for the session (and only when the backend is postgresql)."""
+    server = request.getfixturevalue("postgres_server") if BACKEND == "postgresql" else None
+    made = Databases(server)
+    apps.use_databases(made)
+    yield made
+    apps.use_databases(None)
+
+
+@pytest.fixture
+def new_db_url(tmp_path, databases):
+    """new_db_url("name") -> the URL of a new empty database on the chosen backend (on SQLite,
+    tmp_path/name.sqlite); each is dropped at the end of the test."""
+    made: list[str] = []
+
+    def new(name: str = "db") -> str:
+        made.append(databases.new(tmp_path / f"{name}.sqlite"))
+        return made[-1]
+
+    yield new
+    for url in made:
+        databases.drop(url)
+
+
 @pytest.fixture(scope="session")
 def bundle() -> Bundle:
     return load_bundle(REPO)
@@ -95,11 +153,12 @@ def registry() -> SpecRegistry:
 
 
 @pytest.fixture(scope="session")
-def template_db(tmp_path_factory, bundle, registry) -> Path:
-    """A database file with the schema, the repository's bundle deployed and the organisation
-    imported; each test gets a copy (building it per test costs more than copying it)."""
-    path = tmp_path_factory.mktemp("template") / "gridloop.sqlite"
-    engine = make_engine(f"sqlite:///{path}")
+def template_db(tmp_path_factory, databases, bundle, registry) -> Iterator[str]:
+    """The URL of a database with the schema, the repository's bundle deployed and the
+    organisation imported; each test gets a copy (building it per test costs more than copying
+    it)."""
+    url = databases.new(tmp_path_factory.mktemp("template") / "gridloop.sqlite")
+    engine = make_engine(url)
     create_schema(engine)
     session = make_sessionmaker(engine)()
     deploy(session, registry, bundle, "system", START)
@@ -107,17 +166,20 @@ def template_db(tmp_path_factory, bundle, registry) -> Path:
     import_org(session, ORG_YAML, Passwords(cheap=True))
     session.commit()
     session.close()
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    if engine.dialect.name == "sqlite":  # everything in the file that is copied
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     engine.dispose()
-    return path
+    yield url
+    databases.drop(url)
 
 
 @pytest.fixture
-def db_url(tmp_path, template_db) -> str:
-    path = tmp_path / "gridloop.sqlite"
-    shutil.copyfile(template_db, path)
-    return f"sqlite:///{path}"
+def db_url(tmp_path, databases, template_db) -> Iterator[str]:
+    """A copy of template_db for this test, dropped after it."""
+    url = databases.new(tmp_path / "gridloop.sqlite", template=template_db)
+    yield url
+    databases.drop(url)
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def flood_season_bundle(folder):
 def town(tmp_path, monkeypatch):
     database = tmp_path / "words.sqlite"
     app = build_app(database, ORG_YAML, FixedClock(datetime(2026, 11, 23, 2, 0, tzinfo=UTC)))
-    monkeypatch.setenv("GRIDLOOP_DATABASE_URL", f"sqlite:///{database}")
+    monkeypatch.setenv("GRIDLOOP_DATABASE_URL", app.config["SQLALCHEMY_DATABASE_URI"])
     monkeypatch.setenv("GRIDLOOP_CHEAP_PASSWORDS", "1")
     app.bundle_dir = flood_season_bundle(tmp_path / "bundle")
     yield app

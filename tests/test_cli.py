@@ -1,12 +1,13 @@
-"""The `gridloop` command as an administrator uses it: each command on a real SQLite file."""
+"""The `gridloop` command as an administrator uses it: each command on a real database (a SQLite
+file, or PostgreSQL in its pass)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import UTC, datetime
 
 import pytest
+from apps import connect
 from click.testing import CliRunner
 from conftest import ORG_YAML, REPO
 from sqlalchemy import select
@@ -24,9 +25,9 @@ from webapp.cli import main
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch):
-    db = tmp_path / "cli.sqlite"
-    monkeypatch.setenv("GRIDLOOP_DATABASE_URL", f"sqlite:///{db}")
+def cli(tmp_path, monkeypatch, new_db_url):
+    url = new_db_url("cli")
+    monkeypatch.setenv("GRIDLOOP_DATABASE_URL", url)
     monkeypatch.setenv("GRIDLOOP_CHEAP_PASSWORDS", "1")
     runner = CliRunner()
 
@@ -37,7 +38,7 @@ def cli(tmp_path, monkeypatch):
         return result
 
     run("init-db")
-    run.db = db
+    run.url = url
     run.tmp = tmp_path
     return run
 
@@ -60,12 +61,12 @@ def test_org_import_reports_the_line_of_a_bad_file_and_imports_nothing(cli):
     assert result.exit_code != 0
     assert "nothing was imported" in result.output
     assert "nmae" in result.output and "line " in result.output
-    with sqlite3.connect(cli.db) as conn:
+    with connect(cli.url) as conn:
         assert conn.execute("select count(*) from person").fetchone() == (0,)
 
     good = cli("org", "import", _org_file(cli.tmp))
     assert "created" in good.output
-    with sqlite3.connect(cli.db) as conn:
+    with connect(cli.url) as conn:
         assert conn.execute("select count(*) from person where active").fetchone()[0] > 10
 
 
@@ -101,20 +102,20 @@ def _open_case(db_url: str, at: datetime) -> str:
 
 def test_fire_due_as_of_escalates_once_and_audit_verify_names_a_tampered_event(cli):
     cli("org", "import", _org_file(cli.tmp))
-    url = f"sqlite:///{cli.db}"
+    url = cli.url
     number = _open_case(url, datetime(2026, 11, 23, 2, 0, tzinfo=UTC))  # urgent: district, 4 h
 
     fired = cli("timers", "fire-due", "--as-of", "2026-11-23T15:00:00+08:00")
     assert "1 case(s)" in fired.output
     again = cli("timers", "fire-due", "--as-of", "2026-11-23T15:00:00+08:00")
     assert "0 case(s)" in again.output
-    with sqlite3.connect(cli.db) as conn:
+    with connect(cli.url) as conn:
         types = [t for (t,) in conn.execute("select type from case_event order by seq")]
         tier = conn.execute('select tier from "case"').fetchone()[0]
     assert types.count("escalated") == 1 and tier == "village_secretary"
 
     assert "ok" in cli("audit", "verify", number).output
-    with sqlite3.connect(cli.db) as conn:
+    with connect(cli.url) as conn:
         conn.execute("update case_event set actor = 'mallory' where seq = 2")
     result = cli("audit", "verify", number, ok=False)
     assert result.exit_code == 1
@@ -182,8 +183,8 @@ def test_serve_may_start_again_at_once_on_a_port_its_last_run_left_in_time_wait(
         assert port_in_use("127.0.0.1", port)  # a live listener is still refused
 
 
-def test_demo_gives_every_handler_tier_work_in_its_inbox(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path}/demo.sqlite")
+def test_demo_gives_every_handler_tier_work_in_its_inbox(new_db_url):
+    engine = make_engine(new_db_url("demo"))
     create_schema(engine)
     session = make_sessionmaker(engine)()
     now = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)

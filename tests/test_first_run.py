@@ -28,6 +28,8 @@ import pytest
 
 from engine.demo_org import DEMO_LOGINS, DEMO_PASSWORD
 
+# The default database of a fresh clone is a SQLite file: the PostgreSQL pass has nothing to add.
+pytestmark = pytest.mark.sqlite_only
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 # What the console script `gridloop` runs; with PYTHONPATH set to the copy, the copy's code runs

@@ -296,8 +296,8 @@ def test_an_org_file_error_shows_at_most_50_problems():
 
 
 @pytest.fixture
-def calendar_cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRIDLOOP_DATABASE_URL", f"sqlite:///{tmp_path / 'cal.sqlite'}")
+def calendar_cli(tmp_path, monkeypatch, new_db_url):
+    monkeypatch.setenv("GRIDLOOP_DATABASE_URL", new_db_url("cal"))
     monkeypatch.setenv("GRIDLOOP_CHEAP_PASSWORDS", "1")
     runner = CliRunner()
 
@@ -341,10 +341,10 @@ def test_people_sharing_a_password_get_hashes_of_their_own(session):
     assert all(passwords.verify(h, "pw") for h in hashes.values())
 
 
-def test_an_import_hashes_each_new_person_separately(tmp_path):
+def test_an_import_hashes_each_new_person_separately(new_db_url):
     from engine.storage import create_schema, make_engine, make_sessionmaker
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'org.sqlite'}")
+    engine = make_engine(new_db_url("org"))
     create_schema(engine)
     with make_sessionmaker(engine)() as s:
         report = import_org(s, ORG_YAML, Passwords(cheap=True))
@@ -358,13 +358,13 @@ def test_an_import_hashes_each_new_person_separately(tmp_path):
     assert report.passwords_set == report.people_created
 
 
-def test_demo_accounts_use_the_flagged_demo_cost_and_upgrade_on_first_login(tmp_path):
+def test_demo_accounts_use_the_flagged_demo_cost_and_upgrade_on_first_login(new_db_url):
     from engine.storage import create_schema, make_engine, make_sessionmaker
 
     strong = Passwords()
     demo = strong.for_demo()
     assert Passwords(cheap=True).for_demo().cheap  # tests keep their cheaper hasher
-    engine = make_engine(f"sqlite:///{tmp_path / 'org.sqlite'}")
+    engine = make_engine(new_db_url("org"))
     create_schema(engine)
     sessions = make_sessionmaker(engine)
     with sessions() as s:
@@ -388,13 +388,13 @@ def test_demo_accounts_use_the_flagged_demo_cost_and_upgrade_on_first_login(tmp_
     engine.dispose()
 
 
-def test_demo_township_passwords_are_per_person(tmp_path):
+def test_demo_township_passwords_are_per_person(new_db_url):
     """The demo's 705 accounts share one password but not one hash (imported as `load_demo`
     imports them)."""
     from engine.demo_org import demo_org
     from engine.storage import create_schema, make_engine, make_sessionmaker
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'demo.sqlite'}")
+    engine = make_engine(new_db_url("demo"))
     create_schema(engine)
     with make_sessionmaker(engine)() as s:
         started = time.monotonic()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from postgres_fixture import postgres_databases, postgres_server
 from sqlalchemy import inspect, select, text
 from test_migrations import PRE_ALEMBIC, engines, gridloop, new_database
 

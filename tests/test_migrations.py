@@ -3,8 +3,9 @@ on SQLite and PostgreSQL: the migrations make exactly the models' schema, `gridl
 upgrades a database an earlier Gridloop made in place and keeps its rows, and the quick
 create_schema that tests use makes the same schema as the migrations.
 
-Each test that takes `new_database` runs on a SQLite file and on a PostgreSQL server of the
-session's own (tests/postgres_fixture.py).
+Each test that takes `new_database` runs on the backend of the pass (GRIDLOOP_TEST_DATABASE: a
+SQLite file, or a database in the session's PostgreSQL cluster; `make test` runs both). The
+tests marked sqlite_only are about SQLite's own ALTER TABLE procedure and file modes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from conftest import REPO
-from postgres_fixture import postgres_databases, postgres_server  # noqa: F401 - fixtures
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -251,13 +251,11 @@ def _pre_alembic_metadata() -> MetaData:
 PRE_ALEMBIC = _pre_alembic_metadata()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def new_database(request, tmp_path):
-    """Makes new empty databases of one backend: call it for each URL."""
-    if request.param == "sqlite":
-        numbers = count(1)
-        return lambda: f"sqlite:///{tmp_path}/db{next(numbers)}.sqlite"
-    return request.getfixturevalue("postgres_databases")
+@pytest.fixture
+def new_database(new_db_url):
+    """Makes new empty databases on the pass's backend: call it for each URL."""
+    numbers = count(1)
+    return lambda: new_db_url(f"db{next(numbers)}")
 
 
 @pytest.fixture
@@ -415,8 +413,8 @@ def test_init_db_upgrades_a_database_made_before_alembic_in_place(new_database, 
     assert _differences(engine) == []
 
 
-def test_init_db_adds_the_tables_an_older_gridloop_did_not_have(tmp_path, engines, gridloop):
-    url = f"sqlite:///{tmp_path}/old.sqlite"
+def test_init_db_adds_the_tables_an_older_gridloop_did_not_have(new_database, engines, gridloop):
+    url = new_database()
     engine = engines(url)
     older = MetaData()
     for table in PRE_ALEMBIC.sorted_tables:
@@ -431,12 +429,13 @@ def test_init_db_adds_the_tables_an_older_gridloop_did_not_have(tmp_path, engine
     assert _rows(engine) == rows
 
 
-def test_init_db_on_an_empty_database_runs_the_migrations(tmp_path, engines, gridloop):
-    url = f"sqlite:///{tmp_path}/new.sqlite"
+def test_init_db_on_an_empty_database_runs_the_migrations(new_database, engines, gridloop):
+    url = new_database()
     assert f"upgraded from empty to {head_revision()}" in gridloop(url, "init-db")
     assert _differences(engines(url)) == []
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_migrations_copy_referenced_tables_and_are_all_or_nothing(tmp_path, engines):
     """What a later revision may do on SQLite: a batch operation copies a table that others refer
     to, drops the old one and renames the copy. It runs with foreign keys off, in one
@@ -479,10 +478,10 @@ def test_sqlite_migrations_copy_referenced_tables_and_are_all_or_nothing(tmp_pat
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
-def test_the_alembic_command_line_finds_the_database_and_sees_no_drift(tmp_path):
+def test_the_alembic_command_line_finds_the_database_and_sees_no_drift(tmp_path, new_database):
     """`alembic -c alembic.ini upgrade head`, then `alembic check` (autogenerate finds nothing to
     do), from another working directory, on GRIDLOOP_DATABASE_URL."""
-    env = dict(os.environ, GRIDLOOP_DATABASE_URL=f"sqlite:///{tmp_path}/cli.sqlite")
+    env = dict(os.environ, GRIDLOOP_DATABASE_URL=new_database())
     for args in (["upgrade", "head"], ["check"]):
         done = subprocess.run(
             [sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), *args],
@@ -500,6 +499,7 @@ def _mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
+@pytest.mark.sqlite_only
 def test_gridloop_creates_sqlite_files_for_its_owner_only(tmp_path, monkeypatch, gridloop):
     old_umask = os.umask(0o022)  # what would make SQLite's own files 0644
     try:

@@ -85,8 +85,8 @@ def passwords() -> Passwords:
 
 
 @pytest.fixture
-def sessions(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'org.sqlite'}")
+def sessions(new_db_url):
+    engine = make_engine(new_db_url("org"))
     create_schema(engine)
     yield make_sessionmaker(engine)
     engine.dispose()

@@ -34,8 +34,8 @@ def cal() -> WorkCalendar:
 
 
 @pytest.fixture
-def session(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'cal.sqlite'}")
+def session(new_db_url):
+    engine = make_engine(new_db_url("cal"))
     create_schema(engine)
     with make_sessionmaker(engine)() as s:
         yield s

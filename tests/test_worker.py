@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from apps import connect
 from click.testing import CliRunner
 from conftest import ACCEPT_NORMAL, GRID, REPO, START
 from redis import Redis
@@ -87,19 +86,18 @@ def _open_accepted(session, runtime: Runtime, count: int, severity: str = "norma
 
 def _checkpoint(url: str) -> None:
     engine = make_engine(url)
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     engine.dispose()
 
 
 @pytest.fixture(scope="session")
-def due_template(tmp_path_factory, template_db, registry):
+def due_template(tmp_path_factory, databases, template_db, registry):
     """A database with CASES cases accepted at START, each waiting at the grid leader with two
     timers (80% supervision, 100% escalation). Built once through the engine (about 20 ms a case)
-    and copied for each test. Returns (path, the instant both timers of every case are due)."""
-    path = tmp_path_factory.mktemp("due") / "gridloop.sqlite"
-    shutil.copyfile(template_db, path)
-    url = f"sqlite:///{path}"
+    and copied for each test. Returns (its URL, the instant both timers of every case are due)."""
+    url = databases.new(tmp_path_factory.mktemp("due") / "gridloop.sqlite", template=template_db)
     engine = make_engine(url)
     session = make_sessionmaker(engine)()
     _open_accepted(session, Runtime(FixedClock(START), registry), CASES)
@@ -107,14 +105,15 @@ def due_template(tmp_path_factory, template_db, registry):
     session.close()
     engine.dispose()
     _checkpoint(url)
-    return path, due_at
+    yield url, due_at
+    databases.drop(url)
 
 
 @pytest.fixture
-def due_db(tmp_path, due_template):
-    path = tmp_path / "gridloop.sqlite"
-    shutil.copyfile(due_template[0], path)
-    return f"sqlite:///{path}", due_template[1]
+def due_db(tmp_path, databases, due_template):
+    url = databases.new(tmp_path / "gridloop.sqlite", template=due_template[0])
+    yield url, due_template[1]
+    databases.drop(url)
 
 
 def _env(db_url: str, redis: str) -> dict[str, str]:
@@ -185,8 +184,8 @@ def _scheduler(db_url: str, redis: str, **options) -> TimerScheduler:
     )
 
 
-def _db(db_url: str) -> sqlite3.Connection:
-    return sqlite3.connect(db_url.removeprefix("sqlite:///"), timeout=30)
+def _db(db_url: str):
+    return connect(db_url)
 
 
 def _per_case(db_url: str, type_: str) -> dict[int, int]:

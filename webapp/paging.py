@@ -8,7 +8,7 @@ from datetime import datetime
 
 from engine.errors import Invalid
 
-MAX_ID = 2**63 - 1  # the database's integer range: larger ids are simply not found
+MAX_ID = 2**31 - 1  # an Integer id's range, 32-bit on PostgreSQL: larger ids are not found
 
 
 def _bad() -> Invalid:
