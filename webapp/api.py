@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import wraps
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -24,9 +24,11 @@ from engine.models import ApiToken, Case, CaseDepartment, Person, Unit, WorkItem
 from engine.words import vocabulary
 
 from . import schemas
+from . import services as app_services
 from .extensions import db
 from .openapi import build_openapi
 from .paging import decode_cursor, decode_inbox_key, encode_cursor, encode_inbox_key
+from .web import now, runtime
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 PAGE = 50
@@ -59,15 +61,7 @@ def json_http_error(exc: HTTPException):
 
 
 def services():
-    return current_app.extensions["gridloop"]
-
-
-def runtime():
-    return services().runtime
-
-
-def now() -> datetime:
-    return runtime().clock.now()
+    return app_services(current_app)
 
 
 def parse(schema: type[Schema], source: dict | None = None) -> dict:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
-from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from lxml import etree
@@ -315,13 +314,9 @@ def _task_page(item: WorkItem, schema: dict, values: dict, engine_errors: dict |
 # ------------------------------------------------------------------ forms from JSON Schema
 
 
-def _zh() -> bool:
-    return get_locale().language == "zh"
-
-
 def _label(name: str, prop: dict) -> str:
     title = prop.get("title")
-    if _zh() and title:
+    if language() == "zh" and title:
         return title
     return str(FIELD_LABELS.get(name) or title or name)
 
@@ -356,7 +351,7 @@ def form_fields(schema: dict, values: dict) -> list[FormField]:
             required=name in required,
             options=options,
             value=values.get(name, default),
-            hint=prop.get("description", "") if _zh() else "",
+            hint=prop.get("description", "") if language() == "zh" else "",
             max_length=prop.get("maxLength"),
         )
     for name, conditions in _required_when(schema).items():
