@@ -47,7 +47,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from .clock import SHANGHAI, iso, parse_iso
@@ -135,14 +135,24 @@ def on_step(
             )
 
 
+UNIT_SETTINGS = select(Unit.id, Unit.settings).where(
+    Unit.id.in_(bindparam("b_units", expanding=True))
+)
+
+
 def channels_of(session: Session, case: Case) -> list[dict[str, str]]:
     """The case's webhooks: its grid's, then its village's, each URL once (a URL listed at both
     keeps the grid's format). Entries that are not a well-formed `{url, format}` are skipped:
     the import checks the file, but settings can also be written by other means."""
     found: dict[str, dict[str, str]] = {}
+    # Read fresh on every step (a worker's session lives long; settings change by import).
+    settings = dict(
+        session.connection()
+        .execute(UNIT_SETTINGS, {"b_units": [case.grid_id, case.village_id]})
+        .all()
+    )
     for unit_id in (case.grid_id, case.village_id):
-        unit = session.get(Unit, unit_id)
-        entries = ((unit.settings if unit is not None else None) or {}).get("notify") or []
+        entries = (settings.get(unit_id) or {}).get("notify") or []
         for entry in entries if isinstance(entries, list) else []:
             url = entry.get("url") if isinstance(entry, dict) else None
             fmt = entry.get("format") if isinstance(entry, dict) else None

@@ -1,61 +1,130 @@
-"""The use cases of a case: open it, claim, release and complete its work items, fire its timers.
+"""The engine's service: the use cases of a case, each one step in one transaction.
 
-Each use case is one step: it reads the clock once, runs the pinned diagram version, and commits the
-case row, its work items, timers and events in one transaction, guarded by the case's version
-counter. The process itself (who handles, when it escalates) is in the diagram and the DMN tables;
-this module only moves the workflow and mirrors it into tables that inboxes can query.
+A step reads the clock once, loads the case (its workflow from the in-process cache, else from the
+stored blob), asks engine/step.py what happens (the pure part: SpiffWorkflow and nothing else),
+and writes that outcome with SQLAlchemy Core statements: the work items it closed and made ready,
+the timers, the hash-chained events, and last the case row, guarded by its version counter. Any
+error rolls the whole step back. A step that lost a race (another step changed the case first) is
+recognised by exception class or SQLSTATE and retried from scratch; the retry usually answers 409.
+
+The process itself (who handles, when it escalates) is in the diagram and the DMN tables.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
-from uuid import UUID
 
 from SpiffWorkflow.bpmn import BpmnWorkflow
-from SpiffWorkflow.bpmn.specs.event_definitions.timer import (
-    CycleTimerEventDefinition,
-    TimerEventDefinition,
-)
-from SpiffWorkflow.util.task import TaskState
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import bindparam, delete, exists, insert, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, joinedload
-from sqlalchemy.orm.attributes import flag_modified
+from sqlalchemy.orm.attributes import flag_modified, set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
 from . import notify, spiffclock
 from .access import Viewer, can_see_case, eligible_town_leaders, may_act
-from .clock import SHANGHAI, Clock, iso, parse_iso
-from .deadlines import case_deadline
+from .clock import SHANGHAI, Clock, iso
 from .errors import Conflict, Forbidden, Invalid, NotFound
-from .events import Chain, reporter_hash, reporter_record
+from .events import (
+    GENESIS,
+    Chain,
+    canonical,
+    chain_hash,
+    check_data,
+    reporter_hash,
+    reporter_record,
+)
 from .models import (
     LEVEL_OF_ROLE,
     TIER_ABOVE,
     Case,
     CaseDepartment,
+    CaseEvent,
     Counter,
+    DiagramVersion,
     Reporter,
     Timer,
     Unit,
     WorkItem,
     case_unit,
 )
-from .sandbox import RestrictedScriptEngine
 from .serializer import make_serializer
 from .specs import OPEN_STATUSES, Spec, SpecRegistry, TaskInfo, latest_version
+from .step import Complete, Fire, Open, Outcome, Ready, run_step
 from .words import version_choices
 from .workcal import WorkCalendar, load_calendar
 
 log = logging.getLogger(__name__)
 OPEN = frozenset(OPEN_STATUSES)
 MAX_ATTEMPTS = 4
+
+CASES, ITEMS, EVENTS, TIMERS = (
+    Case.__table__,
+    WorkItem.__table__,
+    CaseEvent.__table__,
+    Timer.__table__,
+)
+# A case as a step reads it: every column but the workflow blob, and its version's hash.
+CASE_ROW = select(
+    *[c for c in CASES.c if c.name != "workflow"], DiagramVersion.sha256.label("diagram_sha")
+).join(DiagramVersion, DiagramVersion.id == CASES.c.diagram_id)
+
+
+ITEM_AND_CASE = CASE_ROW.add_columns(*[c.label(f"item_{c.name}") for c in ITEMS.c]).join(
+    ITEMS, ITEMS.c.case_id == CASES.c.id
+)
+# The step's statements, built once: SQLAlchemy then only binds parameters. An UPDATE built
+# without .values() sets the columns its parameters name.
+CASE_BY_ID = CASE_ROW.where(CASES.c.id == bindparam("b_case"))
+ITEM_BY_ID = ITEM_AND_CASE.where(ITEMS.c.id == bindparam("b_item"))
+BLOB = select(CASES.c.workflow).where(CASES.c.id == bindparam("b_case"))
+UPDATE_CASE = update(CASES).where(
+    CASES.c.id == bindparam("b_case"), CASES.c.version == bindparam("b_version")
+)
+INSERT_ITEM = insert(ITEMS).returning(ITEMS.c.id)
+UPDATE_ITEM = update(ITEMS).where(ITEMS.c.id == bindparam("b_item"))
+CLOSE_ITEMS = (
+    update(ITEMS)
+    .where(
+        ITEMS.c.case_id == bindparam("b_case"),
+        ITEMS.c.task_id.in_(bindparam("b_tasks", expanding=True)),
+        ITEMS.c.completed_at.is_(None),
+    )
+    .values(completed_at=bindparam("b_now"), cancelled=ITEMS.c.completed_by.is_(None))
+)
+OPEN_DUES = select(ITEMS.c.due_at).where(
+    ITEMS.c.case_id == bindparam("b_case"),
+    ITEMS.c.task_id.in_(bindparam("b_tasks", expanding=True)),
+    ITEMS.c.completed_at.is_(None),
+    ITEMS.c.due_at.is_not(None),
+)
+ITEM_OF_TASK = (
+    select(ITEMS)
+    .where(ITEMS.c.case_id == bindparam("b_case"), ITEMS.c.task_id == bindparam("b_task"))
+    .limit(1)
+)
+DUE_TIMER = (
+    select(TIMERS.c.id)
+    .where(TIMERS.c.case_id == bindparam("b_case"), TIMERS.c.due_at <= bindparam("b_now"))
+    .limit(1)
+)
+DELETE_TIMERS = delete(TIMERS).where(TIMERS.c.case_id == bindparam("b_case"))
+INSERT_TIMERS = insert(TIMERS)
+INSERT_EVENTS = insert(EVENTS)
+# What a step writes with Core: ORM objects of these kinds that the caller holds go stale.
+WRITTEN = (Case, WorkItem, Timer, CaseEvent, CaseDepartment, Reporter)
+
+
+class StaleCase(Exception):
+    """The case's version moved between reading it and writing it: another step won."""
 
 
 @dataclass
@@ -66,19 +135,21 @@ class StepContext:
     now: datetime
     actor: str
     calendar: WorkCalendar | None = None
-    events: list[tuple[str, str | None, dict]] = field(default_factory=list)
-    hot: tuple[Case, BpmnWorkflow] | None = None
-    timers_before: frozenset | None = frozenset()
-    ready_before: frozenset[str] = frozenset()
-    missed: dict = field(
-        default_factory=dict
-    )  # repeating timers' missed repeats, by task id  # ids of the user tasks READY before the step
-    items: dict[str, WorkItem] = field(default_factory=dict)  # work items loaded, by task id
+    hot: tuple[int, int, BpmnWorkflow] | None = None  # (case id, new version, workflow)
+    touched: tuple[int, int] | None = None  # (case id, old version): a step with no workflow
+    extra: list[tuple[str, str | None, dict]] = field(default_factory=list)
+    written: tuple[int, dict] | None = None  # (case id, the case row's new values)
 
     def work_calendar(self) -> WorkCalendar:
         if self.calendar is None:
             self.calendar = load_calendar(self.session)
         return self.calendar
+
+    def deadline(self, hours: float, clock: str) -> str:
+        """gl_deadline for diagram code: the instant `hours` of limit run out from this step."""
+        urgent = clock == "clock"
+        calendar = WorkCalendar() if urgent else self.work_calendar()
+        return iso(calendar.add_hours(self.now, hours, urgent))
 
 
 class Runtime:
@@ -111,7 +182,7 @@ class Runtime:
         """Open a case in a grid. An information officer of the grid holds its accept item at once;
         a resident's case (actor None) leaves accept unclaimed for the grid's officers."""
 
-        def step(ctx: StepContext) -> Case:
+        def step(ctx: StepContext) -> int:
             session = ctx.session
             version = latest_version(session)
             if version is None:
@@ -132,27 +203,6 @@ class Runtime:
             district = session.get(Unit, grid_unit.parent_id)
             village = session.get(Unit, district.parent_id)
             town = session.get(Unit, village.parent_id)
-            case = Case(
-                number=self._next_number(session, town.code, ctx.now),
-                title=title,
-                description=description or "",
-                category=category,
-                severity=severity,
-                household=household,
-                town_id=town.id,
-                village_id=village.id,
-                district_id=district.id,
-                grid_id=grid_unit.id,
-                status="accepting",
-                opened_at=ctx.now,
-                updated_at=ctx.now,
-                reopen_count=0,
-                diagram_id=version.id,
-                workflow="",
-            )
-            session.add(case)
-            session.flush()
-            workflow = BpmnWorkflow(spec.process, spec.subprocesses)
             data = {
                 "title": title,
                 "description": description or "",
@@ -161,29 +211,66 @@ class Runtime:
                 "severity": severity,
                 "household": household,
             }
+            record = salt = None
             if reporter:
                 # The reporter's details stay in their own table; the chain covers them by hash.
                 record = reporter_record(reporter.get("name"), reporter.get("phone"))
                 salt = secrets.token_hex(16)
-                session.add(Reporter(case_id=case.id, salt=salt, **record))
                 data["reporter_hash"] = reporter_hash(salt, record)
-            ctx.events.append(("opened", None, data))
-            self._advance(ctx, case, spec, workflow, lambda: None)
+            outcome = run_step(None, spec, Open(data), ctx.now, ctx.deadline)
+            row = {
+                "number": self._next_number(session, town.code, ctx.now),
+                "title": title,
+                "description": description or "",
+                "category": category,
+                "severity": severity,
+                "household": household,
+                "town_id": town.id,
+                "village_id": village.id,
+                "district_id": district.id,
+                "grid_id": grid_unit.id,
+                "owner": None,
+                "status": "accepting",
+                "tier": None,
+                "due_at": None,
+                "opened_at": ctx.now,
+                "closed_at": None,
+                "updated_at": ctx.now,
+                "satisfaction": None,
+                "reopen_count": 0,
+                "overdue_marked": False,
+                "event_seq": 0,
+                "event_head": GENESIS,
+                "diagram_id": version.id,
+                "workflow": "",
+                "version": 1,
+            }
+            case_id = session.execute(insert(CASES).values(row).returning(CASES.c.id)).scalar_one()
+            case = SimpleNamespace(id=case_id, diagram_sha=version.sha256, **row)
+            if record is not None:
+                session.execute(
+                    insert(Reporter.__table__).values(case_id=case_id, salt=salt, **record)
+                )
 
-            def claim_accept(items: list[WorkItem]) -> None:
-                if actor is not None:
-                    session.flush()  # the claimed event names the item's id
-                    items[0].claimed_by, items[0].claimed_at = actor.username, ctx.now
-                    ctx.events.append(("claimed", items[0].task, {"work_item": items[0].id}))
+            def claim_accept(items: list[SimpleNamespace]) -> None:
+                if actor is not None and items:
+                    accept = items[0]
+                    accept.claimed_by, accept.claimed_at = actor.username, ctx.now
+                    session.connection().execute(
+                        UPDATE_ITEM,
+                        {"b_item": accept.id, "claimed_by": actor.username, "claimed_at": ctx.now},
+                    )
+                    ctx.extra.append(("claimed", accept.task, {"work_item": accept.id}))
 
-            self._save(ctx, case, spec, workflow, claim_accept)
-            return case
+            self._project(ctx, case, spec, outcome, claim_accept)
+            return case_id
 
-        return self._run(session, None, actor.username if actor else "system", step)
+        case_id = self._run(session, None, actor.username if actor else "system", step)
+        return session.get(Case, case_id)
 
     def claim(self, session: Session, actor: Viewer, item_id: int) -> WorkItem:
         def step(ctx: StepContext) -> WorkItem:
-            item, case = self._actionable(ctx.session, actor, item_id)
+            item, case = self._actionable_orm(ctx.session, actor, item_id)
             if item.claimed_by not in (None, actor.username):
                 raise Conflict(f"already claimed by {item.claimed_by}")
             if item.claimed_by is None:
@@ -195,7 +282,7 @@ class Runtime:
 
     def release(self, session: Session, actor: Viewer, item_id: int) -> WorkItem:
         def step(ctx: StepContext) -> WorkItem:
-            item, case = self._actionable(ctx.session, actor, item_id)
+            item, case = self._actionable_orm(ctx.session, actor, item_id)
             if item.claimed_by != actor.username:
                 raise Conflict(
                     "you do not hold this item"
@@ -212,38 +299,42 @@ class Runtime:
         """Complete a work item with its form's data. An unclaimed item is claimed in the same
         transaction; only the completion is recorded."""
 
-        def step(ctx: StepContext) -> Case:
+        def step(ctx: StepContext) -> int:
             session = ctx.session
             item, case = self._actionable(session, actor, item_id)
-            ctx.items[item.task_id] = item
             if item.claimed_by not in (None, actor.username):
                 raise Conflict(f"claimed by {item.claimed_by}")
-            spec = self.registry.get(case.diagram)
+            spec = self._spec(session, case)
             info = spec.tasks[item.spec]
             form = validate_form(spec, info, data)
-            departments = self._departments(session, case, form)
+            departments = self._departments(session, form)
             workflow = self._load(session, case)
-            task = workflow.get_task_from_id(UUID(item.task_id))
-            if task is None or task.state != TaskState.READY:
-                raise Conflict("this task is no longer open")
-            item.claimed_by = item.claimed_by or actor.username
-            item.completed_by = actor.username
+            outcome = run_step(
+                workflow, spec, Complete(item.task_id, info.task, dict(form)), ctx.now, ctx.deadline
+            )
+            session.connection().execute(
+                UPDATE_ITEM,
+                {
+                    "b_item": item.id,
+                    "claimed_by": item.claimed_by or actor.username,
+                    "completed_by": actor.username,
+                },
+            )
             if info.props.get("owner") == "set":
                 case.owner = actor.username
             for unit in departments:
-                if session.get(CaseDepartment, (case.id, unit.id)) is None:
-                    session.add(CaseDepartment(case_id=case.id, unit_id=unit.id))
-            ctx.events.append(("task_completed", info.task, dict(form)))
+                named = select(CaseDepartment).where(
+                    CaseDepartment.case_id == case.id, CaseDepartment.unit_id == unit.id
+                )
+                if not session.scalar(select(exists(named))):
+                    session.execute(
+                        insert(CaseDepartment.__table__).values(case_id=case.id, unit_id=unit.id)
+                    )
+            self._project(ctx, case, spec, outcome)
+            return case.id
 
-            def run_task() -> None:
-                task.data.update(form)
-                task.run()
-
-            self._advance(ctx, case, spec, workflow, run_task)
-            self._save(ctx, case, spec, workflow)
-            return case
-
-        return self._run(session, None, actor.username, step)
+        case_id = self._run(session, None, actor.username, step)
+        return session.get(Case, case_id)
 
     def fire_due_timers(
         self, session: Session, as_of: datetime | None = None, limit: int = 500
@@ -274,20 +365,18 @@ class Runtime:
     def fire_case_timers(self, session: Session, case_id: int, as_of: datetime) -> bool:
         def step(ctx: StepContext) -> bool:
             session = ctx.session
-            case = session.get(Case, case_id)
-            if case is None or case.status not in OPEN:
-                session.execute(delete(Timer).where(Timer.case_id == case_id))
+            row = session.connection().execute(CASE_BY_ID, {"b_case": case_id}).first()
+            if row is None or row.status not in OPEN:
+                session.connection().execute(DELETE_TIMERS, {"b_case": case_id})
                 return False
-            due = session.scalar(
-                select(Timer.id).where(Timer.case_id == case_id, Timer.due_at <= ctx.now).limit(1)
-            )
+            due = session.connection().scalar(DUE_TIMER, {"b_case": case_id, "b_now": ctx.now})
             if due is None:
                 return False  # another process fired them first
-            spec = self.registry.get(case.diagram)
+            case = SimpleNamespace(**row._mapping)
+            spec = self._spec(session, case)
             workflow = self._load(session, case)
-            self._advance(ctx, case, spec, workflow, lambda: None)
-            ctx.timers_before = None  # a due row was found: rewrite the rows whatever happened
-            self._save(ctx, case, spec, workflow)
+            outcome = run_step(workflow, spec, Fire(), ctx.now, ctx.deadline)
+            self._project(ctx, case, spec, outcome)
             return True
 
         return self._run(session, as_of, "system", step)
@@ -300,36 +389,33 @@ class Runtime:
         """Run a step in one transaction; retry it from scratch when a concurrent step changed the
         case first (the retry then sees the new state and usually answers 409 itself)."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            session.rollback()
-            session.expire_all()
+            _end_transaction(session)
             ctx = StepContext(session, at or self.clock.now(), actor)
             try:
                 # No autoflush: a step writes when it is done, not whenever it reads, and diagram
                 # code that reads (the calendar) never flushes half a step.
-                with spiffclock.step_clock(ctx.now), session.no_autoflush:
+                with session.no_autoflush:
                     result = step(ctx)
                 session.commit()
-            except (StaleDataError, IntegrityError, OperationalError) as exc:
+            except BaseException as exc:
                 session.rollback()
-                self._forget(ctx)
-                if attempt == MAX_ATTEMPTS or not _is_concurrency(exc):
-                    if _is_concurrency(exc):
-                        raise Conflict("the case changed meanwhile; try again") from exc
+                if ctx.hot is not None:
+                    self._hot.pop(ctx.hot[0], None)
+                if not is_concurrency(exc):
                     raise
+                if attempt == MAX_ATTEMPTS:
+                    raise Conflict("the case changed meanwhile; try again") from exc
                 continue
-            except BaseException:
-                session.rollback()
-                self._forget(ctx)
-                raise
+            _refresh_held(session, ctx.written)
             if ctx.hot is not None:
-                case, workflow = ctx.hot
-                self._remember(case.id, case.version, workflow)
+                self._remember(*ctx.hot)
+            elif ctx.touched is not None:
+                case_id, old = ctx.touched
+                hot = self._hot.get(case_id)
+                if hot is not None and hot[0] == old:  # the workflow did not change
+                    self._remember(case_id, old + 1, hot[1])
             return result
         raise AssertionError("unreachable")
-
-    def _forget(self, ctx: StepContext) -> None:
-        if ctx.hot is not None:
-            self._hot.pop(ctx.hot[0].id, None)
 
     def _remember(self, case_id: int, version: int, workflow: BpmnWorkflow) -> None:
         workflow.script_engine = None  # it holds the step's context; each step sets its own
@@ -338,22 +424,51 @@ class Runtime:
         while len(self._hot) > self._hot_limit:
             self._hot.popitem(last=False)
 
-    def _load(self, session: Session, case: Case) -> BpmnWorkflow:
-        self.registry.get(case.diagram)
+    def _spec(self, session: Session, case) -> Spec:
+        spec = self.registry.parsed(case.diagram_sha)
+        if spec is None:
+            spec = self.registry.get(session.get(DiagramVersion, case.diagram_id))
+        return spec
+
+    def _load(self, session: Session, case) -> BpmnWorkflow:
         hot = self._hot.pop(case.id, None)
         if hot is not None and hot[0] == case.version:
             return hot[1]
-        return self.serializer.deserialize_json(case.workflow)
+        blob = session.connection().scalar(BLOB, {"b_case": case.id})
+        return self.serializer.deserialize_json(blob)
 
-    def _actionable(self, session: Session, actor: Viewer, item_id: int) -> tuple[WorkItem, Case]:
-        item = (
-            session.get(WorkItem, item_id, options=[joinedload(WorkItem.case)])
+    def _actionable(self, session: Session, actor: Viewer, item_id: int):
+        """The item and its case as plain rows, if this actor may work it."""
+        # One SELECT for both: a case read after the item could be newer than it.
+        row = (
+            session.connection().execute(ITEM_BY_ID, {"b_item": item_id}).first()
             if 0 < item_id < 2**31  # an Integer column: 32-bit on PostgreSQL
+            else None
+        )
+        if row is None:
+            raise NotFound("no such work item")
+        fields = row._mapping
+        item = SimpleNamespace(**{c.name: fields[f"item_{c.name}"] for c in ITEMS.c})
+        case = SimpleNamespace(**{k: v for k, v in fields.items() if not k.startswith("item_")})
+        self._check_actionable(session, actor, item, case)
+        return item, case
+
+    def _actionable_orm(self, session: Session, actor: Viewer, item_id: int):
+        # One SELECT for both: a case read after the item could be newer than it.
+        item = (
+            session.get(
+                WorkItem, item_id, options=[joinedload(WorkItem.case)], populate_existing=True
+            )
+            if 0 < item_id < 2**31
             else None
         )
         if item is None:
             raise NotFound("no such work item")
-        case = item.case
+        self._check_actionable(session, actor, item, item.case)
+        return item, item.case
+
+    @staticmethod
+    def _check_actionable(session: Session, actor: Viewer, item, case) -> None:
         if not can_see_case(session, actor, case):
             raise NotFound("no such work item")
         if item.completed_at is not None and item.cancelled:
@@ -362,7 +477,6 @@ class Runtime:
             raise Conflict("this item was already completed")
         if not may_act(session, actor, item):
             raise Forbidden("you may see this item but not work it")
-        return item, case
 
     def _touch(self, ctx: StepContext, case: Case, type_: str, item: WorkItem, data: dict) -> None:
         """A step that changes no workflow still bumps the case version and appends its event."""
@@ -370,190 +484,180 @@ class Runtime:
         flag_modified(case, "updated_at")  # the versioned UPDATE runs even at the same instant
         chain = Chain.open(ctx.session, case)
         chain.append(iso(ctx.now), type_, ctx.actor, item.task, data, case.diagram.sha256)
+        ctx.touched = (case.id, case.version)
 
-    def _advance(
+    # ----------------------------------------------------------------- the projection
+
+    def _project(
         self,
         ctx: StepContext,
-        case: Case,
+        case: SimpleNamespace,
         spec: Spec,
-        workflow: BpmnWorkflow,
-        action: Callable[[], None],
+        outcome: Outcome,
+        on_new_items: Callable[[list[SimpleNamespace]], None] | None = None,
     ) -> None:
-        """Run `action`, then every automatic task and due timer, recording diagram events."""
-        tier_before = case.tier
-        ran: list = []
-        workflow.script_engine = self._script_engine(ctx)
-        ctx.timers_before = _timers_of(workflow)
-        ctx.missed = _catch_up_cycles(workflow, ctx.now)
-        ctx.ready_before = frozenset(_ready_user_tasks(workflow))
-        action()
-        # do_engine_steps ends by refreshing timers, which can leave fired boundary events READY
-        # but not run: go on until nothing automatic is READY.
-        while True:
-            workflow.do_engine_steps(did_complete_task=ran.append)
-            if not any(not t.task_spec.manual for t in _tasks(workflow, TaskState.READY)):
-                break
-        for task in ran:
-            props = getattr(task.task_spec, "extensions", {}).get("properties", {})
-            if props.get("marksOverdue") == "true":
-                case.overdue_marked = True
-            kind = props.get("event")
-            if kind:
-                ctx.events.append(
-                    (kind, None, self._event_data(ctx, case, task, props, tier_before))
-                )
-
-    def _event_data(self, ctx, case, task, props, tier_before) -> dict:
-        kind = props["event"]
-        if kind == "supervised":
-            attached = _attached_user_task(task)
-            item = None
-            if attached is not None:
-                item = ctx.session.scalars(
-                    select(WorkItem).where(
-                        WorkItem.case_id == case.id, WorkItem.task_id == str(attached.id)
-                    )
-                ).first()
-            data: dict[str, Any] = {"tier": attached.task_spec.lane if attached else None}
-            if item is not None:
-                item.supervised_at = ctx.now
-                data["due_at"] = iso(item.due_at)
-                data["notify"] = _notify_list(ctx.session, case, item, props.get("notify", ""))
-            if props.get("marksOverdue") == "true":
-                data["overdue"] = True
-            cycle = _cycle_of(task)
-            if cycle is not None:
-                data["missed"] = ctx.missed.get(cycle.id, 0)
-            return data
-        if kind == "escalated":
-            return {"from": tier_before}
-        if kind == "reopened":
-            return {"reopen_count": int(task.data.get("reopen_count", 0))}
-        return {}
-
-    def _save(
-        self,
-        ctx: StepContext,
-        case: Case,
-        spec: Spec,
-        workflow: BpmnWorkflow,
-        on_new_items: Callable[[list[WorkItem]], None] | None = None,
-    ) -> None:
-        """Mirror the workflow into the case row, work items and timers; append the events."""
-        session = ctx.session
-        ready = _ready_user_tasks(workflow)
-        # Work items mirror READY user tasks one to one, so the workflow says which items closed
-        # and which are new: no need to read the case's open items.
-        for item in self._items_of(ctx, case, ctx.ready_before - ready.keys()):
-            item.completed_at = ctx.now
-            if item.completed_by is None:
-                item.cancelled = True
-        started, new_items = None, []
-        for task_id, task in ready.items():
-            if task_id in ctx.ready_before:
-                continue
-            item = self._new_item(ctx, case, spec.tasks[task.task_spec.name], task)
-            new_items.append(item)
-            if item.due_at is not None:
-                started = item
-        if any(type_ == "escalated" for type_, _t, _d in ctx.events):
-            for item in new_items:
-                item.escalated = True
+        """Write a step's outcome: close and open work items, chain the events, refresh the
+        timers, and last update the case row under its version check."""
+        session, now = ctx.session, ctx.now
+        if outcome.closed:
+            # The completed item has completed_by already; every other item that closed was
+            # cancelled by the move (an escalation, an interrupting timer).
+            session.connection().execute(
+                CLOSE_ITEMS, {"b_case": case.id, "b_tasks": outcome.closed, "b_now": now}
+            )
+        new_items = [self._new_item(ctx, case, ready, outcome.escalated) for ready in outcome.ready]
         if on_new_items is not None:
             on_new_items(new_items)
-        timers = _timers_of(workflow)
-        if timers != ctx.timers_before:
-            self._refresh_timers(session, case, timers)
-        self._update_case(ctx, case, workflow, ready)
-        if ready.keys() != ctx.ready_before:
-            # Deadlines are fixed when an item becomes ready; the case's is its earliest open one.
-            still_open = self._items_of(ctx, case, ready.keys() & ctx.ready_before)
-            case.due_at = case_deadline(still_open + new_items, ctx.now).due_at
-        if started is not None and ctx.events:
-            last = ctx.events[-1][2]
-            last.setdefault("tier", started.role)
-            last.setdefault("due_at", iso(started.due_at))
-        chain = Chain.open(session, case)
-        for type_, task_name, data in ctx.events:
-            chain.append(iso(ctx.now), type_, ctx.actor, task_name, data, spec.sha256)
-        notify.on_step(session, case, ctx.events, new_items, ctx.now, spec.forms)
-        case.workflow = self.serializer.serialize_json(workflow)
-        ctx.hot = (case, workflow)
+        events = outcome.events + ctx.extra
+        for supervision in outcome.supervisions:
+            self._supervise(ctx, case, events[supervision.event][2], supervision)
 
-    def _new_item(self, ctx: StepContext, case: Case, info: TaskInfo, task) -> WorkItem:
-        level = LEVEL_OF_ROLE[info.lane]
-        unit_id = case_unit(case, level)
-        item = WorkItem(
-            case_id=case.id,
-            task_id=str(task.id),
-            spec=info.spec,
-            task=info.task,
-            name=info.name,
-            form=info.form,
-            role=info.lane,
-            unit_id=unit_id,
-            village_id=case.village_id,
-            created_at=ctx.now,
-            due_at=_deadline_of(task),
+        facts = outcome.facts
+        values: dict[str, Any] = {
+            "updated_at": now,
+            "tier": facts.tier,
+            "satisfaction": facts.satisfaction,
+            "reopen_count": facts.reopen_count,
+            "owner": case.owner,
+        }
+        if facts.category:
+            values["category"] = facts.category
+        if facts.severity:
+            values["severity"] = facts.severity
+        if facts.status:
+            values["status"] = facts.status
+        if facts.closed:
+            values["closed_at"] = now
+        if outcome.overdue_marked:
+            values["overdue_marked"] = True
+        if outcome.ready or outcome.closed:
+            # Deadlines are fixed when an item becomes ready; the case's is its earliest open one.
+            dues = [i.due_at for i in new_items if i.due_at is not None]
+            if outcome.still_open:
+                dues += (
+                    session.connection()
+                    .scalars(OPEN_DUES, {"b_case": case.id, "b_tasks": outcome.still_open})
+                    .all()
+                )
+            values["due_at"] = min(dues) if dues else None
+        values["event_seq"], values["event_head"] = self._append(ctx, case, spec, events)
+        if outcome.timers is not None:
+            session.connection().execute(DELETE_TIMERS, {"b_case": case.id})
+            if outcome.timers:
+                session.connection().execute(
+                    INSERT_TIMERS,
+                    [
+                        {"case_id": case.id, "due_at": due, "kind": kind, "name": name}
+                        for due, kind, name in sorted(outcome.timers)
+                    ],
+                )
+        values["workflow"] = self.serializer.serialize_json(outcome.workflow)
+        values["version"] = case.version + 1
+        done = session.connection().execute(
+            UPDATE_CASE, {"b_case": case.id, "b_version": case.version, **values}
         )
-        if info.props.get("assignee") == "owner":
-            item.assignee = case.owner
+        if done.rowcount != 1:
+            raise StaleCase(case.number)
+        for name, value in values.items():
+            if name != "workflow":
+                setattr(case, name, value)
+        ctx.written = (case.id, values)
+        notify.on_step(session, case, events, new_items, now, spec.forms)
+        ctx.hot = (case.id, case.version, outcome.workflow)
+
+    def _append(self, ctx: StepContext, case, spec: Spec, events) -> tuple[int, str]:
+        """Chain the step's events onto the case's head; returns the new (seq, head)."""
+        seq, head, at = case.event_seq or 0, case.event_head or GENESIS, iso(ctx.now)
+        rows = []
+        for type_, task, data in events:
+            check_data(data)
+            seq += 1
+            event = {
+                "case": case.number,
+                "seq": seq,
+                "at": at,
+                "type": type_,
+                "actor": ctx.actor,
+                "task": task,
+                "data": data,
+                "diagram": spec.sha256,
+            }
+            head = chain_hash(head, event)
+            rows.append(
+                {
+                    "case_id": case.id,
+                    "seq": seq,
+                    "at": at,
+                    "type": type_,
+                    "actor": ctx.actor,
+                    "task": task,
+                    "data": canonical(data),
+                    "diagram": spec.sha256,
+                    "hash": head,
+                }
+            )
+        if rows:
+            ctx.session.connection().execute(INSERT_EVENTS, rows)
+        return seq, head
+
+    def _supervise(self, ctx: StepContext, case, data: dict, supervision) -> None:
+        """A supervision names its item's deadline and whom it tells; the item records when."""
+        session = ctx.session
+        item = (
+            session.connection()
+            .execute(ITEM_OF_TASK, {"b_case": case.id, "b_task": supervision.task_id})
+            .first()
+        )
+        if item is None:
+            return
+        session.connection().execute(UPDATE_ITEM, {"b_item": item.id, "supervised_at": ctx.now})
+        data.setdefault("due_at", iso(item.due_at))
+        data["notify"] = _notify_list(session, case, item, supervision.notify)
+
+    def _new_item(self, ctx: StepContext, case, ready: Ready, escalated: bool) -> SimpleNamespace:
+        info: TaskInfo = ready.info
+        session = ctx.session
+        values: dict[str, Any] = {
+            "case_id": case.id,
+            "task_id": ready.task_id,
+            "spec": info.spec,
+            "task": info.task,
+            "name": info.name,
+            "form": info.form,
+            "role": info.lane,
+            "unit_id": case_unit(case, LEVEL_OF_ROLE[info.lane]),
+            "village_id": case.village_id,
+            "assignee": case.owner if info.props.get("assignee") == "owner" else None,
+            "excluded": None,
+            "claimed_by": None,
+            "claimed_at": None,
+            "created_at": ctx.now,
+            "due_at": ready.due_at,
+            "supervised_at": None,
+            "escalated": escalated,
+            "completed_at": None,
+            "completed_by": None,
+            "cancelled": False,
+        }
         not_by = info.props.get("notBy")
         if not_by:
-            previous = ctx.session.scalar(
-                select(WorkItem.completed_by)
+            previous = session.scalar(
+                select(ITEMS.c.completed_by)
                 .where(
-                    WorkItem.case_id == case.id,
-                    WorkItem.task == not_by,
-                    WorkItem.completed_by.is_not(None),
+                    ITEMS.c.case_id == case.id,
+                    ITEMS.c.task == not_by,
+                    ITEMS.c.completed_by.is_not(None),
                 )
-                .order_by(WorkItem.id.desc())
+                .order_by(ITEMS.c.id.desc())
                 .limit(1)
             )
-            others = set(eligible_town_leaders(ctx.session, case.village_id, case.town_id))
+            others = set(eligible_town_leaders(session, case.village_id, case.town_id))
             if previous and others - {previous}:
-                item.excluded = previous
-        ctx.session.add(item)
-        return item
+                values["excluded"] = previous
+        item_id = session.connection().execute(INSERT_ITEM, values).scalar_one()
+        return SimpleNamespace(id=item_id, **values)
 
-    def _update_case(
-        self, ctx: StepContext, case: Case, workflow: BpmnWorkflow, ready: dict
-    ) -> None:
-        tasks = list(ready.values())
-        data = tasks[0].data if tasks else (workflow.data or workflow.last_task.data)
-        case.updated_at = ctx.now
-        case.category = data.get("category") or case.category
-        case.severity = data.get("severity") or case.severity
-        case.tier = data.get("tier")
-        case.satisfaction = data.get("satisfaction")
-        case.reopen_count = int(data.get("reopen_count") or 0)
-        if tasks:
-            info = self.registry.by_process(workflow.spec).tasks[tasks[0].task_spec.name]
-            case.status = info.props["status"]  # the diagram says (DESIGN §1)
-        elif workflow.is_completed():
-            case.status = data.get("closed_as") or "archived"
-            case.closed_at = ctx.now
-
-    def _refresh_timers(self, session: Session, case: Case, wanted: frozenset) -> None:
-        """Make the case's timer rows equal the workflow's pending timers."""
-        rows = list(session.scalars(select(Timer).where(Timer.case_id == case.id)))
-        have = {(r.due_at, r.kind, r.name): r for r in rows}
-        for key, row in have.items():
-            if key not in wanted:
-                session.delete(row)
-        for due_at, kind, name in wanted - set(have):
-            session.add(Timer(case_id=case.id, due_at=due_at, kind=kind, name=name))
-
-    def _items_of(self, ctx: StepContext, case: Case, task_ids) -> list[WorkItem]:
-        missing = [t for t in task_ids if t not in ctx.items]
-        if missing:
-            rows = ctx.session.scalars(
-                select(WorkItem).where(WorkItem.case_id == case.id, WorkItem.task_id.in_(missing))
-            )
-            ctx.items.update({row.task_id: row for row in rows})
-        return [ctx.items[t] for t in task_ids if t in ctx.items]
-
-    def _departments(self, session: Session, case: Case, form: dict) -> list[Unit]:
+    def _departments(self, session: Session, form: dict) -> list[Unit]:
         codes = form.get("departments") or []
         units = []
         for i, code in enumerate(codes):
@@ -574,19 +678,59 @@ class Runtime:
             update(Counter).where(Counter.key == key).values(value=Counter.value + 1)
         ).rowcount
         if not updated:
-            session.add(Counter(key=key, value=1))
-            session.flush()
+            session.execute(insert(Counter.__table__).values(key=key, value=1))
         value = session.scalar(select(Counter.value).where(Counter.key == key))
         return f"{town_code}-{year}-{value:06d}"
 
-    def _script_engine(self, ctx: StepContext) -> RestrictedScriptEngine:
-        def gl_deadline(hours: float, clock: str) -> str:
-            """The instant `hours` of limit run out, counted from this step's instant."""
-            urgent = clock == "clock"
-            calendar = WorkCalendar() if urgent else ctx.work_calendar()
-            return iso(calendar.add_hours(ctx.now, hours, urgent))
 
-        return RestrictedScriptEngine({"gl_deadline": gl_deadline})
+def _end_transaction(session: Session) -> None:
+    """Start the step in a transaction of its own. A caller's read-only transaction ends with a
+    commit, which (unlike a rollback) leaves the objects it holds loaded; pending changes the
+    caller did not commit are discarded, as before."""
+    if session.new or session.dirty or session.deleted:
+        session.rollback()
+    else:
+        session.commit()
+
+
+def _refresh_held(session: Session, written: tuple[int, dict] | None) -> None:
+    """The step wrote with Core, past the ORM, so objects the caller holds are stale. The case
+    row takes the values just written (no reload); its items, events and timers are expired and
+    reload when read. Organisation rows stay: a step never writes them."""
+    for key, obj in list(session.identity_map.items()):
+        # The identity key holds the primary key: reading obj.id could load an expired object.
+        if written is not None and key[0] is Case and key[1] == (written[0],):
+            for name, value in written[1].items():
+                if name == "workflow":
+                    session.expire(obj, ["workflow"])
+                else:
+                    set_committed_value(obj, name, value)
+        elif isinstance(obj, WRITTEN):
+            session.expire(obj)
+
+
+# SQLSTATEs and SQLite result codes that mean "another transaction got there first": retry.
+RETRY_SQLSTATES = frozenset({"40001", "40P01", "23505", "55P03"})
+# SQLITE_BUSY and SQLITE_LOCKED (with their extended codes), SQLITE_CONSTRAINT_UNIQUE and
+# SQLITE_CONSTRAINT_PRIMARYKEY (two steps appending the same seq, or numbering the same counter).
+SQLITE_RETRY_PRIMARY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+SQLITE_RETRY_EXTENDED = frozenset({2067, 1555})
+
+
+def is_concurrency(exc: BaseException | None) -> bool:
+    """Whether a failed step lost a race, by exception class or SQLSTATE, never by message."""
+    if isinstance(exc, StaleCase | StaleDataError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate is not None:
+        return sqlstate in RETRY_SQLSTATES
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in SQLITE_RETRY_PRIMARY or code in SQLITE_RETRY_EXTENDED
+    return False
 
 
 def _word_problems(spec: Spec, **given: str | None) -> dict[str, str]:
@@ -642,99 +786,6 @@ def _field_messages(error) -> list[tuple[str, str]]:
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
-
-
-def _is_concurrency(exc: BaseException | None) -> bool:
-    if exc is None:
-        return False
-    if isinstance(exc, StaleDataError | IntegrityError):
-        return True
-    text = str(exc).lower()
-    return "locked" in text or "could not serialize" in text or "deadlock" in text
-
-
-def _tasks(workflow: BpmnWorkflow, state: TaskState) -> list:
-    """Tasks in a state, read off the workflow's flat task dict: SpiffWorkflow's tree iterator
-    costs several times more, and steps ask this a few times each."""
-    return [t for t in workflow.tasks.values() if t.state == state]
-
-
-def _ready_user_tasks(workflow: BpmnWorkflow) -> dict:
-    return {str(t.id): t for t in _tasks(workflow, TaskState.READY) if t.task_spec.manual}
-
-
-def _timers_of(workflow: BpmnWorkflow) -> frozenset:
-    """The workflow's pending timers as (due_at, kind, element id)."""
-    found = set()
-    for task in _tasks(workflow, TaskState.WAITING):
-        event = getattr(task.task_spec, "event_definition", None)
-        if isinstance(event, TimerEventDefinition):
-            value = event.details(task).value
-            if value:
-                props = task.task_spec.extensions.get("properties", {})
-                found.add((parse_iso(value), props.get("timer", "timer"), task.task_spec.name))
-    return frozenset(found)
-
-
-def _attached_user_task(task):
-    """The user task a boundary event (or a task on its branch) hangs on: the manual sibling
-    found under the nearest BoundaryEventSplit above it."""
-    parent = task.parent
-    while parent is not None:
-        for child in parent.children:
-            if child.task_spec.manual:
-                return child
-        parent = parent.parent
-    return None
-
-
-def _cycle_of(task):
-    """The repeating timer a task's branch started from, if any."""
-    parent = task.parent
-    while parent is not None:
-        if isinstance(
-            getattr(parent.task_spec, "event_definition", None), CycleTimerEventDefinition
-        ):
-            return parent
-        parent = parent.parent
-    return None
-
-
-def _catch_up_cycles(workflow: BpmnWorkflow, now: datetime) -> dict:
-    """A repeating timer fires once per step (DESIGN §7): when several of its repeats are due,
-    skip to the last one due and remember how many were missed, by boundary task id."""
-    missed = {}
-    for task in _tasks(workflow, TaskState.WAITING):
-        if not isinstance(
-            getattr(task.task_spec, "event_definition", None), CycleTimerEventDefinition
-        ):
-            continue
-        value = task.internal_data.get("event_value")
-        if not isinstance(value, dict) or value.get("cycles") == 0:
-            continue
-        due, step = datetime.fromisoformat(value["next"]), timedelta(seconds=value["duration"])
-        late = int((now - due) / step) if due <= now and step.total_seconds() > 0 else 0
-        if late > 0:
-            value["next"] = (due + late * step).isoformat()
-            if value["cycles"] > 0:
-                value["cycles"] = max(1, value["cycles"] - late)
-        missed[task.id] = late
-    return missed
-
-
-def _deadline_of(user_task) -> datetime | None:
-    """A work item's deadline: the `timer=due` boundary timer's evaluated instant."""
-    parent = user_task.parent
-    for sibling in parent.children if parent else []:
-        event = getattr(sibling.task_spec, "event_definition", None)
-        props = getattr(sibling.task_spec, "extensions", {}).get("properties", {})
-        if isinstance(event, TimerEventDefinition) and props.get("timer") == "due":
-            value = sibling.internal_data.get("event_value")
-            if isinstance(value, dict):  # a repeating timer: its next repeat is the deadline
-                value = value.get("next")
-            if isinstance(value, str):
-                return parse_iso(value)
-    return None
 
 
 def _notify_list(session: Session, case: Case, item: WorkItem, who: str) -> list[str]:

@@ -375,9 +375,13 @@ class SpecRegistry:
     def get(self, version: DiagramVersion) -> Spec:
         spec = self._by_sha.get(version.sha256)
         if spec is None:
-            spec = parse_bundle(Bundle(version.files), stored=True)
-            self._by_sha[version.sha256] = spec
-            self._by_id[id(spec.process)] = spec
+            spec = self.add(parse_bundle(Bundle(version.files), stored=True))
+        return spec
+
+    def add(self, spec: Spec) -> Spec:
+        """Keep a parsed spec (one parsed without a database, say) under its hash."""
+        self._by_sha.setdefault(spec.sha256, spec)
+        self._by_id[id(spec.process)] = spec
         return spec
 
     def by_process(self, process) -> Spec:

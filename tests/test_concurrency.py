@@ -9,8 +9,9 @@ import pytest
 from conftest import ACCEPT_NORMAL, GRID, snapshot
 from sqlalchemy import select
 
+from engine import runtime as runtime_module
 from engine.errors import Conflict
-from engine.events import Chain, verify
+from engine.events import verify
 from engine.models import Counter, WorkItem
 from engine.runtime import Runtime
 from engine.specs import SpecRegistry
@@ -176,7 +177,8 @@ def fail_on_call(n: int, original):
 def test_a_failure_while_saving_leaves_no_partial_rows(gl, monkeypatch):
     case = gl.accepted()
     before = snapshot(gl, case)
-    monkeypatch.setattr(Runtime, "_refresh_timers", fail_on_call(1, Runtime._refresh_timers))
+    # The items are written by then; the events and the case row are not.
+    monkeypatch.setattr(Runtime, "_append", fail_on_call(1, Runtime._append))
     with pytest.raises(RuntimeError):
         gl.complete("gl1", case, {"outcome": "refer_up", "note": "上报"})
     assert snapshot(gl, case) == before
@@ -197,7 +199,7 @@ def test_a_failure_between_two_events_appends_neither(gl, monkeypatch):
     due_at = gl.item(case).due_at
     before = snapshot(gl, case)
     # Firing at the deadline appends two events (supervised, escalated); fail on the second.
-    monkeypatch.setattr(Chain, "append", fail_on_call(2, Chain.append))
+    monkeypatch.setattr(runtime_module, "chain_hash", fail_on_call(2, runtime_module.chain_hash))
     try:
         moved = gl.runtime.fire_due_timers(gl.session, as_of=due_at)
     except RuntimeError:
@@ -214,7 +216,9 @@ def test_a_failure_between_two_events_appends_neither(gl, monkeypatch):
 
 
 def test_a_failure_while_opening_leaves_no_case_and_no_number_used(gl, monkeypatch):
-    monkeypatch.setattr(Chain, "append", fail_on_call(2, Chain.append))  # the `claimed` event
+    monkeypatch.setattr(
+        runtime_module, "chain_hash", fail_on_call(2, runtime_module.chain_hash)
+    )  # the `claimed` event
     with pytest.raises(RuntimeError):
         gl.open("off1")
     gl.session.rollback()
@@ -233,14 +237,14 @@ def test_one_failing_case_does_not_stop_other_cases_timers(gl, monkeypatch):
     healthy = gl.accepted("off2", grid="V01-D1-G02")
     due_at = gl.item(healthy).due_at
     poisoned_before = snapshot(gl, poisoned)
-    original = Runtime._advance
+    original = Runtime._load
 
-    def advance(self, ctx, case, spec, workflow, action):
+    def load(self, session, case):
         if case.id == poisoned.id:
-            raise RuntimeError("script error in the diagram")
-        return original(self, ctx, case, spec, workflow, action)
+            raise RuntimeError("a broken workflow blob")
+        return original(self, session, case)
 
-    monkeypatch.setattr(Runtime, "_advance", advance)
+    monkeypatch.setattr(Runtime, "_load", load)
     try:
         gl.runtime.fire_due_timers(gl.session, as_of=due_at)
     except RuntimeError:

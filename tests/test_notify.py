@@ -215,20 +215,18 @@ def test_a_step_that_fails_late_leaves_no_outbox_row(gl, monkeypatch):
     added = []
     real = notify.on_step
 
-    def spy(session, *args):
+    def spy_then_fail(session, *args):
+        # The outbox rows are the step's last writes: fail right after them, before the commit.
         real(session, *args)
         added.extend(o for o in session.new if isinstance(o, Notification))
-
-    def boom(workflow):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(notify, "on_step", spy)
-    # Serializing the workflow comes after the outbox rows in the step: it fails, all goes.
-    monkeypatch.setattr(gl.runtime.serializer, "serialize_json", boom)
+    monkeypatch.setattr(notify, "on_step", spy_then_fail)
     with pytest.raises(RuntimeError, match="disk full"):
         gl.complete("off1", case, ACCEPT_NORMAL)
 
     assert [row.kind for row in added] == ["assigned"]  # it was written, then rolled back
+    monkeypatch.undo()
     assert outbox(gl.session) == []
     assert gl.reload(case).status == "accepting"
 

@@ -1,0 +1,394 @@
+"""One step of a case, with no database: run SpiffWorkflow and say what happened.
+
+`run_step(workflow, spec, command, now, deadline)` opens a case, completes one of its user tasks
+or fires its due timers at `now`, then runs every automatic task, and returns an `Outcome`: the
+events the step appends (not yet chained), the work items it made ready and the ones it closed,
+the pending timers if they changed, and the case's facts (status, tier, category, ...). The
+engine's service (engine/runtime.py) writes that outcome to the tables; replay, migration dry
+runs and fan-outs call the same function on workflows of their own.
+
+Everything the process decides comes from the diagram: a user task's `status` property says which
+status it puts a case in, an automatic task's `event` property which event it records, a
+supervision's `notify` property whom it tells (the service turns that into names, since that
+needs the organisation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from SpiffWorkflow.bpmn import BpmnWorkflow
+from SpiffWorkflow.bpmn.specs.control import BoundaryEventJoin
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import (
+    CycleTimerEventDefinition,
+    TimerEventDefinition,
+)
+from SpiffWorkflow.util.task import TaskState
+
+from . import spiffclock
+from .clock import iso, parse_iso
+from .errors import Conflict
+from .sandbox import RestrictedScriptEngine
+from .specs import Spec, TaskInfo
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class Open:
+    """Start the case: `data` is what the `opened` event records."""
+
+    data: dict
+
+
+@dataclass(frozen=True)
+class Complete:
+    """Complete the READY user task `task_id` (a work item's task id) with its form's data."""
+
+    task_id: str
+    task: str  # the task's logical name, recorded on the event
+    data: dict
+
+
+@dataclass(frozen=True)
+class Fire:
+    """Fire every timer due at or before the step's instant."""
+
+
+Command = Open | Complete | Fire
+
+# --------------------------------------------------------------------------- outcome
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A user task the step made ready: a new work item."""
+
+    task_id: str
+    info: TaskInfo
+    due_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """A supervision event whose data still needs names: the supervised item's task id and the
+    diagram's `notify` property (holder, owner, tiers)."""
+
+    event: int  # index into Outcome.events
+    task_id: str | None
+    notify: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the case row says about the workflow after the step."""
+
+    status: str | None  # None: unchanged (no user task ready and not finished)
+    tier: str | None
+    category: str | None
+    severity: str | None
+    satisfaction: str | None
+    reopen_count: int
+    closed: bool
+
+
+@dataclass
+class Outcome:
+    workflow: BpmnWorkflow
+    events: list[tuple[str, str | None, dict]]
+    ready: list[Ready]
+    closed: list[str]  # task ids of items no longer ready (completed or cancelled)
+    still_open: list[str]  # task ids of items ready before and after
+    timers: frozenset | None  # the pending timers (due_at, kind, element), None if unchanged
+    facts: Facts
+    supervisions: list[Supervision] = field(default_factory=list)
+    escalated: bool = False  # the new items arrived by escalation
+    overdue_marked: bool = False
+
+
+Deadline = Callable[[float, str], str]
+# A user task's deadline as fixed when it became ready, kept on the task: a repeating timer's
+# next repeat moves, the deadline does not (engine/deadlines.py).
+DUE_AT = "gl_due_at"
+
+
+# --------------------------------------------------------------------------- the step
+
+
+def run_step(
+    workflow: BpmnWorkflow | None,
+    spec: Spec,
+    command: Command,
+    now: datetime,
+    deadline: Deadline,
+) -> Outcome:
+    """Run one step on `workflow` (None for Open) at `now`. Raises Conflict when the task to
+    complete is not READY; any error from the diagram propagates, and the caller must then drop
+    the workflow object (SpiffWorkflow changes it in place)."""
+    if isinstance(command, Open):
+        workflow = BpmnWorkflow(spec.process, spec.subprocesses)
+    assert workflow is not None
+    workflow.script_engine = RestrictedScriptEngine({"gl_deadline": deadline})
+    spiffclock.install()  # SpiffWorkflow's timers read the step's instant, never the real clock
+    with spiffclock.step_clock(now):
+        return _run(workflow, spec, command, now)
+
+
+def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) -> Outcome:
+    events: list[tuple[str, str | None, dict]] = []
+    timers_before = _timers_of(workflow)
+    missed = _catch_up_cycles(workflow, now) if not isinstance(command, Open) else {}
+    ready_before = _ready_user_tasks(workflow)
+    tier_before = next((t.data.get("tier") for t in ready_before.values()), None)
+    if isinstance(command, Open):
+        events.append(("opened", None, dict(command.data)))
+    elif isinstance(command, Complete):
+        task = ready_before.get(command.task_id)
+        if task is None:
+            task = _by_uuid(workflow, command.task_id)
+        if task is None or task.state != TaskState.READY:
+            raise Conflict("this task is no longer open")
+        events.append(("task_completed", command.task, dict(command.data)))
+        task.data.update(command.data)
+        task.run()
+
+    # do_engine_steps ends by refreshing timers, which can leave fired boundary events READY but
+    # not run: go on until nothing automatic is READY.
+    ran: list = []
+    while True:
+        workflow.do_engine_steps(did_complete_task=ran.append)
+        if not any(not t.task_spec.manual for t in _tasks(workflow, TaskState.READY)):
+            break
+
+    supervisions: list[Supervision] = []
+    overdue_marked = False
+    for task in ran:
+        props = getattr(task.task_spec, "extensions", {}).get("properties", {})
+        if props.get("marksOverdue") == "true":
+            overdue_marked = True
+        kind = props.get("event")
+        if kind:
+            data = _event_data(kind, task, props, tier_before, missed)
+            if kind == "supervised":
+                attached = _attached_user_task(task)
+                supervisions.append(
+                    Supervision(
+                        len(events),
+                        str(attached.id) if attached is not None else None,
+                        props.get("notify", ""),
+                    )
+                )
+            events.append((kind, None, data))
+
+    _prune_fired_cycles(workflow)
+    ready = _ready_user_tasks(workflow)
+    new = []
+    for task_id, task in ready.items():
+        if task_id not in ready_before:
+            due = _deadline_of(task)
+            if due is not None:
+                task.internal_data[DUE_AT] = iso(due)
+            new.append(Ready(task_id, spec.tasks[task.task_spec.name], due))
+    started = next((r for r in reversed(new) if r.due_at is not None), None)
+    if started is not None and events:
+        last = events[-1][2]
+        last.setdefault("tier", started.info.lane)
+        last.setdefault("due_at", iso(started.due_at))
+    timers = _timers_of(workflow)
+    return Outcome(
+        workflow=workflow,
+        events=events,
+        ready=new,
+        closed=[t for t in ready_before if t not in ready],
+        still_open=[t for t in ready_before if t in ready],
+        timers=None if timers == timers_before and not isinstance(command, Fire) else timers,
+        facts=_facts(workflow, spec, ready),
+        supervisions=supervisions,
+        escalated=any(kind == "escalated" for kind, _t, _d in events),
+        overdue_marked=overdue_marked,
+    )
+
+
+def _event_data(kind: str, task, props: dict, tier_before: str | None, missed: dict) -> dict:
+    if kind == "supervised":
+        attached = _attached_user_task(task)
+        data: dict[str, Any] = {"tier": attached.task_spec.lane if attached else None}
+        if attached is not None and DUE_AT in attached.internal_data:
+            data["due_at"] = attached.internal_data[DUE_AT]  # fixed when it became ready
+        if props.get("marksOverdue") == "true":
+            data["overdue"] = True
+        cycle = _cycle_of(task)
+        if cycle is not None:
+            data["missed"] = missed.get(cycle.id, 0)
+        return data
+    if kind == "escalated":
+        return {"from": tier_before}
+    if kind == "reopened":
+        return {"reopen_count": int(task.data.get("reopen_count", 0))}
+    return {}
+
+
+def _facts(workflow: BpmnWorkflow, spec: Spec, ready: dict | None = None) -> Facts:
+    ready = _ready_user_tasks(workflow) if ready is None else ready
+    tasks = list(ready.values())
+    last = workflow.last_task
+    data = tasks[0].data if tasks else (workflow.data or (last.data if last else {}))
+    status = None
+    closed = False
+    if tasks:
+        status = spec.tasks[tasks[0].task_spec.name].props["status"]  # the diagram says
+    elif workflow.is_completed():
+        status, closed = data.get("closed_as") or "archived", True
+    return Facts(
+        status=status,
+        tier=data.get("tier"),
+        category=data.get("category"),
+        severity=data.get("severity"),
+        satisfaction=data.get("satisfaction"),
+        reopen_count=int(data.get("reopen_count") or 0),
+        closed=closed,
+    )
+
+
+# --------------------------------------------------------------------------- reading the tree
+
+
+def _tasks(workflow: BpmnWorkflow, state: TaskState) -> list:
+    """Tasks in a state, read off the workflow's flat task dict: SpiffWorkflow's tree iterator
+    costs several times more, and a step asks this a few times."""
+    return [t for t in workflow.tasks.values() if t.state == state]
+
+
+def _ready_user_tasks(workflow: BpmnWorkflow) -> dict:
+    return {str(t.id): t for t in _tasks(workflow, TaskState.READY) if t.task_spec.manual}
+
+
+def ready_user_tasks(workflow: BpmnWorkflow) -> dict:
+    """The workflow's READY user tasks by task id: one open work item each."""
+    return _ready_user_tasks(workflow)
+
+
+def _by_uuid(workflow: BpmnWorkflow, task_id: str):
+    try:
+        return workflow.get_task_from_id(UUID(task_id))
+    except (ValueError, KeyError):
+        return None
+
+
+def _timers_of(workflow: BpmnWorkflow) -> frozenset:
+    """The workflow's pending timers as (due_at, kind, element id)."""
+    found = set()
+    for task in _tasks(workflow, TaskState.WAITING):
+        event = getattr(task.task_spec, "event_definition", None)
+        if isinstance(event, TimerEventDefinition):
+            value = event.details(task).value
+            if value:
+                props = task.task_spec.extensions.get("properties", {})
+                found.add((parse_iso(value), props.get("timer", "timer"), task.task_spec.name))
+    return frozenset(found)
+
+
+def _attached_user_task(task):
+    """The user task a boundary event (or a task on its branch) hangs on: the manual sibling
+    found under the nearest BoundaryEventSplit above it."""
+    parent = task.parent
+    while parent is not None:
+        for child in parent.children:
+            if child.task_spec.manual:
+                return child
+        parent = parent.parent
+    return None
+
+
+def _cycle_of(task):
+    """The repeating timer a task's branch started from, if any."""
+    parent = task.parent
+    while parent is not None:
+        if isinstance(
+            getattr(parent.task_spec, "event_definition", None), CycleTimerEventDefinition
+        ):
+            return parent
+        parent = parent.parent
+    return None
+
+
+def _catch_up_cycles(workflow: BpmnWorkflow, now: datetime) -> dict:
+    """A repeating timer fires once per step (DESIGN §7): when several of its repeats are due,
+    skip to the last one due and remember how many were missed, by boundary task id."""
+    missed = {}
+    for task in _tasks(workflow, TaskState.WAITING):
+        if not isinstance(
+            getattr(task.task_spec, "event_definition", None), CycleTimerEventDefinition
+        ):
+            continue
+        value = task.internal_data.get("event_value")
+        if not isinstance(value, dict) or value.get("cycles") == 0:
+            continue
+        due, step = datetime.fromisoformat(value["next"]), timedelta(seconds=value["duration"])
+        late = int((now - due) / step) if due <= now and step.total_seconds() > 0 else 0
+        if late > 0:
+            value["next"] = (due + late * step).isoformat()
+            if value["cycles"] > 0:
+                value["cycles"] = max(1, value["cycles"] - late)
+        missed[task.id] = late
+    return missed
+
+
+def _prune_fired_cycles(workflow: BpmnWorkflow) -> None:
+    """Drop the finished branches of repeating timers that still wait. SpiffWorkflow keeps every
+    fired repeat (a town item supervised daily grows its tree, and every stored copy of it, by a
+    branch a day); once a branch has ended nothing reads it again, and its events hold what it
+    did. So a case's state stays the same size however long it is supervised."""
+    for task in _tasks(workflow, TaskState.WAITING):
+        if not isinstance(
+            getattr(task.task_spec, "event_definition", None), CycleTimerEventDefinition
+        ):
+            continue
+        keep = []
+        for child_id in task._children:
+            branch = _subtree(workflow, child_id)
+            if all(_spent(t) for t in branch):
+                for t in branch:
+                    del workflow.tasks[t.id]
+                if workflow.last_task is not None and workflow.last_task.id not in workflow.tasks:
+                    workflow.last_task = task
+            else:
+                keep.append(child_id)
+        task._children = keep
+
+
+def _spent(task) -> bool:
+    """Finished, or the join a fired branch leaves waiting for the attached task: when that task
+    finishes, its own branch's join decides, and these merge into it without a trace."""
+    return bool(task.state & TaskState.FINISHED_MASK) or (
+        task.state == TaskState.WAITING and isinstance(task.task_spec, BoundaryEventJoin)
+    )
+
+
+def _subtree(workflow: BpmnWorkflow, task_id) -> list:
+    found, stack = [], [task_id]
+    while stack:
+        task = workflow.tasks.get(stack.pop())
+        if task is not None:
+            found.append(task)
+            stack.extend(task._children)
+    return found
+
+
+def _deadline_of(user_task) -> datetime | None:
+    """A work item's deadline: the `timer=due` boundary timer's evaluated instant."""
+    parent = user_task.parent
+    for sibling in parent.children if parent else []:
+        event = getattr(sibling.task_spec, "event_definition", None)
+        props = getattr(sibling.task_spec, "extensions", {}).get("properties", {})
+        if isinstance(event, TimerEventDefinition) and props.get("timer") == "due":
+            value = sibling.internal_data.get("event_value")
+            if isinstance(value, dict):  # a repeating timer: its next repeat is the deadline
+                value = value.get("next")
+            if isinstance(value, str):
+                return parse_iso(value)
+    return None
