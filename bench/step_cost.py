@@ -2,6 +2,10 @@
 
 Run on demand (not a test), or `make bench`:
     .venv/bin/python bench/step_cost.py [--cases N] [--rounds R] [--cold] [--profile]
+                                        [--history | --no-history] [--history-cases N]
+
+Two measurements: the step table (below), then the history table (further below). `--history`
+runs only the history table, `--no-history` only the step table.
 
 Each case goes through the whole loop: open, accept, handle (resolved at the grid), feedback
 (satisfied), report, review (approved), archived. That is 5 user steps; opening the case is timed
@@ -17,6 +21,26 @@ too, and every figure is "ms per *user* step" = (open + 5 completions) / 5.
 The modes alternate in rounds (the order reverses every round) and the median round is reported,
 because the machine is noisy. Wall and CPU time are both summed. Only the use-case calls are timed: finding
 the next work item (engine: one SELECT; bare: get_tasks) is the harness's job and is left out of both.
+
+History: does a step cost more on a case with a long past? One database holds, per engine mode,
+--history-cases long cases (~300 events) and as many short ones (~8 events), all waiting at town
+with the daily supervision (the repeating `due_town` timer) due next; the timed step is that
+supervision, `runtime.fire_case_timers(session, case_id, as_of)` one day later, on each case.
+
+  long    opened at the grid, climbed to town by firing timers (supervised, escalated at every
+          tier), then supervised daily at town; reopened at town (resolved, feedback unsatisfied)
+          when it passes 100 and 200 events. Built day by day with fire_due_timers(as_of=...): a
+          repeating timer fires once per step, so every day is a step.
+  short   opened, referred up to town at once, then warned (80 %) and marked overdue (100 %).
+  modes   cache on: the default Runtime, which built the cases and so holds them all in memory.
+          cache off: Runtime(..., hot_cases=0), whose cache drops every workflow as soon as it is
+          put in, so every step restores the case from its blob. bare: each case's blob
+          deserialized once (runtime.serializer.deserialize_json), then the same timer step in
+          memory: do_engine_steps() under the step's clock (engine.spiffclock.step_clock, which
+          SpiffWorkflow's timers need to see a future instant), nothing persisted.
+
+Every round moves the clock one day and steps every case once (so each round adds one event to
+every case); blocks of (mode, length) alternate, reversing every round, and medians are reported.
 """
 
 from __future__ import annotations
@@ -32,7 +56,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,9 +66,10 @@ from SpiffWorkflow.bpmn import BpmnWorkflow  # noqa: E402
 from SpiffWorkflow.util.task import TaskState  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
+from engine import spiffclock  # noqa: E402
 from engine.access import viewer_of  # noqa: E402
 from engine.clock import FixedClock, iso  # noqa: E402
-from engine.models import Case, Person, Position, Unit, WorkItem  # noqa: E402
+from engine.models import Case, Person, Position, Timer, Unit, WorkItem  # noqa: E402
 from engine.runtime import Runtime  # noqa: E402
 from engine.sandbox import RestrictedScriptEngine  # noqa: E402
 from engine.specs import deploy, load_bundle, parse_bundle  # noqa: E402
@@ -217,6 +242,330 @@ class BareBench:
         return watch
 
 
+# --------------------------------------------------------------------------- history mode
+
+# Monday 2026-11-23 10:00 in Shanghai, as in the tests. Every step is at 10:00 there; a deadline
+# falls at 10:00 too, or at midnight when counted from a weekend: either way the daily supervision
+# is due within a day of each step, so a step one day later fires it exactly once.
+HISTORY_START = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+LONG_EVENTS = 300  # a long case is built until it has about this many events
+REOPEN_AT = (100, 200)  # a long case is reopened at town when its event count passes these
+# The short cases are opened when the long ones are this many events short of LONG_EVENTS: the
+# days (one event each) a short case takes to reach town and be marked overdue.
+SHORT_DAYS = 7
+MAX_DAYS = 1000
+ENGINE_MODES = ("cache on", "cache off")
+HISTORY_MODES = (*ENGINE_MODES, "bare")
+LENGTHS = ("short", "long")
+BLOCKS = [(mode, length) for mode in HISTORY_MODES for length in LENGTHS]
+ACCEPT = LOOP[0][1]
+REFER_UP = {"outcome": "refer_up", "note": "上报"}
+RESOLVED = {"outcome": "resolved", "note": "已处理"}
+UNSATISFIED = {"satisfaction": "unsatisfied", "note": "还是没修好"}
+
+
+class HistoryBench:
+    """One database with long and short cases per engine mode, all waiting at town with the daily
+    supervision due next; then the same timer step on every case, one day at a time."""
+
+    def __init__(self, folder: Path):
+        self.base = EngineBench(folder, HISTORY_START)  # its runtime (cache on) builds every case
+        self.session, self.clock = self.base.session, self.base.runtime.clock
+        self.runtimes = {
+            "cache on": self.base.runtime,
+            # hot_cases=0 turns the cache off: Runtime._remember evicts down to the limit at once.
+            "cache off": Runtime(self.clock, self.base.runtime.registry, hot_cases=0),
+        }
+        self.cases: dict[tuple[str, str], list[int]] = {}
+        self.day = 0
+
+    @property
+    def now(self) -> datetime:
+        return HISTORY_START + self.day * DAY
+
+    def next_day(self) -> None:
+        self.day += 1
+        if self.day > MAX_DAYS:
+            raise AssertionError(f"the cases were not ready after {MAX_DAYS} days")
+        self.clock.set(self.now)
+
+    # ---- building (untimed)
+
+    def build(self, n: int) -> None:
+        """Long cases first, day by day; the short ones are opened SHORT_DAYS before the end."""
+        for mode in ENGINE_MODES:
+            self.cases[mode, "long"] = [self._accepted(f"长期未结 {mode} {i}") for i in range(n)]
+        longs = self.ids("long")
+        while min(self.events(longs).values()) < LONG_EVENTS - SHORT_DAYS:
+            self._fire_day()
+            self._reopen_due(longs)
+            if self.day % 50 == 0:
+                print(f"  day {self.day}: long cases at {min(self.events(longs).values())} events")
+        for mode in ENGINE_MODES:
+            self.cases[mode, "short"] = [self._at_town(f"新案 {mode} {i}") for i in range(n)]
+        for _day in range(3 * SHORT_DAYS):
+            if all(self._waiting_daily(c) for c in self.ids("short")):
+                break
+            self._fire_day()
+        not_ready = [self._describe(c) for c in self.ids() if not self._waiting_daily(c)]
+        if not_ready:
+            raise AssertionError(
+                f"day {self.day}: not waiting at town with only the daily supervision due by "
+                f"tomorrow: {not_ready}"
+            )
+
+    def _fire_day(self) -> None:
+        """The next day: fire what is due, as the ticker would."""
+        self.next_day()
+        self.base.runtime.fire_due_timers(self.session, as_of=self.now)
+
+    def _accepted(self, title: str) -> int:
+        """A case opened and accepted in the grid: its handling waits for the grid leader."""
+        case = self.base.runtime.open_case(
+            self.session,
+            self.base.viewers["info_officer"],
+            title=title,
+            grid=GRID,
+            category="resident_request",
+            severity="normal",
+        )
+        self._complete(case.id, "accept", ACCEPT)
+        return case.id
+
+    def _at_town(self, title: str) -> int:
+        """A case referred up from the grid to town on the day it is opened."""
+        case_id = self._accepted(title)
+        for _tier in ("grid", "district", "village"):
+            self._complete(case_id, "handle", REFER_UP)
+        return case_id
+
+    def _reopen_due(self, case_ids: list[int]) -> None:
+        """Reopen at town every long case that has passed its next REOPEN_AT count."""
+        for case_id in case_ids:
+            case = self.session.get(Case, case_id)
+            n = case.reopen_count
+            at_town = (case.status, case.tier) == ("handling", "town_leadership")
+            self.session.rollback()
+            if at_town and n < len(REOPEN_AT) and case.event_seq >= REOPEN_AT[n]:
+                self._complete(case_id, "handle", RESOLVED)
+                self._complete(case_id, "feedback", UNSATISFIED)
+
+    def _complete(self, case_id: int, task: str, form: dict) -> None:
+        item = self.session.scalars(
+            select(WorkItem).where(WorkItem.case_id == case_id, WorkItem.completed_at.is_(None))
+        ).one()
+        if item.task != task:
+            raise AssertionError(f"case {case_id}: expected {task}, got {item.task}")
+        self.base.runtime.complete(self.session, self.base.viewers[item.role], item.id, dict(form))
+
+    def _waiting_daily(self, case_id: int) -> bool:
+        """At town, marked overdue, and its only timer the daily supervision, due by tomorrow (a
+        deadline counted from a weekend falls at midnight, not at the steps' 10:00)."""
+        case = self.session.get(Case, case_id)
+        timers = self.session.scalars(select(Timer).where(Timer.case_id == case_id)).all()
+        at_town = (case.status, case.tier) == ("handling", "town_leadership")
+        daily = [t.kind for t in timers] == ["due"] and timers[0].due_at <= self.now + DAY
+        waiting = at_town and case.overdue_marked and daily
+        self.session.rollback()
+        return waiting
+
+    def _describe(self, case_id: int) -> str:
+        case = self.session.get(Case, case_id)
+        timers = self.session.scalars(select(Timer).where(Timer.case_id == case_id)).all()
+        text = (
+            f"case {case_id}: {case.status} at {case.tier}, overdue={case.overdue_marked}, "
+            f"{case.event_seq} events, timers {[(t.kind, iso(t.due_at)) for t in timers]}"
+        )
+        self.session.rollback()
+        return text
+
+    # ---- reading (untimed)
+
+    def ids(self, length: str | None = None) -> list[int]:
+        return [c for (_mode, ln), ids in self.cases.items() if length in (None, ln) for c in ids]
+
+    def events(self, case_ids: list[int]) -> dict[int, int]:
+        rows = self.session.execute(select(Case.id, Case.event_seq).where(Case.id.in_(case_ids)))
+        found = {case_id: seq for case_id, seq in rows}
+        self.session.rollback()
+        return found
+
+    def sizes(self, length: str) -> dict[str, int]:
+        """Events, reopenings and stored state size: medians over the cases of that length."""
+        rows = [
+            (case.event_seq, case.reopen_count, len(case.workflow))
+            for case in self.session.scalars(select(Case).where(Case.id.in_(self.ids(length))))
+        ]
+        self.session.rollback()
+        medians = [int(statistics.median(column)) for column in zip(*rows, strict=True)]
+        return dict(zip(("events", "reopenings", "blob"), medians, strict=True))
+
+    def bare(self) -> BareHistory:
+        """In-memory copies of the cache-on cases as they are now, each blob deserialized once."""
+        serializer = self.base.runtime.serializer
+        workflows = {
+            length: [
+                serializer.deserialize_json(self.session.get(Case, case_id).workflow)
+                for case_id in self.cases["cache on", length]
+            ]
+            for length in LENGTHS
+        }
+        self.session.rollback()
+        return BareHistory(workflows)
+
+    # ---- timing
+
+    def step(self, mode: str, length: str, watch: Stopwatch) -> None:
+        """Today's supervision on every case of (mode, length), each its own step."""
+        runtime, ids = self.runtimes[mode], self.cases[mode, length]
+        before = self.events(ids)
+        for case_id in ids:
+            with watch:
+                fired = runtime.fire_case_timers(self.session, case_id, self.now)
+            if not fired:
+                raise AssertionError(f"case {case_id}: nothing fired on day {self.day}")
+        after = self.events(ids)
+        if any(after[c] != before[c] + 1 for c in ids):
+            raise AssertionError(f"a step appended other than one event: {before} -> {after}")
+
+    def close(self) -> None:
+        self.base.close()
+
+
+class BareHistory:
+    """The same timer step on workflows in memory: SpiffWorkflow alone, nothing persisted."""
+
+    def __init__(self, workflows: dict[str, list[BpmnWorkflow]]):
+        self.workflows = workflows
+        self.now = HISTORY_START
+        calendar = WorkCalendar()
+
+        def gl_deadline(hours: float, clock: str) -> str:
+            # As the engine's helper, counted from the step's instant.
+            return iso(calendar.add_hours(self.now, hours, clock == "clock"))
+
+        self.script_engine = RestrictedScriptEngine({"gl_deadline": gl_deadline})
+
+    def step(self, length: str, now: datetime, watch: Stopwatch) -> None:
+        self.now = now
+        for workflow in self.workflows[length]:
+            before = _supervisions(workflow)
+            with watch, spiffclock.step_clock(now):
+                workflow.script_engine = self.script_engine
+                # As the engine: do_engine_steps ends by refreshing timers, which can leave a fired
+                # boundary event READY but not run; go on until nothing automatic is READY.
+                while True:
+                    workflow.do_engine_steps()
+                    if not workflow.get_tasks(state=TaskState.READY, manual=False):
+                        break
+            if _supervisions(workflow) != before + 1:
+                raise AssertionError(f"bare {length} case: the daily supervision did not run once")
+
+
+def _supervisions(workflow: BpmnWorkflow) -> int:
+    """How many times the town's daily supervision (the overdue_town script) has run."""
+    return sum(
+        1
+        for task in workflow.tasks.values()
+        if task.task_spec.name == "overdue_town" and task.state == TaskState.COMPLETED
+    )
+
+
+def measure_history(folder: Path, cases: int, rounds: int) -> None:
+    """Build the cases, then time one supervision a day on each, `rounds` days in a row."""
+    started = time.perf_counter()
+    print(f"\nbuilding {cases} long and {cases} short cases per engine mode, one day a step")
+    bench = HistoryBench(folder)
+    try:
+        bench.build(cases)
+        built_days, built_s = bench.day, time.perf_counter() - started
+        sizes = {length: bench.sizes(length) for length in LENGTHS}
+        wall, cpu = _time_rounds(bench, bench.bare(), cases, rounds)
+    finally:
+        bench.close()
+    report_history(cases, rounds, sizes, wall, cpu, built_days, built_s)
+
+
+def _time_rounds(bench: HistoryBench, bare: BareHistory, cases: int, rounds: int):
+    """ms per step by (mode, length), one list entry per round; round 0 warms up, untimed
+    (compiled SQL, the cache-off runtime's first steps)."""
+    wall: dict[tuple[str, str], list[float]] = {block: [] for block in BLOCKS}
+    cpu: dict[tuple[str, str], list[float]] = {block: [] for block in BLOCKS}
+    for r in range(rounds + 1):
+        bench.next_day()
+        order = BLOCKS if r % 2 == 0 else list(reversed(BLOCKS))
+        for mode, length in order:
+            gc.collect()
+            watch = Stopwatch()
+            if mode == "bare":
+                bare.step(length, bench.now, watch)
+            else:
+                bench.step(mode, length, watch)
+            if r > 0:
+                wall[mode, length].append(1000 * watch.wall / cases)
+                cpu[mode, length].append(1000 * watch.cpu / cases)
+        if r > 0:
+            times = [
+                f"{mode} {wall[mode, 'short'][-1]:.2f} / {wall[mode, 'long'][-1]:.2f}"
+                for mode in HISTORY_MODES
+            ]
+            print(f"round {r}/{rounds}  ms/step short / long:  " + "   ".join(times), flush=True)
+    return wall, cpu
+
+
+def report_history(cases, rounds, sizes, wall, cpu, built_days, built_s) -> None:
+    med = {block: statistics.median(times) for block, times in wall.items()}
+    med_cpu = {block: statistics.median(times) for block, times in cpu.items()}
+    short, long = sizes["short"], sizes["long"]
+    print(
+        "\n== step cost by history: timer step (daily supervision at town), "
+        f"{cases} long and {cases} short cases per mode, median of {rounds} rounds"
+    )
+    print(
+        f"{'':<23}{'events':>8}{'blob bytes':>12}{'ms/step (cache on)':>21}"
+        f"{'ms/step (cache off)':>21}{'bare ms/step':>14}"
+    )
+    for length, size in sizes.items():
+        times = [med[mode, length] for mode in HISTORY_MODES]
+        print(f"  {length + ' case':<21}{size['events']:>8}{size['blob']:>12,}" + _cols(times))
+    ratios = [med[mode, "long"] / med[mode, "short"] for mode in HISTORY_MODES]
+    print(
+        f"  {'ratio long / short':<21}{long['events'] / short['events']:>8.1f}"
+        f"{long['blob'] / short['blob']:>12.1f}" + _cols(ratios) + "   (aim: cache on <= 1.3)"
+    )
+    per_100 = (long["events"] - short["events"]) / 100
+    growth = [(med[mode, "long"] - med[mode, "short"]) / per_100 for mode in HISTORY_MODES]
+    print(
+        f"  {'per 100 more events':<21}{'':>8}{(long['blob'] - short['blob']) / per_100:>+12,.0f}"
+        + _cols(growth, "+")
+    )
+    print(f"\n{'cpu ms/step (medians)':<23}{'short':>8}{'long':>9}{'ratio':>8}")
+    for mode in HISTORY_MODES:
+        s, lg = med_cpu[mode, "short"], med_cpu[mode, "long"]
+        print(f"  {mode:<21}{s:>8.2f}{lg:>9.2f}{lg / s:>8.2f}")
+    print(
+        "\nlong cases             climbed grid -> town by timers, then supervised daily; "
+        f"{long['reopenings']} reopenings at town (feedback unsatisfied)"
+    )
+    print(
+        "short cases            referred up to town the day they opened, warned, marked "
+        f"overdue; {short['reopenings']} reopenings"
+    )
+    print(
+        "events, blob bytes     medians before the timed rounds; every round adds one event "
+        "(and one supervision's tasks) to every case"
+    )
+    print("cache off              Runtime(..., hot_cases=0): every step restores the case's blob")
+    print(f"build                  {built_days} simulated days, {built_s:.0f} s (untimed)")
+
+
+def _cols(values: list[float], sign: str = "") -> str:
+    """Values under the three mode columns of the history table."""
+    widths = (21, 21, 14)
+    return "".join(f"{v:>{sign}{w}.2f}" for v, w in zip(values, widths, strict=True))
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -349,7 +698,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="print a cProfile of one engine round"
     )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--history",
+        action="store_true",
+        help="only the history table: a timer step on a ~300-event case against a ~8-event one",
+    )
+    which.add_argument("--no-history", action="store_true", help="only the step table")
+    parser.add_argument(
+        "--history-cases",
+        type=int,
+        default=4,
+        help="long (and short) cases per engine mode in the history table (default 4; building "
+        "a long case takes ~8 s)",
+    )
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="gridloop-bench-") as tmp:
+        folder = Path(tmp)
+        if not args.history:
+            measure_steps(folder, args)
+        if not args.no_history:
+            measure_history(folder, args.history_cases, args.rounds)
+            if args.history:
+                for key, value in machine().items():
+                    print(f"{key:<23}{value}")
+    return 0
+
+
+def measure_steps(folder: Path, args: argparse.Namespace) -> None:
+    """The step table: whole loops, engine against bare, and the --profile if asked."""
     n, rounds = args.cases, args.rounds
     start = datetime.now(UTC).replace(microsecond=0)  # timers are days away: none fires
 
@@ -357,59 +734,56 @@ def main(argv: list[str] | None = None) -> int:
     wall: dict[str, list[float]] = {m: [] for m in modes}
     cpu: dict[str, list[float]] = {m: [] for m in modes}
     spec = parse_bundle(load_bundle(ROOT))
-    with tempfile.TemporaryDirectory(prefix="gridloop-bench-") as tmp:
-        folder = Path(tmp)
-        pragmas, blob = ("?", "?"), 0
+    pragmas, blob = ("?", "?"), 0
 
-        def one(mode: str, cases: int) -> Stopwatch:
-            nonlocal pragmas, blob
-            if mode == "bare":
-                return BareBench(spec, start).run(cases)
-            bench = EngineBench(folder, start, hot_cases=0 if "off" in mode else 2000)
-            try:
-                watch = bench.run(cases)
-                pragmas, blob = bench.pragmas(), bench.blob_size()
-            finally:
-                bench.close()
-            return watch
+    def one(mode: str, cases: int) -> Stopwatch:
+        nonlocal pragmas, blob
+        if mode == "bare":
+            return BareBench(spec, start).run(cases)
+        bench = EngineBench(folder, start, hot_cases=0 if "off" in mode else 2000)
+        try:
+            watch = bench.run(cases)
+            pragmas, blob = bench.pragmas(), bench.blob_size()
+        finally:
+            bench.close()
+        return watch
 
-        for mode in modes:  # warm-up: imports, compiled SQL, script caches
-            one(mode, min(n, 20))
-        for r in range(rounds):
-            order = modes if r % 2 == 0 else list(reversed(modes))
-            for mode in order:
-                gc.collect()
-                watch = one(mode, n)
-                wall[mode].append(1000 * watch.wall / (n * USER_STEPS))
-                cpu[mode].append(1000 * watch.cpu / (n * USER_STEPS))
-                print(
-                    f"round {r + 1}/{rounds}  {mode:<20} {wall[mode][-1]:7.3f} ms wall"
-                    f" {cpu[mode][-1]:7.3f} ms cpu per user step",
-                    flush=True,
-                )
-
-        maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        med = {m: statistics.median(wall[m]) for m in modes}
-        med_cpu = {m: statistics.median(cpu[m]) for m in modes}
-        print(f"\n== step cost: {n} cases x {USER_STEPS} user steps, median of {rounds} rounds")
-        print("ms per user step (open_case included)   wall median   min     max     cpu median")
-        for m in modes:
-            print(f"  {m:<38}{med[m]:8.3f}{min(wall[m]):8.3f}{max(wall[m]):8.3f}{med_cpu[m]:10.3f}")
-        for m in modes[:1] + modes[2:]:
+    for mode in modes:  # warm-up: imports, compiled SQL, script caches
+        one(mode, min(n, 20))
+    for r in range(rounds):
+        order = modes if r % 2 == 0 else list(reversed(modes))
+        for mode in order:
+            gc.collect()
+            watch = one(mode, n)
+            wall[mode].append(1000 * watch.wall / (n * USER_STEPS))
+            cpu[mode].append(1000 * watch.cpu / (n * USER_STEPS))
             print(
-                f"ratio {m + ' / bare':<33}{med[m] / med['bare']:8.2f} x wall"
-                f"{med_cpu[m] / med_cpu['bare']:17.2f} x cpu   (aim: <= 2 x)"
+                f"round {r + 1}/{rounds}  {mode:<20} {wall[mode][-1]:7.3f} ms wall"
+                f" {cpu[mode][-1]:7.3f} ms cpu per user step",
+                flush=True,
             )
-        print(f"engine throughput      {1000 / med['engine']:.0f} user steps/s (one process)")
-        print(f"sqlite                 journal_mode={pragmas[0]} synchronous={pragmas[1]}")
-        print(f"archived case blob     {blob} bytes (len(case.workflow))")
-        print(f"peak memory            {maxrss_mb:.1f} MB (ru_maxrss, whole process, all modes)")
-        for key, value in machine().items():
-            print(f"{key:<23}{value}")
 
-        if args.profile:
-            profile_engine(folder, start, n)
-    return 0
+    maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    med = {m: statistics.median(wall[m]) for m in modes}
+    med_cpu = {m: statistics.median(cpu[m]) for m in modes}
+    print(f"\n== step cost: {n} cases x {USER_STEPS} user steps, median of {rounds} rounds")
+    print("ms per user step (open_case included)   wall median   min     max     cpu median")
+    for m in modes:
+        print(f"  {m:<38}{med[m]:8.3f}{min(wall[m]):8.3f}{max(wall[m]):8.3f}{med_cpu[m]:10.3f}")
+    for m in modes[:1] + modes[2:]:
+        print(
+            f"ratio {m + ' / bare':<33}{med[m] / med['bare']:8.2f} x wall"
+            f"{med_cpu[m] / med_cpu['bare']:17.2f} x cpu   (aim: <= 2 x)"
+        )
+    print(f"engine throughput      {1000 / med['engine']:.0f} user steps/s (one process)")
+    print(f"sqlite                 journal_mode={pragmas[0]} synchronous={pragmas[1]}")
+    print(f"archived case blob     {blob} bytes (len(case.workflow))")
+    print(f"peak memory            {maxrss_mb:.1f} MB (ru_maxrss, whole process, all modes)")
+    for key, value in machine().items():
+        print(f"{key:<23}{value}")
+
+    if args.profile:
+        profile_engine(folder, start, n)
 
 
 if __name__ == "__main__":
