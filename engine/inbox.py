@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.orm import Session, joinedload
 
 from .access import Viewer, inbox_scope
 from .deadlines import overdue_clause
-from .models import CASE_UNIT_COLUMN, TIER_BELOW, Case, WorkItem, case_unit
+from .models import Case, WorkItem
 
 # Items without a deadline sort after every dated one.
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -53,12 +53,12 @@ def inbox_page(
 
 def watch_items(session: Session, viewer: Viewer, limit: int = 20) -> list[WorkItem]:
     """Supervised (督办) open items that are not the viewer's to do but concern them: cases they
-    own, and items one tier below them in their units. Most overdue first."""
-    concerns = [Case.owner == viewer.username]
-    for role, unit_id, level in viewer.positions:
-        below = TIER_BELOW.get(role)
-        if below and level in CASE_UNIT_COLUMN:
-            concerns.append(and_(WorkItem.role == below, case_unit(Case, level) == unit_id))
+    own, and items whose latest supervision told them or a position they hold (whom it tells is
+    the diagram's `notify` property). Most overdue first."""
+    keys = [viewer.username] + [f"{role}@{unit_id}" for role, unit_id in viewer.tier_positions()]
+    concerns = [Case.owner == viewer.username] + [
+        WorkItem.notified.like(f"%,{_escape(key)},%", escape="\\") for key in keys
+    ]
     query = (
         select(WorkItem)
         .options(joinedload(WorkItem.case).joinedload(Case.grid), joinedload(WorkItem.unit))
@@ -73,3 +73,8 @@ def watch_items(session: Session, viewer: Viewer, limit: int = 20) -> list[WorkI
         .limit(limit)
     )
     return list(session.scalars(query))
+
+
+def _escape(text: str) -> str:
+    """A LIKE pattern's literal text (usernames may hold _ or %)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

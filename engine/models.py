@@ -25,7 +25,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, rel
 TIERS = ("info_officer", "grid_leader", "district_leader", "village_secretary", "town_leadership")
 # The handling tiers (info officers never handle), each with the tier it escalates to.
 TIER_ABOVE = dict(zip(TIERS[1:], TIERS[2:], strict=False))
-TIER_BELOW = {above: below for below, above in TIER_ABOVE.items()}
 LEVEL_OF_ROLE = {
     "info_officer": "grid",
     "grid_leader": "grid",
@@ -279,6 +278,9 @@ class WorkItem(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     supervised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Whom the latest supervision told (the diagram's `notify`): ",name,role@unit_id,", so the
+    # 督办 watch list finds an item with LIKE on any database.
+    notified: Mapped[str | None] = mapped_column(String(1000))
     escalated: Mapped[bool] = mapped_column(Boolean, default=False)  # arrived by escalation
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_by: Mapped[str | None] = mapped_column(String(64))

@@ -610,9 +610,17 @@ class Runtime:
         )
         if item is None:
             return
-        session.connection().execute(UPDATE_ITEM, {"b_item": item.id, "supervised_at": ctx.now})
+        told = _notify_list(session, case, item, supervision.notify)
         data.setdefault("due_at", iso(item.due_at))
-        data["notify"] = _notify_list(session, case, item, supervision.notify)
+        data["notify"] = [name for name, _key in told]
+        session.connection().execute(
+            UPDATE_ITEM,
+            {
+                "b_item": item.id,
+                "supervised_at": ctx.now,
+                "notified": "," + ",".join(key for _name, key in told) + "," if told else None,
+            },
+        )
 
     def _new_item(self, ctx: StepContext, case, ready: Ready, escalated: bool) -> SimpleNamespace:
         info: TaskInfo = ready.info
@@ -788,22 +796,27 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _notify_list(session: Session, case: Case, item: WorkItem, who: str) -> list[str]:
+def _notify_list(session: Session, case, item, who: str) -> list[tuple[str, str]]:
     """Who a supervision notice (督办) goes to, as the diagram's `notify` property lists them:
     `holder` (whoever claimed the item, else its role at its unit), `owner` (the case's owner,
-    if it has one yet), or a tier, meaning that role at its level of the case's units."""
+    if it has one yet), or a tier, meaning that role at its level of the case's units. Each as
+    (what the event records: a username or role@unit code, the key the watch list matches: a
+    username or role@unit id)."""
     if not who:  # a version deployed before `notify` existed: its rule, the tier above
         above = TIER_ABOVE.get(item.role)
         who = "holder,owner" + (f",{above}" if above else "")
-    recipients: list[str] = []
+    told: list[tuple[str, str]] = []
     for kind in (k.strip() for k in who.split(",") if k.strip()):
         if kind == "holder":
-            unit = session.get(Unit, item.unit_id)
-            recipients.append(item.claimed_by or f"{item.role}@{unit.code}")
+            if item.claimed_by:
+                told.append((item.claimed_by, item.claimed_by))
+            else:
+                unit = session.get(Unit, item.unit_id)
+                told.append((f"{item.role}@{unit.code}", f"{item.role}@{unit.id}"))
         elif kind == "owner":
             if case.owner:
-                recipients.append(case.owner)
+                told.append((case.owner, case.owner))
         else:
             unit = session.get(Unit, case_unit(case, LEVEL_OF_ROLE[kind]))
-            recipients.append(f"{kind}@{unit.code}")
-    return recipients
+            told.append((f"{kind}@{unit.code}", f"{kind}@{unit.id}"))
+    return told

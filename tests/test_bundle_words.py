@@ -153,3 +153,31 @@ def test_who_a_supervision_notifies_is_the_diagrams_notify_property(town):
         refused = CliRunner().invoke(main, ["diagrams", "deploy", str(town.bundle_dir)])
         assert refused.exit_code != 0 and "warn_grid" in refused.output, refused.output
         assert why in refused.output
+
+    # A bundle whose grid supervision tells the village secretary instead: the 督办 watch list
+    # follows the diagram, not a tier map in Python.
+    diagram.write_text(
+        text.replace(marker, marker.replace("district_leader", "village_secretary")),
+        encoding="utf-8",
+    )
+    deployed = CliRunner().invoke(main, ["diagrams", "deploy", str(town.bundle_dir)])
+    assert deployed.exit_code == 0, deployed.output
+    client = town.test_client()
+    officer = token(client, "off1")
+    number = open_case(client, officer, category="dispute", severity="normal").json["number"]
+    item = accept_item(client, officer, number)
+    data = {"valid": True, "category": "dispute", "severity": "normal"}
+    done = client.post(f"/api/v1/work-items/{item}/complete", json={"data": data}, headers=officer)
+    assert done.status_code == 200 and done.json["tier"] == "grid_leader"
+    # 24 hours from Monday 10:00 Shanghai (02:00 UTC): the 80% supervision, not yet the 100%.
+    fired = CliRunner().invoke(main, ["timers", "fire-due", "--as-of", "2026-11-23T21:30:00Z"])
+    assert fired.exit_code == 0, fired.output
+
+    def watched(username):
+        page = town.test_client()
+        page.post("/login", data={"username": username, "password": "pw"})
+        html = page.get("/").get_data(as_text=True)
+        return f'data-case="{number}"' in html and 'data-testid="watch-item"' in html
+
+    assert watched("vs1") and watched("off1")  # told by the diagram; the owner
+    assert not watched("dl1")  # the repository's rule would have told the district leader
