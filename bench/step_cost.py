@@ -17,6 +17,9 @@ too, and every figure is "ms per *user* step" = (open + 5 completions) / 5.
           workflow cache off, so every step restores the case from its blob.
   bare    BpmnWorkflow in memory on the same parsed spec: task.data.update(form); task.run();
           workflow.do_engine_steps(). No persistence at all.
+  step function, no database
+          engine.step.run_step on the same spec, in memory: what the engine's step function adds
+          to bare (reading the outcome off the tree), apart from what persisting it costs.
 
 The modes alternate in rounds (the order reverses every round) and the median round is reported,
 because the machine is noisy. Wall and CPU time are both summed. Only the use-case calls are timed: finding
@@ -73,6 +76,7 @@ from engine.models import Case, Person, Position, Timer, Unit, WorkItem  # noqa:
 from engine.runtime import Runtime  # noqa: E402
 from engine.sandbox import RestrictedScriptEngine  # noqa: E402
 from engine.specs import deploy, load_bundle, parse_bundle  # noqa: E402
+from engine.step import Complete, Open, ready_user_tasks, run_step  # noqa: E402
 from engine.storage import create_schema, make_engine, make_sessionmaker  # noqa: E402
 from engine.workcal import WorkCalendar  # noqa: E402
 
@@ -240,6 +244,39 @@ class BareBench:
         for _ in range(cases):
             self.run_case(watch)
         return watch
+
+
+class StepBench(BareBench):
+    """engine.step.run_step in memory: the engine's step function with no database, to tell
+    what the step itself adds to bare SpiffWorkflow from what persisting it adds."""
+
+    def __init__(self, spec, start: datetime):
+        super().__init__(spec, start)
+        self.start = start
+        calendar = WorkCalendar()
+        self.deadline = lambda hours, clock: iso(calendar.add_hours(start, hours, clock == "clock"))
+
+    def run_case(self, watch: Stopwatch) -> None:
+        with watch:
+            outcome = run_step(
+                None, self.spec, Open({"title": "路灯坏了"}), self.start, self.deadline
+            )
+        for expected, form in LOOP:
+            ready = ready_user_tasks(outcome.workflow)
+            ((task_id, task),) = ready.items()
+            if task.task_spec.name != expected:
+                raise AssertionError(f"expected {expected}, got {task.task_spec.name}")
+            info = self.spec.tasks[expected]
+            with watch:
+                outcome = run_step(
+                    outcome.workflow,
+                    self.spec,
+                    Complete(task_id, info.task, dict(form)),
+                    self.start,
+                    self.deadline,
+                )
+        if not outcome.facts.closed:
+            raise AssertionError("the step function's workflow did not complete")
 
 
 # --------------------------------------------------------------------------- history mode
@@ -730,7 +767,9 @@ def measure_steps(folder: Path, args: argparse.Namespace) -> None:
     n, rounds = args.cases, args.rounds
     start = datetime.now(UTC).replace(microsecond=0)  # timers are days away: none fires
 
-    modes = ["engine", "bare"] + (["engine (cache off)"] if args.cold else [])
+    modes = ["engine", "bare", "step function, no database"] + (
+        ["engine (cache off)"] if args.cold else []
+    )
     wall: dict[str, list[float]] = {m: [] for m in modes}
     cpu: dict[str, list[float]] = {m: [] for m in modes}
     spec = parse_bundle(load_bundle(ROOT))
@@ -740,6 +779,8 @@ def measure_steps(folder: Path, args: argparse.Namespace) -> None:
         nonlocal pragmas, blob
         if mode == "bare":
             return BareBench(spec, start).run(cases)
+        if mode.startswith("step function"):
+            return StepBench(spec, start).run(cases)
         bench = EngineBench(folder, start, hot_cases=0 if "off" in mode else 2000)
         try:
             watch = bench.run(cases)
