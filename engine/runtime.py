@@ -17,34 +17,28 @@ import secrets
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
 from SpiffWorkflow.bpmn import BpmnWorkflow
-from sqlalchemy import bindparam, delete, exists, insert, select, update
+from sqlalchemy import exists, insert, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, joinedload
-from sqlalchemy.orm.attributes import flag_modified, set_committed_value
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
-from . import notify, spiffclock
-from .access import Viewer, can_see_case, eligible_town_leaders, may_act
+from . import projection, spiffclock
+from .access import Viewer, can_see_case, may_act
 from .clock import SHANGHAI, Clock, iso
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .events import (
     GENESIS,
-    Chain,
-    canonical,
-    chain_hash,
-    check_data,
     reporter_hash,
     reporter_record,
 )
 from .models import (
-    LEVEL_OF_ROLE,
-    TIER_ABOVE,
     Case,
     CaseDepartment,
     CaseEvent,
@@ -54,11 +48,11 @@ from .models import (
     Timer,
     Unit,
     WorkItem,
-    case_unit,
 )
+from .projection import StaleCase
 from .serializer import make_serializer
 from .specs import OPEN_STATUSES, Spec, SpecRegistry, TaskInfo, latest_version
-from .step import Complete, Fire, Open, Outcome, Ready, run_step
+from .step import Complete, Fire, Open, Outcome, run_step
 from .words import version_choices
 from .workcal import WorkCalendar, load_calendar
 
@@ -66,65 +60,8 @@ log = logging.getLogger(__name__)
 OPEN = frozenset(OPEN_STATUSES)
 MAX_ATTEMPTS = 4
 
-CASES, ITEMS, EVENTS, TIMERS = (
-    Case.__table__,
-    WorkItem.__table__,
-    CaseEvent.__table__,
-    Timer.__table__,
-)
-# A case as a step reads it: every column but the workflow blob, and its version's hash.
-CASE_ROW = select(
-    *[c for c in CASES.c if c.name != "workflow"], DiagramVersion.sha256.label("diagram_sha")
-).join(DiagramVersion, DiagramVersion.id == CASES.c.diagram_id)
-
-
-ITEM_AND_CASE = CASE_ROW.add_columns(*[c.label(f"item_{c.name}") for c in ITEMS.c]).join(
-    ITEMS, ITEMS.c.case_id == CASES.c.id
-)
-# The step's statements, built once: SQLAlchemy then only binds parameters. An UPDATE built
-# without .values() sets the columns its parameters name.
-CASE_BY_ID = CASE_ROW.where(CASES.c.id == bindparam("b_case"))
-ITEM_BY_ID = ITEM_AND_CASE.where(ITEMS.c.id == bindparam("b_item"))
-BLOB = select(CASES.c.workflow).where(CASES.c.id == bindparam("b_case"))
-UPDATE_CASE = update(CASES).where(
-    CASES.c.id == bindparam("b_case"), CASES.c.version == bindparam("b_version")
-)
-INSERT_ITEM = insert(ITEMS).returning(ITEMS.c.id)
-UPDATE_ITEM = update(ITEMS).where(ITEMS.c.id == bindparam("b_item"))
-CLOSE_ITEMS = (
-    update(ITEMS)
-    .where(
-        ITEMS.c.case_id == bindparam("b_case"),
-        ITEMS.c.task_id.in_(bindparam("b_tasks", expanding=True)),
-        ITEMS.c.completed_at.is_(None),
-    )
-    .values(completed_at=bindparam("b_now"), cancelled=ITEMS.c.completed_by.is_(None))
-)
-OPEN_DUES = select(ITEMS.c.due_at).where(
-    ITEMS.c.case_id == bindparam("b_case"),
-    ITEMS.c.task_id.in_(bindparam("b_tasks", expanding=True)),
-    ITEMS.c.completed_at.is_(None),
-    ITEMS.c.due_at.is_not(None),
-)
-ITEM_OF_TASK = (
-    select(ITEMS)
-    .where(ITEMS.c.case_id == bindparam("b_case"), ITEMS.c.task_id == bindparam("b_task"))
-    .limit(1)
-)
-DUE_TIMER = (
-    select(TIMERS.c.id)
-    .where(TIMERS.c.case_id == bindparam("b_case"), TIMERS.c.due_at <= bindparam("b_now"))
-    .limit(1)
-)
-DELETE_TIMERS = delete(TIMERS).where(TIMERS.c.case_id == bindparam("b_case"))
-INSERT_TIMERS = insert(TIMERS)
-INSERT_EVENTS = insert(EVENTS)
 # What a step writes with Core: ORM objects of these kinds that the caller holds go stale.
 WRITTEN = (Case, WorkItem, Timer, CaseEvent, CaseDepartment, Reporter)
-
-
-class StaleCase(Exception):
-    """The case's version moved between reading it and writing it: another step won."""
 
 
 @dataclass
@@ -137,7 +74,6 @@ class StepContext:
     calendar: WorkCalendar | None = None
     hot: tuple[int, int, BpmnWorkflow] | None = None  # (case id, new version, workflow)
     touched: tuple[int, int] | None = None  # (case id, old version): a step with no workflow
-    extra: list[tuple[str, str | None, dict]] = field(default_factory=list)
     written: tuple[int, dict] | None = None  # (case id, the case row's new values)
 
     def work_calendar(self) -> WorkCalendar:
@@ -245,55 +181,57 @@ class Runtime:
                 "workflow": "",
                 "version": 1,
             }
-            case_id = session.execute(insert(CASES).values(row).returning(CASES.c.id)).scalar_one()
+            case_id = projection.insert_case(session, row)
             case = SimpleNamespace(id=case_id, diagram_sha=version.sha256, **row)
             if record is not None:
                 session.execute(
                     insert(Reporter.__table__).values(case_id=case_id, salt=salt, **record)
                 )
 
-            def claim_accept(items: list[SimpleNamespace]) -> None:
-                if actor is not None and items:
-                    accept = items[0]
-                    accept.claimed_by, accept.claimed_at = actor.username, ctx.now
-                    session.connection().execute(
-                        UPDATE_ITEM,
-                        {"b_item": accept.id, "claimed_by": actor.username, "claimed_at": ctx.now},
-                    )
-                    ctx.extra.append(("claimed", accept.task, {"work_item": accept.id}))
+            def claim_accept(items: list[SimpleNamespace]) -> list:
+                if actor is None or not items:
+                    return []
+                accept = items[0]
+                accept.claimed_by, accept.claimed_at = actor.username, ctx.now
+                projection.set_item(
+                    session, accept.id, claimed_by=actor.username, claimed_at=ctx.now
+                )
+                return [("claimed", accept.task, {"work_item": accept.id})]
 
-            self._project(ctx, case, spec, outcome, claim_accept)
+            self._write(ctx, case, spec, outcome, claim_accept)
             return case_id
 
         case_id = self._run(session, None, actor.username if actor else "system", step)
         return session.get(Case, case_id)
 
     def claim(self, session: Session, actor: Viewer, item_id: int) -> WorkItem:
-        def step(ctx: StepContext) -> WorkItem:
-            item, case = self._actionable_orm(ctx.session, actor, item_id)
+        def step(ctx: StepContext) -> int:
+            item, case = self._actionable(ctx.session, actor, item_id)
             if item.claimed_by not in (None, actor.username):
                 raise Conflict(f"already claimed by {item.claimed_by}")
             if item.claimed_by is None:
-                item.claimed_by, item.claimed_at = actor.username, ctx.now
-                self._touch(ctx, case, "claimed", item, {"work_item": item.id})
-            return item
+                projection.set_item(
+                    ctx.session, item.id, claimed_by=actor.username, claimed_at=ctx.now
+                )
+                self._touch(ctx, case, ("claimed", item.task, {"work_item": item.id}))
+            return item.id
 
-        return self._run(session, None, actor.username, step)
+        return session.get(WorkItem, self._run(session, None, actor.username, step))
 
     def release(self, session: Session, actor: Viewer, item_id: int) -> WorkItem:
-        def step(ctx: StepContext) -> WorkItem:
-            item, case = self._actionable_orm(ctx.session, actor, item_id)
+        def step(ctx: StepContext) -> int:
+            item, case = self._actionable(ctx.session, actor, item_id)
             if item.claimed_by != actor.username:
                 raise Conflict(
                     "you do not hold this item"
                     if item.claimed_by is None
                     else f"claimed by {item.claimed_by}"
                 )
-            item.claimed_by, item.claimed_at = None, None
-            self._touch(ctx, case, "released", item, {"work_item": item.id})
-            return item
+            projection.set_item(ctx.session, item.id, claimed_by=None, claimed_at=None)
+            self._touch(ctx, case, ("released", item.task, {"work_item": item.id}))
+            return item.id
 
-        return self._run(session, None, actor.username, step)
+        return session.get(WorkItem, self._run(session, None, actor.username, step))
 
     def complete(self, session: Session, actor: Viewer, item_id: int, data: Any) -> Case:
         """Complete a work item with its form's data. An unclaimed item is claimed in the same
@@ -312,13 +250,11 @@ class Runtime:
             outcome = run_step(
                 workflow, spec, Complete(item.task_id, info.task, dict(form)), ctx.now, ctx.deadline
             )
-            session.connection().execute(
-                UPDATE_ITEM,
-                {
-                    "b_item": item.id,
-                    "claimed_by": item.claimed_by or actor.username,
-                    "completed_by": actor.username,
-                },
+            projection.set_item(
+                session,
+                item.id,
+                claimed_by=item.claimed_by or actor.username,
+                completed_by=actor.username,
             )
             if info.props.get("owner") == "set":
                 case.owner = actor.username
@@ -330,7 +266,7 @@ class Runtime:
                     session.execute(
                         insert(CaseDepartment.__table__).values(case_id=case.id, unit_id=unit.id)
                     )
-            self._project(ctx, case, spec, outcome)
+            self._write(ctx, case, spec, outcome)
             return case.id
 
         case_id = self._run(session, None, actor.username, step)
@@ -365,18 +301,16 @@ class Runtime:
     def fire_case_timers(self, session: Session, case_id: int, as_of: datetime) -> bool:
         def step(ctx: StepContext) -> bool:
             session = ctx.session
-            row = session.connection().execute(CASE_BY_ID, {"b_case": case_id}).first()
-            if row is None or row.status not in OPEN:
-                session.connection().execute(DELETE_TIMERS, {"b_case": case_id})
+            case = projection.case_row(session, case_id)
+            if case is None or case.status not in OPEN:
+                projection.drop_timers(session, case_id)
                 return False
-            due = session.connection().scalar(DUE_TIMER, {"b_case": case_id, "b_now": ctx.now})
-            if due is None:
+            if not projection.has_due_timer(session, case_id, ctx.now):
                 return False  # another process fired them first
-            case = SimpleNamespace(**row._mapping)
             spec = self._spec(session, case)
             workflow = self._load(session, case)
             outcome = run_step(workflow, spec, Fire(), ctx.now, ctx.deadline)
-            self._project(ctx, case, spec, outcome)
+            self._write(ctx, case, spec, outcome)
             return True
 
         return self._run(session, as_of, "system", step)
@@ -434,38 +368,20 @@ class Runtime:
         hot = self._hot.pop(case.id, None)
         if hot is not None and hot[0] == case.version:
             return hot[1]
-        blob = session.connection().scalar(BLOB, {"b_case": case.id})
-        return self.serializer.deserialize_json(blob)
+        return self.serializer.deserialize_json(projection.blob(session, case.id))
 
     def _actionable(self, session: Session, actor: Viewer, item_id: int):
         """The item and its case as plain rows, if this actor may work it."""
-        # One SELECT for both: a case read after the item could be newer than it.
-        row = (
-            session.connection().execute(ITEM_BY_ID, {"b_item": item_id}).first()
+        found = (
+            projection.item_and_case(session, item_id)
             if 0 < item_id < 2**31  # an Integer column: 32-bit on PostgreSQL
             else None
         )
-        if row is None:
+        if found is None:
             raise NotFound("no such work item")
-        fields = row._mapping
-        item = SimpleNamespace(**{c.name: fields[f"item_{c.name}"] for c in ITEMS.c})
-        case = SimpleNamespace(**{k: v for k, v in fields.items() if not k.startswith("item_")})
+        item, case = found
         self._check_actionable(session, actor, item, case)
         return item, case
-
-    def _actionable_orm(self, session: Session, actor: Viewer, item_id: int):
-        # One SELECT for both: a case read after the item could be newer than it.
-        item = (
-            session.get(
-                WorkItem, item_id, options=[joinedload(WorkItem.case)], populate_existing=True
-            )
-            if 0 < item_id < 2**31
-            else None
-        )
-        if item is None:
-            raise NotFound("no such work item")
-        self._check_actionable(session, actor, item, item.case)
-        return item, item.case
 
     @staticmethod
     def _check_actionable(session: Session, actor: Viewer, item, case) -> None:
@@ -478,192 +394,18 @@ class Runtime:
         if not may_act(session, actor, item):
             raise Forbidden("you may see this item but not work it")
 
-    def _touch(self, ctx: StepContext, case: Case, type_: str, item: WorkItem, data: dict) -> None:
+    def _touch(self, ctx: StepContext, case, event) -> None:
         """A step that changes no workflow still bumps the case version and appends its event."""
-        case.updated_at = ctx.now
-        flag_modified(case, "updated_at")  # the versioned UPDATE runs even at the same instant
-        chain = Chain.open(ctx.session, case)
-        chain.append(iso(ctx.now), type_, ctx.actor, item.task, data, case.diagram.sha256)
-        ctx.touched = (case.id, case.version)
+        ctx.written = (case.id, projection.touch(ctx.session, case, ctx.now, ctx.actor, event))
+        ctx.touched = (case.id, case.version - 1)
 
-    # ----------------------------------------------------------------- the projection
-
-    def _project(
-        self,
-        ctx: StepContext,
-        case: SimpleNamespace,
-        spec: Spec,
-        outcome: Outcome,
-        on_new_items: Callable[[list[SimpleNamespace]], None] | None = None,
-    ) -> None:
-        """Write a step's outcome: close and open work items, chain the events, refresh the
-        timers, and last update the case row under its version check."""
-        session, now = ctx.session, ctx.now
-        if outcome.closed:
-            # The completed item has completed_by already; every other item that closed was
-            # cancelled by the move (an escalation, an interrupting timer).
-            session.connection().execute(
-                CLOSE_ITEMS, {"b_case": case.id, "b_tasks": outcome.closed, "b_now": now}
-            )
-        new_items = [self._new_item(ctx, case, ready, outcome.escalated) for ready in outcome.ready]
-        if on_new_items is not None:
-            on_new_items(new_items)
-        events = outcome.events + ctx.extra
-        for supervision in outcome.supervisions:
-            self._supervise(ctx, case, events[supervision.event][2], supervision)
-
-        facts = outcome.facts
-        values: dict[str, Any] = {
-            "updated_at": now,
-            "tier": facts.tier,
-            "satisfaction": facts.satisfaction,
-            "reopen_count": facts.reopen_count,
-            "owner": case.owner,
-        }
-        if facts.category:
-            values["category"] = facts.category
-        if facts.severity:
-            values["severity"] = facts.severity
-        if facts.status:
-            values["status"] = facts.status
-        if facts.closed:
-            values["closed_at"] = now
-        if outcome.overdue_marked:
-            values["overdue_marked"] = True
-        if outcome.ready or outcome.closed:
-            # Deadlines are fixed when an item becomes ready; the case's is its earliest open one.
-            dues = [i.due_at for i in new_items if i.due_at is not None]
-            if outcome.still_open:
-                dues += (
-                    session.connection()
-                    .scalars(OPEN_DUES, {"b_case": case.id, "b_tasks": outcome.still_open})
-                    .all()
-                )
-            values["due_at"] = min(dues) if dues else None
-        values["event_seq"], values["event_head"] = self._append(ctx, case, spec, events)
-        if outcome.timers is not None:
-            session.connection().execute(DELETE_TIMERS, {"b_case": case.id})
-            if outcome.timers:
-                session.connection().execute(
-                    INSERT_TIMERS,
-                    [
-                        {"case_id": case.id, "due_at": due, "kind": kind, "name": name}
-                        for due, kind, name in sorted(outcome.timers)
-                    ],
-                )
-        values["workflow"] = self.serializer.serialize_json(outcome.workflow)
-        values["version"] = case.version + 1
-        done = session.connection().execute(
-            UPDATE_CASE, {"b_case": case.id, "b_version": case.version, **values}
+    def _write(self, ctx: StepContext, case, spec: Spec, outcome: Outcome, on_new_items=None):
+        blob = self.serializer.serialize_json(outcome.workflow)
+        values = projection.write(
+            ctx.session, case, spec, outcome, ctx.now, ctx.actor, blob, on_new_items
         )
-        if done.rowcount != 1:
-            raise StaleCase(case.number)
-        for name, value in values.items():
-            if name != "workflow":
-                setattr(case, name, value)
         ctx.written = (case.id, values)
-        notify.on_step(session, case, events, new_items, now, spec.forms)
         ctx.hot = (case.id, case.version, outcome.workflow)
-
-    def _append(self, ctx: StepContext, case, spec: Spec, events) -> tuple[int, str]:
-        """Chain the step's events onto the case's head; returns the new (seq, head)."""
-        seq, head, at = case.event_seq or 0, case.event_head or GENESIS, iso(ctx.now)
-        rows = []
-        for type_, task, data in events:
-            check_data(data)
-            seq += 1
-            event = {
-                "case": case.number,
-                "seq": seq,
-                "at": at,
-                "type": type_,
-                "actor": ctx.actor,
-                "task": task,
-                "data": data,
-                "diagram": spec.sha256,
-            }
-            head = chain_hash(head, event)
-            rows.append(
-                {
-                    "case_id": case.id,
-                    "seq": seq,
-                    "at": at,
-                    "type": type_,
-                    "actor": ctx.actor,
-                    "task": task,
-                    "data": canonical(data),
-                    "diagram": spec.sha256,
-                    "hash": head,
-                }
-            )
-        if rows:
-            ctx.session.connection().execute(INSERT_EVENTS, rows)
-        return seq, head
-
-    def _supervise(self, ctx: StepContext, case, data: dict, supervision) -> None:
-        """A supervision names its item's deadline and whom it tells; the item records when."""
-        session = ctx.session
-        item = (
-            session.connection()
-            .execute(ITEM_OF_TASK, {"b_case": case.id, "b_task": supervision.task_id})
-            .first()
-        )
-        if item is None:
-            return
-        told = _notify_list(session, case, item, supervision.notify)
-        data.setdefault("due_at", iso(item.due_at))
-        data["notify"] = [name for name, _key in told]
-        session.connection().execute(
-            UPDATE_ITEM,
-            {
-                "b_item": item.id,
-                "supervised_at": ctx.now,
-                "notified": "," + ",".join(key for _name, key in told) + "," if told else None,
-            },
-        )
-
-    def _new_item(self, ctx: StepContext, case, ready: Ready, escalated: bool) -> SimpleNamespace:
-        info: TaskInfo = ready.info
-        session = ctx.session
-        values: dict[str, Any] = {
-            "case_id": case.id,
-            "task_id": ready.task_id,
-            "spec": info.spec,
-            "task": info.task,
-            "name": info.name,
-            "form": info.form,
-            "role": info.lane,
-            "unit_id": case_unit(case, LEVEL_OF_ROLE[info.lane]),
-            "village_id": case.village_id,
-            "assignee": case.owner if info.props.get("assignee") == "owner" else None,
-            "excluded": None,
-            "claimed_by": None,
-            "claimed_at": None,
-            "created_at": ctx.now,
-            "due_at": ready.due_at,
-            "supervised_at": None,
-            "escalated": escalated,
-            "completed_at": None,
-            "completed_by": None,
-            "cancelled": False,
-        }
-        not_by = info.props.get("notBy")
-        if not_by:
-            previous = session.scalar(
-                select(ITEMS.c.completed_by)
-                .where(
-                    ITEMS.c.case_id == case.id,
-                    ITEMS.c.task == not_by,
-                    ITEMS.c.completed_by.is_not(None),
-                )
-                .order_by(ITEMS.c.id.desc())
-                .limit(1)
-            )
-            others = set(eligible_town_leaders(session, case.village_id, case.town_id))
-            if previous and others - {previous}:
-                values["excluded"] = previous
-        item_id = session.connection().execute(INSERT_ITEM, values).scalar_one()
-        return SimpleNamespace(id=item_id, **values)
 
     def _departments(self, session: Session, form: dict) -> list[Unit]:
         codes = form.get("departments") or []
@@ -794,29 +536,3 @@ def _field_messages(error) -> list[tuple[str, str]]:
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
-
-
-def _notify_list(session: Session, case, item, who: str) -> list[tuple[str, str]]:
-    """Who a supervision notice (督办) goes to, as the diagram's `notify` property lists them:
-    `holder` (whoever claimed the item, else its role at its unit), `owner` (the case's owner,
-    if it has one yet), or a tier, meaning that role at its level of the case's units. Each as
-    (what the event records: a username or role@unit code, the key the watch list matches: a
-    username or role@unit id)."""
-    if not who:  # a version deployed before `notify` existed: its rule, the tier above
-        above = TIER_ABOVE.get(item.role)
-        who = "holder,owner" + (f",{above}" if above else "")
-    told: list[tuple[str, str]] = []
-    for kind in (k.strip() for k in who.split(",") if k.strip()):
-        if kind == "holder":
-            if item.claimed_by:
-                told.append((item.claimed_by, item.claimed_by))
-            else:
-                unit = session.get(Unit, item.unit_id)
-                told.append((f"{item.role}@{unit.code}", f"{item.role}@{unit.id}"))
-        elif kind == "owner":
-            if case.owner:
-                told.append((case.owner, case.owner))
-        else:
-            unit = session.get(Unit, case_unit(case, LEVEL_OF_ROLE[kind]))
-            told.append((f"{kind}@{unit.code}", f"{kind}@{unit.id}"))
-    return told

@@ -9,7 +9,7 @@ import pytest
 from conftest import ACCEPT_NORMAL, GRID, snapshot
 from sqlalchemy import select
 
-from engine import runtime as runtime_module
+from engine import projection
 from engine.errors import Conflict
 from engine.events import verify
 from engine.models import Counter, WorkItem
@@ -178,7 +178,7 @@ def test_a_failure_while_saving_leaves_no_partial_rows(gl, monkeypatch):
     case = gl.accepted()
     before = snapshot(gl, case)
     # The items are written by then; the events and the case row are not.
-    monkeypatch.setattr(Runtime, "_append", fail_on_call(1, Runtime._append))
+    monkeypatch.setattr(projection, "append", fail_on_call(1, projection.append))
     with pytest.raises(RuntimeError):
         gl.complete("gl1", case, {"outcome": "refer_up", "note": "上报"})
     assert snapshot(gl, case) == before
@@ -199,7 +199,7 @@ def test_a_failure_between_two_events_appends_neither(gl, monkeypatch):
     due_at = gl.item(case).due_at
     before = snapshot(gl, case)
     # Firing at the deadline appends two events (supervised, escalated); fail on the second.
-    monkeypatch.setattr(runtime_module, "chain_hash", fail_on_call(2, runtime_module.chain_hash))
+    monkeypatch.setattr(projection, "chain_hash", fail_on_call(2, projection.chain_hash))
     try:
         moved = gl.runtime.fire_due_timers(gl.session, as_of=due_at)
     except RuntimeError:
@@ -217,7 +217,7 @@ def test_a_failure_between_two_events_appends_neither(gl, monkeypatch):
 
 def test_a_failure_while_opening_leaves_no_case_and_no_number_used(gl, monkeypatch):
     monkeypatch.setattr(
-        runtime_module, "chain_hash", fail_on_call(2, runtime_module.chain_hash)
+        projection, "chain_hash", fail_on_call(2, projection.chain_hash)
     )  # the `claimed` event
     with pytest.raises(RuntimeError):
         gl.open("off1")

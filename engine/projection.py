@@ -1,0 +1,361 @@
+"""The projection: a step's outcome (engine/step.py) written to the tables with SQLAlchemy Core.
+
+What a step wrote, in order: the work items it closed and made ready, the supervision marks on
+items, the hash-chained events, the timer rows, and last the case row, whose UPDATE carries the
+version check (`WHERE version = :read`); a lost race raises StaleCase and the service retries.
+Every statement is built once, at import: SQLAlchemy then only binds parameters. An UPDATE built
+without .values() sets the columns its parameters name. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from . import notify
+from .access import eligible_town_leaders
+from .clock import iso
+from .events import GENESIS, canonical, chain_hash, check_data
+from .models import (
+    LEVEL_OF_ROLE,
+    TIER_ABOVE,
+    Case,
+    CaseEvent,
+    DiagramVersion,
+    Timer,
+    Unit,
+    WorkItem,
+    case_unit,
+)
+from .specs import Spec, TaskInfo
+from .step import Outcome, Ready, Supervision
+
+CASES, ITEMS, EVENTS, TIMERS = (
+    Case.__table__,
+    WorkItem.__table__,
+    CaseEvent.__table__,
+    Timer.__table__,
+)
+# A case as a step reads it: every column but the workflow blob, and its version's hash.
+CASE_ROW = select(
+    *[c for c in CASES.c if c.name != "workflow"], DiagramVersion.sha256.label("diagram_sha")
+).join(DiagramVersion, DiagramVersion.id == CASES.c.diagram_id)
+# An item and its case in one SELECT: a case read after the item could be newer than it.
+ITEM_AND_CASE = CASE_ROW.add_columns(*[c.label(f"item_{c.name}") for c in ITEMS.c]).join(
+    ITEMS, ITEMS.c.case_id == CASES.c.id
+)
+CASE_BY_ID = CASE_ROW.where(CASES.c.id == bindparam("b_case"))
+ITEM_BY_ID = ITEM_AND_CASE.where(ITEMS.c.id == bindparam("b_item"))
+BLOB = select(CASES.c.workflow).where(CASES.c.id == bindparam("b_case"))
+INSERT_CASE = insert(CASES).returning(CASES.c.id)
+UPDATE_CASE = update(CASES).where(
+    CASES.c.id == bindparam("b_case"), CASES.c.version == bindparam("b_version")
+)
+INSERT_ITEM = insert(ITEMS).returning(ITEMS.c.id)
+UPDATE_ITEM = update(ITEMS).where(ITEMS.c.id == bindparam("b_item"))
+CLOSE_ITEMS = (
+    update(ITEMS)
+    .where(
+        ITEMS.c.case_id == bindparam("b_case"),
+        ITEMS.c.task_id.in_(bindparam("b_tasks", expanding=True)),
+        ITEMS.c.completed_at.is_(None),
+    )
+    .values(completed_at=bindparam("b_now"), cancelled=ITEMS.c.completed_by.is_(None))
+)
+OPEN_DUES = select(ITEMS.c.due_at).where(
+    ITEMS.c.case_id == bindparam("b_case"),
+    ITEMS.c.task_id.in_(bindparam("b_tasks", expanding=True)),
+    ITEMS.c.completed_at.is_(None),
+    ITEMS.c.due_at.is_not(None),
+)
+ITEM_OF_TASK = (
+    select(ITEMS)
+    .where(ITEMS.c.case_id == bindparam("b_case"), ITEMS.c.task_id == bindparam("b_task"))
+    .limit(1)
+)
+DUE_TIMER = (
+    select(TIMERS.c.id)
+    .where(TIMERS.c.case_id == bindparam("b_case"), TIMERS.c.due_at <= bindparam("b_now"))
+    .limit(1)
+)
+DELETE_TIMERS = delete(TIMERS).where(TIMERS.c.case_id == bindparam("b_case"))
+INSERT_TIMERS = insert(TIMERS)
+INSERT_EVENTS = insert(EVENTS)
+
+Event = tuple[str, str | None, dict]
+
+
+class StaleCase(Exception):
+    """The case's version moved between reading it and writing it: another step won."""
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def case_row(session: Session, case_id: int) -> SimpleNamespace | None:
+    row = session.connection().execute(CASE_BY_ID, {"b_case": case_id}).first()
+    return SimpleNamespace(**row._mapping) if row is not None else None
+
+
+def item_and_case(session: Session, item_id: int) -> tuple[Any, SimpleNamespace] | None:
+    """A work item and its case as plain rows (attribute access, like the models)."""
+    row = session.connection().execute(ITEM_BY_ID, {"b_item": item_id}).first()
+    if row is None:
+        return None
+    fields = row._mapping
+    item = SimpleNamespace(**{c.name: fields[f"item_{c.name}"] for c in ITEMS.c})
+    case = SimpleNamespace(**{k: v for k, v in fields.items() if not k.startswith("item_")})
+    return item, case
+
+
+def blob(session: Session, case_id: int) -> str:
+    return session.connection().scalar(BLOB, {"b_case": case_id})
+
+
+def has_due_timer(session: Session, case_id: int, now: datetime) -> bool:
+    return session.connection().scalar(DUE_TIMER, {"b_case": case_id, "b_now": now}) is not None
+
+
+def drop_timers(session: Session, case_id: int) -> None:
+    session.connection().execute(DELETE_TIMERS, {"b_case": case_id})
+
+
+def set_item(session: Session, item_id: int, **values: Any) -> None:
+    session.connection().execute(UPDATE_ITEM, {"b_item": item_id, **values})
+
+
+def insert_case(session: Session, values: dict) -> int:
+    return session.connection().execute(INSERT_CASE, values).scalar_one()
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write(
+    session: Session,
+    case: SimpleNamespace,
+    spec: Spec,
+    outcome: Outcome,
+    now: datetime,
+    actor: str,
+    workflow_blob: str,
+    on_new_items: Callable[[list[SimpleNamespace]], Iterable[Event]] | None = None,
+) -> dict[str, Any]:
+    """Write a step's outcome; returns the case row's new values (also set on `case`).
+    `on_new_items` may change the new items (claim the accept item) and return events of its own,
+    appended after the step's."""
+    conn = session.connection()
+    if outcome.closed:
+        # The completed item has completed_by already; every other item that closed was
+        # cancelled by the move (an escalation, an interrupting timer).
+        conn.execute(CLOSE_ITEMS, {"b_case": case.id, "b_tasks": outcome.closed, "b_now": now})
+    new_items = [_new_item(session, case, ready, outcome.escalated, now) for ready in outcome.ready]
+    events = list(outcome.events)
+    if on_new_items is not None:
+        events.extend(on_new_items(new_items))
+    for supervision in outcome.supervisions:
+        _supervise(session, case, events[supervision.event][2], supervision, now)
+
+    facts = outcome.facts
+    values: dict[str, Any] = {
+        "updated_at": now,
+        "tier": facts.tier,
+        "satisfaction": facts.satisfaction,
+        "reopen_count": facts.reopen_count,
+        "owner": case.owner,
+    }
+    if facts.category:
+        values["category"] = facts.category
+    if facts.severity:
+        values["severity"] = facts.severity
+    if facts.status:
+        values["status"] = facts.status
+    if facts.closed:
+        values["closed_at"] = now
+    if outcome.overdue_marked:
+        values["overdue_marked"] = True
+    if outcome.ready or outcome.closed:
+        # Deadlines are fixed when an item becomes ready; the case's is its earliest open one.
+        dues = [i.due_at for i in new_items if i.due_at is not None]
+        if outcome.still_open:
+            dues += conn.scalars(
+                OPEN_DUES, {"b_case": case.id, "b_tasks": outcome.still_open}
+            ).all()
+        values["due_at"] = min(dues) if dues else None
+    values["event_seq"], values["event_head"] = append(
+        session, case, spec.sha256, now, actor, events
+    )
+    if outcome.timers is not None:
+        conn.execute(DELETE_TIMERS, {"b_case": case.id})
+        if outcome.timers:
+            conn.execute(
+                INSERT_TIMERS,
+                [
+                    {"case_id": case.id, "due_at": due, "kind": kind, "name": name}
+                    for due, kind, name in sorted(outcome.timers)
+                ],
+            )
+    values["workflow"] = workflow_blob
+    _update_case(session, case, values)
+    notify.on_step(session, case, events, new_items, now, spec.forms)
+    return values
+
+
+def touch(
+    session: Session, case: SimpleNamespace, now: datetime, actor: str, event: Event
+) -> dict[str, Any]:
+    """A step that moves no workflow (claim, release): its event, and the case row's version."""
+    values: dict[str, Any] = {"updated_at": now}
+    values["event_seq"], values["event_head"] = append(
+        session, case, case.diagram_sha, now, actor, [event]
+    )
+    _update_case(session, case, values)
+    return values
+
+
+def append(
+    session: Session, case, diagram: str, now: datetime, actor: str, events: list[Event]
+) -> tuple[int, str]:
+    """Chain events onto the case's head (DESIGN §6); returns the new (seq, head)."""
+    seq, head, at = case.event_seq or 0, case.event_head or GENESIS, iso(now)
+    rows = []
+    for type_, task, data in events:
+        check_data(data)
+        seq += 1
+        event = {
+            "case": case.number,
+            "seq": seq,
+            "at": at,
+            "type": type_,
+            "actor": actor,
+            "task": task,
+            "data": data,
+            "diagram": diagram,
+        }
+        head = chain_hash(head, event)
+        rows.append(
+            {
+                "case_id": case.id,
+                "seq": seq,
+                "at": at,
+                "type": type_,
+                "actor": actor,
+                "task": task,
+                "data": canonical(data),
+                "diagram": diagram,
+                "hash": head,
+            }
+        )
+    if rows:
+        session.connection().execute(INSERT_EVENTS, rows)
+    return seq, head
+
+
+def _update_case(session: Session, case: SimpleNamespace, values: dict[str, Any]) -> None:
+    """The case row's UPDATE, guarded by the version the step read; the row then holds the new
+    version, and so does `case`."""
+    values["version"] = case.version + 1
+    done = session.connection().execute(
+        UPDATE_CASE, {"b_case": case.id, "b_version": case.version, **values}
+    )
+    if done.rowcount != 1:
+        raise StaleCase(case.number)
+    for name, value in values.items():
+        if name != "workflow":
+            setattr(case, name, value)
+
+
+def _supervise(session: Session, case, data: dict, supervision: Supervision, now) -> None:
+    """A supervision names its item's deadline and whom it tells; the item records when and whom
+    (the 督办 watch list reads `notified`)."""
+    item = (
+        session.connection()
+        .execute(ITEM_OF_TASK, {"b_case": case.id, "b_task": supervision.task_id})
+        .first()
+    )
+    if item is None:
+        return
+    told = notify_list(session, case, item, supervision.notify)
+    data.setdefault("due_at", iso(item.due_at))
+    data["notify"] = [name for name, _key in told]
+    set_item(
+        session,
+        item.id,
+        supervised_at=now,
+        notified="," + ",".join(key for _name, key in told) + "," if told else None,
+    )
+
+
+def _new_item(session: Session, case, ready: Ready, escalated: bool, now) -> SimpleNamespace:
+    info: TaskInfo = ready.info
+    values: dict[str, Any] = {
+        "case_id": case.id,
+        "task_id": ready.task_id,
+        "spec": info.spec,
+        "task": info.task,
+        "name": info.name,
+        "form": info.form,
+        "role": info.lane,
+        "unit_id": case_unit(case, LEVEL_OF_ROLE[info.lane]),
+        "village_id": case.village_id,
+        "assignee": case.owner if info.props.get("assignee") == "owner" else None,
+        "excluded": None,
+        "claimed_by": None,
+        "claimed_at": None,
+        "created_at": now,
+        "due_at": ready.due_at,
+        "supervised_at": None,
+        "notified": None,
+        "escalated": escalated,
+        "completed_at": None,
+        "completed_by": None,
+        "cancelled": False,
+    }
+    not_by = info.props.get("notBy")
+    if not_by:
+        previous = session.scalar(
+            select(ITEMS.c.completed_by)
+            .where(
+                ITEMS.c.case_id == case.id,
+                ITEMS.c.task == not_by,
+                ITEMS.c.completed_by.is_not(None),
+            )
+            .order_by(ITEMS.c.id.desc())
+            .limit(1)
+        )
+        others = set(eligible_town_leaders(session, case.village_id, case.town_id))
+        if previous and others - {previous}:
+            values["excluded"] = previous
+    item_id = session.connection().execute(INSERT_ITEM, values).scalar_one()
+    return SimpleNamespace(id=item_id, **values)
+
+
+def notify_list(session: Session, case, item, who: str) -> list[tuple[str, str]]:
+    """Who a supervision notice (督办) goes to, as the diagram's `notify` property lists them:
+    `holder` (whoever claimed the item, else its role at its unit), `owner` (the case's owner,
+    if it has one yet), or a tier, meaning that role at its level of the case's units. Each as
+    (what the event records: a username or role@unit code, the key the watch list matches: a
+    username or role@unit id)."""
+    if not who:  # a version deployed before `notify` existed: its rule, the tier above
+        above = TIER_ABOVE.get(item.role)
+        who = "holder,owner" + (f",{above}" if above else "")
+    told: list[tuple[str, str]] = []
+    for kind in (k.strip() for k in who.split(",") if k.strip()):
+        if kind == "holder":
+            if item.claimed_by:
+                told.append((item.claimed_by, item.claimed_by))
+            else:
+                unit = session.get(Unit, item.unit_id)
+                told.append((f"{item.role}@{unit.code}", f"{item.role}@{unit.id}"))
+        elif kind == "owner":
+            if case.owner:
+                told.append((case.owner, case.owner))
+        else:
+            unit = session.get(Unit, case_unit(case, LEVEL_OF_ROLE[kind]))
+            told.append((f"{kind}@{unit.code}", f"{kind}@{unit.id}"))
+    return told
