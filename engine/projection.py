@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from . import notify
 from .access import eligible_town_leaders
@@ -87,6 +87,28 @@ DELETE_TIMERS = delete(TIMERS).where(TIMERS.c.case_id == bindparam("b_case"))
 INSERT_TIMERS = insert(TIMERS)
 INSERT_EVENTS = insert(EVENTS)
 
+# Opening a case: the live diagram version, and a grid with the units above it, in one SELECT each.
+LIVE_VERSION = (
+    select(DiagramVersion.id, DiagramVersion.sha256)
+    .where(DiagramVersion.process_id == bindparam("b_process"))
+    .order_by(DiagramVersion.id.desc())
+    .limit(1)
+)
+_GRID, _DISTRICT, _VILLAGE, _TOWN = (aliased(Unit) for _ in range(4))
+GRID_CHAIN = (
+    select(
+        _GRID.id.label("grid_id"),
+        _DISTRICT.id.label("district_id"),
+        _VILLAGE.id.label("village_id"),
+        _TOWN.id.label("town_id"),
+        _TOWN.code.label("town_code"),
+    )
+    .join(_DISTRICT, _DISTRICT.id == _GRID.parent_id)
+    .join(_VILLAGE, _VILLAGE.id == _DISTRICT.parent_id)
+    .join(_TOWN, _TOWN.id == _VILLAGE.parent_id)
+    .where(_GRID.code == bindparam("b_code"), _GRID.level == "grid", _GRID.active)
+)
+
 Event = tuple[str, str | None, dict]
 
 
@@ -111,6 +133,16 @@ def item_and_case(session: Session, item_id: int) -> tuple[Any, SimpleNamespace]
     item = SimpleNamespace(**{c.name: fields[f"item_{c.name}"] for c in ITEMS.c})
     case = SimpleNamespace(**{k: v for k, v in fields.items() if not k.startswith("item_")})
     return item, case
+
+
+def live_version(session: Session, process_id: str):
+    """(id, sha256) of the newest version of a process, or None."""
+    return session.connection().execute(LIVE_VERSION, {"b_process": process_id}).first()
+
+
+def grid_chain(session: Session, code: str):
+    """An active grid's id and its district's, village's and town's (and the town's code)."""
+    return session.connection().execute(GRID_CHAIN, {"b_code": code}).first()
 
 
 def blob(session: Session, case_id: int) -> str:

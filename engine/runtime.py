@@ -51,7 +51,7 @@ from .models import (
 )
 from .projection import StaleCase
 from .serializer import make_serializer
-from .specs import OPEN_STATUSES, Spec, SpecRegistry, TaskInfo, latest_version
+from .specs import OPEN_STATUSES, PROCESS_ID, Spec, SpecRegistry, TaskInfo
 from .step import Complete, Fire, Open, Outcome, run_step
 from .words import version_choices
 from .workcal import WorkCalendar, load_calendar
@@ -120,25 +120,22 @@ class Runtime:
 
         def step(ctx: StepContext) -> int:
             session = ctx.session
-            version = latest_version(session)
+            version = projection.live_version(session, PROCESS_ID)
             if version is None:
                 raise Conflict("no diagram is deployed; run `gridloop init-db`")
-            spec = self.registry.get(version)
+            spec = self._spec(
+                session, SimpleNamespace(diagram_sha=version.sha256, diagram_id=version.id)
+            )
             problems = _word_problems(spec, category=category, severity=severity)
-            grid_unit = session.scalars(
-                select(Unit).where(Unit.code == grid, Unit.level == "grid", Unit.active)
-            ).first()
-            if grid_unit is None or (
-                actor is not None and ("info_officer", grid_unit.id) not in actor.tier_positions()
+            units = projection.grid_chain(session, grid)
+            if units is None or (
+                actor is not None and ("info_officer", units.grid_id) not in actor.tier_positions()
             ):
                 problems["grid"] = (
                     "not a grid you serve as information officer" if actor else "unknown grid"
                 )
             if problems:
                 raise Invalid("the request has errors", dict(sorted(problems.items())))
-            district = session.get(Unit, grid_unit.parent_id)
-            village = session.get(Unit, district.parent_id)
-            town = session.get(Unit, village.parent_id)
             data = {
                 "title": title,
                 "description": description or "",
@@ -155,16 +152,16 @@ class Runtime:
                 data["reporter_hash"] = reporter_hash(salt, record)
             outcome = run_step(None, spec, Open(data), ctx.now, ctx.deadline)
             row = {
-                "number": self._next_number(session, town.code, ctx.now),
+                "number": self._next_number(session, units.town_code, ctx.now),
                 "title": title,
                 "description": description or "",
                 "category": category,
                 "severity": severity,
                 "household": household,
-                "town_id": town.id,
-                "village_id": village.id,
-                "district_id": district.id,
-                "grid_id": grid_unit.id,
+                "town_id": units.town_id,
+                "village_id": units.village_id,
+                "district_id": units.district_id,
+                "grid_id": units.grid_id,
                 "owner": None,
                 "status": "accepting",
                 "tier": None,
