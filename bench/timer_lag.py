@@ -16,6 +16,8 @@ works on fresh SQLite files in a temp dir (WAL, synchronous=NORMAL, as engine.st
          processes (`gridloop worker --no-scheduler --workers N`) are started and registered; then
          the scheduler (TimerScheduler.run, the loop `gridloop worker` runs in a thread) starts in
          this process. Drain time is from that start to the last firing, for N = 1 and N = 2.
+         First, for comparison, the same burst fired in this process with no queue at all
+         (Runtime.fire_due_timers): the difference is what rq and Redis cost per case.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from engine.passwords import Passwords  # noqa: E402
 from engine.runtime import Runtime  # noqa: E402
 from engine.specs import SpecRegistry, deploy, load_bundle  # noqa: E402
 from engine.storage import create_schema, make_engine, make_sessionmaker  # noqa: E402
-from webapp.worker import TimerScheduler  # noqa: E402
+from jobs.scheduler import TimerScheduler  # noqa: E402
 
 GRID = "V01-D1-G01"
 ACCEPT_URGENT = {"valid": True, "category": "resident_request", "severity": "urgent"}
@@ -304,6 +306,24 @@ def burst_db(base: Path, size: int) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
+def run_in_process(template: Path, size: int) -> dict:
+    """The same burst with no queue: one process fires every due case in turn
+    (Runtime.fire_due_timers, as `gridloop timers fire-due` does). The difference to one rq worker
+    is what the queue costs per case."""
+    url = copy_db(template, "burst-in-process.sqlite")
+    engine = make_engine(url)
+    session = make_sessionmaker(engine)()
+    runtime = Runtime(SystemClock())
+    started = time.perf_counter()
+    fired = runtime.fire_due_timers(session, limit=size)
+    drain = time.perf_counter() - started
+    session.close()
+    engine.dispose()
+    if fired != size:
+        sys.exit(f"in process: only {fired} of {size} fired")
+    return {"drain": drain, "rate": size / drain}
+
+
 def run_burst(template: Path, redis_url: str, size: int, workers: int) -> dict:
     url = copy_db(template, f"burst-{workers}.sqlite")
     connection = Redis.from_url(redis_url)
@@ -366,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"burst: {args.burst} timers due at once")
             template = burst_db(base, args.burst)
+            alone = run_in_process(template, args.burst)
+            print(
+                f"  in process, no queue: drained in {alone['drain']:.1f} s "
+                f"({alone['rate']:.0f} timers/s, {1000 / alone['rate']:.1f} ms per case)",
+                flush=True,
+            )
             for workers in (1, 2):
                 result = run_burst(template, redis_url, args.burst, workers)
                 print(
