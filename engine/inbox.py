@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, joinedload
 from .access import Viewer, inbox_scope
 from .deadlines import overdue_clause
 from .models import Case, WorkItem
+from .projection import person_key, position_key
 
 # Items without a deadline sort after every dated one.
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -55,7 +56,9 @@ def watch_items(session: Session, viewer: Viewer, limit: int = 20) -> list[WorkI
     """Supervised (督办) open items that are not the viewer's to do but concern them: cases they
     own, and items whose latest supervision told them or a position they hold (whom it tells is
     the diagram's `notify` property). Most overdue first."""
-    keys = [viewer.username] + [f"{role}@{unit_id}" for role, unit_id in viewer.tier_positions()]
+    keys = [person_key(viewer.username)] + [
+        position_key(role, unit_id) for role, unit_id in viewer.tier_positions()
+    ]
     concerns = [Case.owner == viewer.username] + [
         WorkItem.notified.like(f"%,{_escape(key)},%", escape="\\") for key in keys
     ]

@@ -278,7 +278,7 @@ class WorkItem(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     supervised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Whom the latest supervision told (the diagram's `notify`): ",name,role@unit_id,", so the
+    # Whom the latest supervision told (the diagram's `notify`): ",u:name,p:role@unit_id,", so the
     # 督办 watch list finds an item with LIKE on any database.
     notified: Mapped[str | None] = mapped_column(String(1000))
     escalated: Mapped[bool] = mapped_column(Boolean, default=False)  # arrived by escalation

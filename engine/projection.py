@@ -367,12 +367,21 @@ def _new_item(session: Session, case, ready: Ready, escalated: bool, now) -> Sim
     return SimpleNamespace(id=item_id, **values)
 
 
+def person_key(username: str) -> str:
+    """How work_item.notified names a person (prefixed: a username may look like a position)."""
+    return f"u:{username}"
+
+
+def position_key(role: str, unit_id: int) -> str:
+    """How work_item.notified names a position: a role at a unit."""
+    return f"p:{role}@{unit_id}"
+
+
 def notify_list(session: Session, case, item, who: str) -> list[tuple[str, str]]:
     """Who a supervision notice (督办) goes to, as the diagram's `notify` property lists them:
     `holder` (whoever claimed the item, else its role at its unit), `owner` (the case's owner,
     if it has one yet), or a tier, meaning that role at its level of the case's units. Each as
-    (what the event records: a username or role@unit code, the key the watch list matches: a
-    username or role@unit id)."""
+    (what the event records: a username or role@unit code, the key the watch list matches)."""
     if not who:  # a version deployed before `notify` existed: its rule, the tier above
         above = TIER_ABOVE.get(item.role)
         who = "holder,owner" + (f",{above}" if above else "")
@@ -380,14 +389,14 @@ def notify_list(session: Session, case, item, who: str) -> list[tuple[str, str]]
     for kind in (k.strip() for k in who.split(",") if k.strip()):
         if kind == "holder":
             if item.claimed_by:
-                told.append((item.claimed_by, item.claimed_by))
+                told.append((item.claimed_by, person_key(item.claimed_by)))
             else:
                 unit = session.get(Unit, item.unit_id)
-                told.append((f"{item.role}@{unit.code}", f"{item.role}@{unit.id}"))
+                told.append((f"{item.role}@{unit.code}", position_key(item.role, unit.id)))
         elif kind == "owner":
             if case.owner:
-                told.append((case.owner, case.owner))
+                told.append((case.owner, person_key(case.owner)))
         else:
             unit = session.get(Unit, case_unit(case, LEVEL_OF_ROLE[kind]))
-            told.append((f"{kind}@{unit.code}", f"{kind}@{unit.id}"))
+            told.append((f"{kind}@{unit.code}", position_key(kind, unit.id)))
     return told

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from SpiffWorkflow.bpmn import BpmnWorkflow
-from sqlalchemy import exists, insert, select, update
+from sqlalchemy import event, exists, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -74,7 +74,8 @@ class StepContext:
     calendar: WorkCalendar | None = None
     hot: tuple[int, int, BpmnWorkflow] | None = None  # (case id, new version, workflow)
     touched: tuple[int, int] | None = None  # (case id, old version): a step with no workflow
-    written: tuple[int, dict] | None = None  # (case id, the case row's new values)
+    # (case id, the version the step read, the case row's new values)
+    written: tuple[int, int, dict] | None = None
 
     def work_calendar(self) -> WorkCalendar:
         if self.calendar is None:
@@ -341,8 +342,10 @@ class Runtime:
             if ctx.hot is not None:
                 self._remember(*ctx.hot)
             elif ctx.touched is not None:
+                # Taken out, not read: another thread's step may pop the same entry meanwhile,
+                # and must never find it back in the cache while it changes the workflow.
                 case_id, old = ctx.touched
-                hot = self._hot.get(case_id)
+                hot = self._hot.pop(case_id, None)
                 if hot is not None and hot[0] == old:  # the workflow did not change
                     self._remember(case_id, old + 1, hot[1])
             return result
@@ -393,15 +396,21 @@ class Runtime:
 
     def _touch(self, ctx: StepContext, case, event) -> None:
         """A step that changes no workflow still bumps the case version and appends its event."""
-        ctx.written = (case.id, projection.touch(ctx.session, case, ctx.now, ctx.actor, event))
-        ctx.touched = (case.id, case.version - 1)
+        read = case.version
+        ctx.written = (
+            case.id,
+            read,
+            projection.touch(ctx.session, case, ctx.now, ctx.actor, event),
+        )
+        ctx.touched = (case.id, read)
 
     def _write(self, ctx: StepContext, case, spec: Spec, outcome: Outcome, on_new_items=None):
         blob = self.serializer.serialize_json(outcome.workflow)
+        read = case.version
         values = projection.write(
             ctx.session, case, spec, outcome, ctx.now, ctx.actor, blob, on_new_items
         )
-        ctx.written = (case.id, values)
+        ctx.written = (case.id, read, values)
         ctx.hot = (case.id, case.version, outcome.workflow)
 
     def _departments(self, session: Session, form: dict) -> list[Unit]:
@@ -432,22 +441,51 @@ class Runtime:
 
 def _end_transaction(session: Session) -> None:
     """Start the step in a transaction of its own. A caller's read-only transaction ends with a
-    commit, which (unlike a rollback) leaves the objects it holds loaded; pending changes the
-    caller did not commit are discarded, as before."""
-    if session.new or session.dirty or session.deleted:
+    commit, which (unlike a rollback) leaves the objects it holds loaded; a transaction in which
+    the caller wrote anything (pending, flushed or executed) is rolled back, as before: a step
+    never commits someone else's half-done work."""
+    if session.new or session.dirty or session.deleted or session.info.get(WROTE):
         session.rollback()
-    else:
+        return
+    try:
         session.commit()
+    except Exception:  # a transaction that already failed: nothing of it may be kept
+        session.rollback()
 
 
-def _refresh_held(session: Session, written: tuple[int, dict] | None) -> None:
-    """The step wrote with Core, past the ORM, so objects the caller holds are stale. The case
-    row takes the values just written (no reload); its items, events and timers are expired and
-    reload when read. Organisation rows stay: a step never writes them."""
+WROTE = "gridloop_wrote"  # session.info: the caller wrote in the current transaction
+
+
+@event.listens_for(Session, "after_flush")
+def _flushed(session: Session, _context) -> None:
+    session.info[WROTE] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _executed(state) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info[WROTE] = True
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _ended(session: Session, transaction) -> None:
+    if transaction.parent is None:  # the outermost transaction: committed or rolled back
+        session.info.pop(WROTE, None)
+
+
+def _refresh_held(session: Session, written: tuple[int, int, dict] | None) -> None:
+    """The step wrote with Core, past the ORM, so objects the caller holds are stale. A held case
+    that was what the step read takes the values just written (no reload); one older than that
+    (another process moved the case in between) is expired, like the items, events and timers,
+    and reloads when read. Organisation rows stay: a step never writes them."""
     for key, obj in list(session.identity_map.items()):
         # The identity key holds the primary key: reading obj.id could load an expired object.
         if written is not None and key[0] is Case and key[1] == (written[0],):
-            for name, value in written[1].items():
+            _, read, values = written
+            if obj.__dict__.get("version") != read:
+                session.expire(obj)
+                continue
+            for name, value in values.items():
                 if name == "workflow":
                     session.expire(obj, ["workflow"])
                 else:

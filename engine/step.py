@@ -339,26 +339,36 @@ def _catch_up_cycles(workflow: BpmnWorkflow, now: datetime) -> dict:
 
 
 def _prune_fired_cycles(workflow: BpmnWorkflow) -> None:
-    """Drop the finished branches of repeating timers that still wait. SpiffWorkflow keeps every
-    fired repeat (a town item supervised daily grows its tree, and every stored copy of it, by a
-    branch a day); once a branch has ended nothing reads it again, and its events hold what it
-    did. So a case's state stays the same size however long it is supervised."""
+    """Drop the older finished branches of repeating timers that still wait. SpiffWorkflow keeps
+    every fired repeat (a town item supervised daily grows its tree, and every stored copy of it,
+    by a branch a day), and nothing walks them again but the process's end join, which merges the
+    data of every finished branch into the workflow's, in the order they finished. So the newest
+    finished branch of each timer is kept (its data is what that merge ends with, for every key a
+    repeat sets each time) and the older ones go: a case's state stays the same size however long
+    it is supervised, and its events hold what every branch did."""
     for task in _tasks(workflow, TaskState.WAITING):
         if not isinstance(
             getattr(task.task_spec, "event_definition", None), CycleTimerEventDefinition
         ):
             continue
-        keep = []
+        # A firing adds one child per output of the timer (its branch, the join it waits in):
+        # keep the newest finished child of each output, drop the older ones.
+        newest: dict[str, object] = {}
+        dropped = set()
         for child_id in task._children:
-            branch = _subtree(workflow, child_id)
-            if all(_spent(t) for t in branch):
-                for t in branch:
-                    del workflow.tasks[t.id]
-                if workflow.last_task is not None and workflow.last_task.id not in workflow.tasks:
-                    workflow.last_task = task
-            else:
-                keep.append(child_id)
-        task._children = keep
+            if all(_spent(t) for t in _subtree(workflow, child_id)):
+                output = workflow.tasks[child_id].task_spec.name
+                if output in newest:
+                    dropped.add(newest[output])
+                newest[output] = child_id
+        if not dropped:
+            continue
+        for child_id in dropped:
+            for t in _subtree(workflow, child_id):
+                del workflow.tasks[t.id]
+        task._children = [c for c in task._children if c not in dropped]
+        if workflow.last_task is not None and workflow.last_task.id not in workflow.tasks:
+            workflow.last_task = task
 
 
 def _spent(task) -> bool:

@@ -4,17 +4,21 @@ at once, and steps that fail half-way. Every step commits all of its rows or non
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
+from types import SimpleNamespace
 
 import pytest
 from conftest import ACCEPT_NORMAL, GRID, snapshot
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from engine import projection
+from engine.clock import iso
 from engine.errors import Conflict
 from engine.events import verify
 from engine.models import Counter, WorkItem
 from engine.runtime import Runtime
 from engine.specs import SpecRegistry
+from engine.step import Fire, run_step
 from engine.storage import make_engine, make_sessionmaker
 
 ROUNDS = 5
@@ -294,3 +298,71 @@ def test_two_officers_opening_at_once_get_distinct_numbers(gl, processes):
         s.close()
     assert all(k == "ok" for k, _ in outcomes), outcomes
     assert numbers == ["XDK-2026-000001", "XDK-2026-000002"]
+
+
+class _InterleavingCache(OrderedDict):
+    """The runtime's workflow cache, running `hook` (another thread's step) right after the next
+    read of an entry, in the window between a step's read of the cache and its write back."""
+
+    hook = None
+
+    def _after(self, key):
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook(key)
+
+    def get(self, key, default=None):
+        value = super().get(key, default)
+        self._after(key)
+        return value
+
+    def pop(self, key, *default):
+        value = super().pop(key, *default)
+        self._after(key)
+        return value
+
+
+def test_a_claim_never_puts_back_a_workflow_another_step_is_changing(gl, runtime, make_session):
+    """Claims and releases bump the version without touching the workflow, so the cached one is
+    carried over to the new version. A timer step on another thread that took the same workflow
+    meanwhile must not find it back in the cache, half-stepped, when it retries."""
+    case = gl.accepted()
+    item = gl.item(case)
+    read = gl.reload(case).version
+    other = make_session()
+    taken = {}
+
+    def timer_step_on_another_thread(case_id):
+        workflow = runtime._load(other, SimpleNamespace(id=case_id, version=read))
+        spec = runtime._spec(other, projection.case_row(other, case_id))
+        other.rollback()
+        run_step(workflow, spec, Fire(), item.due_at, lambda hours, clock: iso(item.due_at))
+        taken["workflow"] = workflow  # changed in place; its write would lose to the claim
+
+    runtime._hot = _InterleavingCache(runtime._hot)
+    runtime._hot.hook = timer_step_on_another_thread
+    gl.runtime.claim(gl.session, gl.viewer("gl1"), item.id)
+    cached = runtime._hot.get(case.id)
+    assert cached is None or cached[1] is not taken["workflow"]
+
+    # The timer step retries on what the database says, and the case moves on whole.
+    assert runtime.fire_case_timers(other, case.id, item.due_at)
+    other.close()
+    case = gl.reload(case)
+    assert gl.types(case)[-2:] == ["supervised", "escalated"]
+    assert [i.role for i in gl.items(case)] == ["district_leader"]
+    assert verify(gl.session, case).ok
+
+
+def test_a_step_never_commits_what_its_caller_wrote_and_did_not_commit(gl, make_session):
+    """A step runs in a transaction of its own: rows its caller flushed (or wrote with a
+    statement) but never committed are rolled back, not committed by the step."""
+    case = gl.accepted()
+    gl.session.add(Counter(key="half-done", value=1))
+    gl.session.flush()
+    gl.runtime.claim(gl.session, gl.viewer("gl1"), gl.item(case).id)
+    gl.session.execute(update(Counter).where(Counter.key == "nothing").values(value=2))
+    gl.runtime.release(gl.session, gl.viewer("gl1"), gl.item(case).id)
+    with make_session() as fresh:
+        assert fresh.get(Counter, "half-done") is None
+    assert gl.types(case)[-2:] == ["claimed", "released"]

@@ -190,6 +190,9 @@ def test_a_case_supervised_daily_keeps_a_state_of_the_same_size(spec, monkeypatc
     monkeypatch.undo()
     pruned_end = to_the_end(supervised_daily(spec, 30)[0], end)
     assert pruned_end[1] == unpruned_end[1]
+    # The process's end merges every finished branch's data: the newest one kept says the same.
+    assert pruned_end[0].workflow.data == unpruned_end[0].workflow.data
+    assert pruned_end[0].workflow.data.get("overdue") is True
     assert pruned_end[0].facts.status == "archived" and pruned_end[0].facts.closed
     assert serializer.deserialize_json(serializer.serialize_json(pruned_end[0].workflow))
 

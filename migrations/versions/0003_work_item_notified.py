@@ -6,7 +6,7 @@ Create Date: 2026-11-27
 
 The 督办 watch list showed a supervised item to the tier above its own, a rule written in Python.
 Whom a supervision tells is the diagram's `notify` property (DESIGN §1); the step now records the
-people and positions it told on the item (`notified`: ",name,role@unit_id,"), and the watch list
+people and positions it told on the item (`notified`: ",u:name,p:role@unit_id,"), and the watch list
 reads that. Items supervised before this revision get what the old rule would have shown: the
 tier above the item's, at the case's unit of that tier (the rule is written out here, so this
 revision keeps doing what it did when engine/ changes later).
@@ -63,7 +63,7 @@ def upgrade() -> None:
             bind.execute(
                 sa.update(items)
                 .where(items.c.id == row.id)
-                .values(notified=f",{role}@{getattr(row, column)},")
+                .values(notified=f",p:{role}@{getattr(row, column)},")
             )
 
 
