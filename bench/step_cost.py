@@ -650,7 +650,7 @@ def profile_engine(folder: Path, start: datetime, cases: int, top: int = 15) -> 
             if any(fn == name and frag in f for frag, name in parts)
         )
 
-    print("== engine functions (cumulative; nested and overlapping, autoflush lands in queries)")
+    print("== engine functions (cumulative; nested and overlapping)")
     for label, parts in BREAKDOWN:
         cum = cumulative(parts)
         print(
@@ -701,24 +701,18 @@ def _package(filename: str, function: str) -> str:
 # (label, [(file fragment, function name), ...]) for the engine's own phases.
 BREAKDOWN = [
     ("Runtime._run: every open_case/complete call", [("engine/runtime.py", "_run")]),
-    ("  Runtime._actionable (load item+case, access)", [("engine/runtime.py", "_actionable")]),
-    ("  Runtime._advance (task.run, do_engine_steps)", [("engine/runtime.py", "_advance")]),
-    ("  Runtime._save (mirror into rows, serialize)", [("engine/runtime.py", "_save")]),
-    ("    Runtime._open_items (SELECT work items)", [("engine/runtime.py", "_open_items")]),
-    ("    Runtime._new_item (INSERT + flush)", [("engine/runtime.py", "_new_item")]),
-    ("    Runtime._refresh_timers", [("engine/runtime.py", "_refresh_timers")]),
-    (
-        "    Chain.open + Chain.append (hash chain)",
-        [("engine/events.py", "open"), ("engine/events.py", "append")],
-    ),
-    ("    serializer.serialize_json", [("serializer/workflow.py", "serialize_json")]),
+    ("  load the item and its case (one SELECT)", [("engine/projection.py", "item_and_case")]),
+    ("  run_step (the step function: SpiffWorkflow)", [("engine/step.py", "run_step")]),
+    ("  projection.write (Core statements)", [("engine/projection.py", "write")]),
+    ("    events: hash chain + INSERT", [("engine/projection.py", "append")]),
+    ("    new work items: INSERT", [("engine/projection.py", "_new_item")]),
+    ("    outbox (notify.on_step)", [("engine/notify.py", "on_step")]),
+    ("  serializer.serialize_json", [("serializer/workflow.py", "serialize_json")]),
     ("  Session.commit", [("sqlalchemy/orm/session.py", "commit")]),
     ("  validate_form (jsonschema)", [("engine/runtime.py", "validate_form")]),
     ("  load_calendar (once per step)", [("engine/workcal.py", "load_calendar")]),
     ("BpmnWorkflow.do_engine_steps", [("bpmn/workflow.py", "do_engine_steps")]),
     ("Session.flush (explicit and autoflush)", [("sqlalchemy/orm/session.py", "_flush")]),
-    ("Session.expire_all (start of every step)", [("sqlalchemy/orm/session.py", "expire_all")]),
-    ("json.loads (JSON columns: diagram_version.files)", [("json/__init__.py", "loads")]),
 ]
 
 
