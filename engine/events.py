@@ -68,6 +68,32 @@ def as_dict(case_number: str, row: CaseEvent) -> dict[str, Any]:
     }
 
 
+def next_event(
+    prev: str,
+    case_number: str,
+    seq: int,
+    at: str,
+    type_: str,
+    actor: str,
+    task: str | None,
+    data: dict,
+    diagram: str,
+) -> tuple[dict[str, Any], str]:
+    """The event with these fields, as it is hashed, and its hash after `prev` (DESIGN §6)."""
+    check_data(data)
+    event = {
+        "case": case_number,
+        "seq": seq,
+        "at": at,
+        "type": type_,
+        "actor": actor,
+        "task": task,
+        "data": data,
+        "diagram": diagram,
+    }
+    return event, chain_hash(prev, event)
+
+
 class Chain:
     """Appends to one case's chain within the current step's transaction. The head (last seq and
     hash) lives on the case row, so it moves under the case's version check."""
@@ -83,18 +109,9 @@ class Chain:
     def append(
         self, at: str, type_: str, actor: str, task: str | None, data: dict, diagram: str
     ) -> CaseEvent:
-        check_data(data)
-        event = {
-            "case": self.case.number,
-            "seq": self.seq + 1,
-            "at": at,
-            "type": type_,
-            "actor": actor,
-            "task": task,
-            "data": data,
-            "diagram": diagram,
-        }
-        digest = chain_hash(self.head, event)
+        event, digest = next_event(
+            self.head, self.case.number, self.seq + 1, at, type_, actor, task, data, diagram
+        )
         row = CaseEvent(
             case_id=self.case.id,
             seq=event["seq"],

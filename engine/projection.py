@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, aliased
 from . import notify
 from .access import eligible_town_leaders
 from .clock import iso
-from .events import GENESIS, canonical, chain_hash, check_data
+from .events import GENESIS, canonical, next_event
 from .models import (
     LEVEL_OF_ROLE,
     TIER_ABOVE,
@@ -257,19 +257,8 @@ def append(
     seq, head, at = case.event_seq or 0, case.event_head or GENESIS, iso(now)
     rows = []
     for type_, task, data in events:
-        check_data(data)
         seq += 1
-        event = {
-            "case": case.number,
-            "seq": seq,
-            "at": at,
-            "type": type_,
-            "actor": actor,
-            "task": task,
-            "data": data,
-            "diagram": diagram,
-        }
-        head = chain_hash(head, event)
+        _event, head = next_event(head, case.number, seq, at, type_, actor, task, data, diagram)
         rows.append(
             {
                 "case_id": case.id,

@@ -11,7 +11,7 @@ import pytest
 from conftest import ACCEPT_NORMAL, GRID, snapshot
 from sqlalchemy import select, update
 
-from engine import projection
+from engine import events, projection
 from engine.clock import iso
 from engine.errors import Conflict
 from engine.events import verify
@@ -203,7 +203,7 @@ def test_a_failure_between_two_events_appends_neither(gl, monkeypatch):
     due_at = gl.item(case).due_at
     before = snapshot(gl, case)
     # Firing at the deadline appends two events (supervised, escalated); fail on the second.
-    monkeypatch.setattr(projection, "chain_hash", fail_on_call(2, projection.chain_hash))
+    monkeypatch.setattr(events, "chain_hash", fail_on_call(2, events.chain_hash))
     try:
         moved = gl.runtime.fire_due_timers(gl.session, as_of=due_at)
     except RuntimeError:
@@ -221,7 +221,7 @@ def test_a_failure_between_two_events_appends_neither(gl, monkeypatch):
 
 def test_a_failure_while_opening_leaves_no_case_and_no_number_used(gl, monkeypatch):
     monkeypatch.setattr(
-        projection, "chain_hash", fail_on_call(2, projection.chain_hash)
+        events, "chain_hash", fail_on_call(2, events.chain_hash)
     )  # the `claimed` event
     with pytest.raises(RuntimeError):
         gl.open("off1")
