@@ -114,6 +114,8 @@ def on_step(
     One row per message and channel. A case whose grid and village have no channels costs two
     identity-map lookups and nothing else.
     """
+    if not new_items and not any(t in ("supervised", "escalated") for t, _k, _d in events):
+        return  # nothing to tell: no need to read the channels
     with session.no_autoflush:  # the step writes when it is done, not while this reads
         channels = channels_of(session, case)
         payloads = (

@@ -14,7 +14,7 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import String, and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from . import notify
@@ -66,6 +66,31 @@ CLOSE_ITEMS = (
         ITEMS.c.completed_at.is_(None),
     )
     .values(completed_at=bindparam("b_now"), cancelled=ITEMS.c.completed_by.is_(None))
+)
+# The same, when a step completed one of them (`b_done`, by `b_actor`): that one is completed,
+# claimed if it was not, and not cancelled; SET reads the row as it was before the UPDATE.
+COMPLETE_AND_CLOSE = (
+    update(ITEMS)
+    .where(
+        ITEMS.c.case_id == bindparam("b_case"),
+        ITEMS.c.task_id.in_(bindparam("b_tasks", expanding=True)),
+        ITEMS.c.completed_at.is_(None),
+    )
+    .values(
+        completed_at=bindparam("b_now"),
+        completed_by=case(
+            (ITEMS.c.id == bindparam("b_done"), bindparam("b_actor", type_=String)),
+            else_=ITEMS.c.completed_by,
+        ),
+        claimed_by=case(
+            (
+                ITEMS.c.id == bindparam("b_done"),
+                func.coalesce(ITEMS.c.claimed_by, bindparam("b_actor", type_=String)),
+            ),
+            else_=ITEMS.c.claimed_by,
+        ),
+        cancelled=and_(ITEMS.c.id != bindparam("b_done"), ITEMS.c.completed_by.is_(None)),
+    )
 )
 OPEN_DUES = select(ITEMS.c.due_at).where(
     ITEMS.c.case_id == bindparam("b_case"),
@@ -177,15 +202,23 @@ def write(
     actor: str,
     workflow_blob: str,
     on_new_items: Callable[[list[SimpleNamespace]], Iterable[Event]] | None = None,
+    completed: Any = None,
 ) -> dict[str, Any]:
     """Write a step's outcome; returns the case row's new values (also set on `case`).
-    `on_new_items` may change the new items (claim the accept item) and return events of its own,
-    appended after the step's."""
+    `completed` is the work item the step completed (by `actor`), if any. `on_new_items` may
+    change the new items (claim the accept item) and return events of its own, appended after
+    the step's."""
     conn = session.connection()
+    if completed is not None and completed.task_id not in outcome.closed:
+        raise AssertionError(f"the step did not close the item it completed: {completed.id}")
     if outcome.closed:
-        # The completed item has completed_by already; every other item that closed was
-        # cancelled by the move (an escalation, an interrupting timer).
-        conn.execute(CLOSE_ITEMS, {"b_case": case.id, "b_tasks": outcome.closed, "b_now": now})
+        # Every item that closed but the completed one was cancelled by the move (an
+        # escalation, an interrupting timer).
+        params = {"b_case": case.id, "b_tasks": outcome.closed, "b_now": now}
+        if completed is None:
+            conn.execute(CLOSE_ITEMS, params)
+        else:
+            conn.execute(COMPLETE_AND_CLOSE, {**params, "b_done": completed.id, "b_actor": actor})
     new_items = [_new_item(session, case, ready, outcome.escalated, now) for ready in outcome.ready]
     events = list(outcome.events)
     if on_new_items is not None:

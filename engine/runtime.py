@@ -248,12 +248,6 @@ class Runtime:
             outcome = run_step(
                 workflow, spec, Complete(item.task_id, info.task, dict(form)), ctx.now, ctx.deadline
             )
-            projection.set_item(
-                session,
-                item.id,
-                claimed_by=item.claimed_by or actor.username,
-                completed_by=actor.username,
-            )
             if info.props.get("owner") == "set":
                 case.owner = actor.username
             for unit in departments:
@@ -264,7 +258,7 @@ class Runtime:
                     session.execute(
                         insert(CaseDepartment.__table__).values(case_id=case.id, unit_id=unit.id)
                     )
-            self._write(ctx, case, spec, outcome)
+            self._write(ctx, case, spec, outcome, completed=item)
             return case.id
 
         case_id = self._run(session, None, actor.username, step)
@@ -404,11 +398,19 @@ class Runtime:
         )
         ctx.touched = (case.id, read)
 
-    def _write(self, ctx: StepContext, case, spec: Spec, outcome: Outcome, on_new_items=None):
+    def _write(
+        self,
+        ctx: StepContext,
+        case,
+        spec: Spec,
+        outcome: Outcome,
+        on_new_items=None,
+        completed=None,
+    ):
         blob = self.serializer.serialize_json(outcome.workflow)
         read = case.version
         values = projection.write(
-            ctx.session, case, spec, outcome, ctx.now, ctx.actor, blob, on_new_items
+            ctx.session, case, spec, outcome, ctx.now, ctx.actor, blob, on_new_items, completed
         )
         ctx.written = (case.id, read, values)
         ctx.hot = (case.id, case.version, outcome.workflow)

@@ -140,9 +140,10 @@ def run_step(
 
 def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) -> Outcome:
     events: list[tuple[str, str | None, dict]] = []
-    timers_before = _timers_of(workflow)
-    missed = _catch_up_cycles(workflow, now) if not isinstance(command, Open) else {}
-    ready_before = _ready_user_tasks(workflow)
+    waiting, ready_tasks = _scan(workflow)
+    timers_before = _timers_of(waiting)
+    missed = _catch_up_cycles(waiting, now) if not isinstance(command, Open) else {}
+    ready_before = _user_tasks(ready_tasks)
     tier_before = next((t.data.get("tier") for t in ready_before.values()), None)
     if isinstance(command, Open):
         events.append(("opened", None, dict(command.data)))
@@ -184,8 +185,9 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
                 )
             events.append((kind, None, data))
 
-    _prune_fired_cycles(workflow)
-    ready = _ready_user_tasks(workflow)
+    waiting, ready_tasks = _scan(workflow)
+    _prune_fired_cycles(workflow, waiting)
+    ready = _user_tasks(ready_tasks)
     new = []
     for task_id, task in ready.items():
         if task_id not in ready_before:
@@ -198,7 +200,7 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
         last = events[-1][2]
         last.setdefault("tier", started.info.lane)
         last.setdefault("due_at", iso(started.due_at))
-    timers = _timers_of(workflow)
+    timers = _timers_of(waiting)
     return Outcome(
         workflow=workflow,
         events=events,
@@ -263,8 +265,24 @@ def _tasks(workflow: BpmnWorkflow, state: TaskState) -> list:
     return [t for t in workflow.tasks.values() if t.state == state]
 
 
+def _scan(workflow: BpmnWorkflow) -> tuple[list, list]:
+    """The WAITING and the READY tasks, in one pass over the task dict."""
+    waiting, ready = [], []
+    for task in workflow.tasks.values():
+        state = task.state
+        if state == TaskState.WAITING:
+            waiting.append(task)
+        elif state == TaskState.READY:
+            ready.append(task)
+    return waiting, ready
+
+
+def _user_tasks(ready: list) -> dict:
+    return {str(t.id): t for t in ready if t.task_spec.manual}
+
+
 def _ready_user_tasks(workflow: BpmnWorkflow) -> dict:
-    return {str(t.id): t for t in _tasks(workflow, TaskState.READY) if t.task_spec.manual}
+    return _user_tasks(_tasks(workflow, TaskState.READY))
 
 
 def ready_user_tasks(workflow: BpmnWorkflow) -> dict:
@@ -279,10 +297,10 @@ def _by_uuid(workflow: BpmnWorkflow, task_id: str):
         return None
 
 
-def _timers_of(workflow: BpmnWorkflow) -> frozenset:
-    """The workflow's pending timers as (due_at, kind, element id)."""
+def _timers_of(waiting: list) -> frozenset:
+    """The pending timers among WAITING tasks, as (due_at, kind, element id)."""
     found = set()
-    for task in _tasks(workflow, TaskState.WAITING):
+    for task in waiting:
         event = getattr(task.task_spec, "event_definition", None)
         if isinstance(event, TimerEventDefinition):
             value = event.details(task).value
@@ -316,11 +334,11 @@ def _cycle_of(task):
     return None
 
 
-def _catch_up_cycles(workflow: BpmnWorkflow, now: datetime) -> dict:
+def _catch_up_cycles(waiting: list, now: datetime) -> dict:
     """A repeating timer fires once per step (DESIGN §7): when several of its repeats are due,
     skip to the last one due and remember how many were missed, by boundary task id."""
     missed = {}
-    for task in _tasks(workflow, TaskState.WAITING):
+    for task in waiting:
         if not isinstance(
             getattr(task.task_spec, "event_definition", None), CycleTimerEventDefinition
         ):
@@ -338,7 +356,7 @@ def _catch_up_cycles(workflow: BpmnWorkflow, now: datetime) -> dict:
     return missed
 
 
-def _prune_fired_cycles(workflow: BpmnWorkflow) -> None:
+def _prune_fired_cycles(workflow: BpmnWorkflow, waiting: list) -> None:
     """Drop the older finished branches of repeating timers that still wait. SpiffWorkflow keeps
     every fired repeat (a town item supervised daily grows its tree, and every stored copy of it,
     by a branch a day), and nothing walks them again but the process's end join, which merges the
@@ -346,7 +364,7 @@ def _prune_fired_cycles(workflow: BpmnWorkflow) -> None:
     finished branch of each timer is kept (its data is what that merge ends with, for every key a
     repeat sets each time) and the older ones go: a case's state stays the same size however long
     it is supervised, and its events hold what every branch did."""
-    for task in _tasks(workflow, TaskState.WAITING):
+    for task in waiting:
         if not isinstance(
             getattr(task.task_spec, "event_definition", None), CycleTimerEventDefinition
         ):

@@ -163,7 +163,7 @@ def test_a_case_supervised_daily_keeps_a_state_of_the_same_size(spec, monkeypatc
     assert long <= short * 1.05, (short, long)
 
     # Without dropping the fired repeats, the state grows with every day...
-    monkeypatch.setattr(step_module, "_prune_fired_cycles", lambda workflow: None)
+    monkeypatch.setattr(step_module, "_prune_fired_cycles", lambda workflow, waiting: None)
     assert size(60) > short * 2
     # ...and the steps say exactly the same: the dropped branches were never read again.
     unpruned = supervised_daily(spec, 30)
@@ -185,7 +185,7 @@ def test_a_case_supervised_daily_keeps_a_state_of_the_same_size(spec, monkeypatc
         return outcome, steps
 
     end = START + timedelta(days=60)
-    monkeypatch.setattr(step_module, "_prune_fired_cycles", lambda workflow: None)
+    monkeypatch.setattr(step_module, "_prune_fired_cycles", lambda workflow, waiting: None)
     unpruned_end = to_the_end(supervised_daily(spec, 30)[0], end)
     monkeypatch.undo()
     pruned_end = to_the_end(supervised_daily(spec, 30)[0], end)
