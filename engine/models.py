@@ -98,6 +98,10 @@ class Person(Base):
 
     positions: Mapped[list[Position]] = relationship(back_populates="person", lazy="selectin")
 
+    def end_sessions(self) -> None:
+        """Every session and API token the person has stops working (the caller commits)."""
+        self.generation += 1
+
 
 class Position(Base):
     __tablename__ = "position"

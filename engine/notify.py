@@ -114,7 +114,7 @@ def on_step(
     One row per message and channel. A case whose grid and village have no channels costs two
     identity-map lookups and nothing else.
     """
-    if not new_items and not any(t in ("supervised", "escalated") for t, _k, _d in events):
+    if not new_items and not any(t in NOTICE_EVENTS for t, _k, _d in events):
         return  # nothing to tell: no need to read the channels
     with session.no_autoflush:  # the step writes when it is done, not while this reads
         channels = channels_of(session, case)
@@ -137,6 +137,8 @@ def on_step(
             )
 
 
+# The events a step's notices are about (besides its new work items): see _messages.
+NOTICE_EVENTS = frozenset({"supervised", "escalated"})
 UNIT_SETTINGS = select(Unit.id, Unit.settings).where(
     Unit.id.in_(bindparam("b_units", expanding=True))
 )

@@ -735,7 +735,7 @@ class _Sync:
         changed = _assign(person, {"name": spec.name, "active": True})
         if self.reset and spec.password is not None:
             person.password_hash = self.hashed(spec.password)
-            person.generation += 1  # a reset ends the person's sessions and tokens
+            person.end_sessions()  # a reset ends the person's sessions and tokens
             changed = True
         if changed:
             self.touched.add(spec.username)
@@ -788,7 +788,7 @@ class _Sync:
         for person in gone:
             if person.active:
                 person.active = False
-                person.generation += 1  # sessions and tokens end with the deactivation
+                person.end_sessions()  # sessions and tokens end with the deactivation
                 self.report.people_deactivated += 1
         for chunk in _chunks([p.username for p in gone]):
             claimed = self.session.scalars(

@@ -58,24 +58,22 @@ UPDATE_CASE = update(CASES).where(
 )
 INSERT_ITEM = insert(ITEMS).returning(ITEMS.c.id)
 UPDATE_ITEM = update(ITEMS).where(ITEMS.c.id == bindparam("b_item"))
+# A step's closed items: its case's still-open items among the task ids it closed.
+CLOSING = (
+    ITEMS.c.case_id == bindparam("b_case"),
+    ITEMS.c.task_id.in_(bindparam("b_tasks", expanding=True)),
+    ITEMS.c.completed_at.is_(None),
+)
 CLOSE_ITEMS = (
     update(ITEMS)
-    .where(
-        ITEMS.c.case_id == bindparam("b_case"),
-        ITEMS.c.task_id.in_(bindparam("b_tasks", expanding=True)),
-        ITEMS.c.completed_at.is_(None),
-    )
+    .where(*CLOSING)
     .values(completed_at=bindparam("b_now"), cancelled=ITEMS.c.completed_by.is_(None))
 )
 # The same, when a step completed one of them (`b_done`, by `b_actor`): that one is completed,
 # claimed if it was not, and not cancelled; SET reads the row as it was before the UPDATE.
 COMPLETE_AND_CLOSE = (
     update(ITEMS)
-    .where(
-        ITEMS.c.case_id == bindparam("b_case"),
-        ITEMS.c.task_id.in_(bindparam("b_tasks", expanding=True)),
-        ITEMS.c.completed_at.is_(None),
-    )
+    .where(*CLOSING)
     .values(
         completed_at=bindparam("b_now"),
         completed_by=case(

@@ -73,7 +73,6 @@ class StepContext:
     actor: str
     calendar: WorkCalendar | None = None
     hot: tuple[int, int, BpmnWorkflow] | None = None  # (case id, new version, workflow)
-    touched: tuple[int, int] | None = None  # (case id, old version): a step with no workflow
     # (case id, the version the step read, the case row's new values)
     written: tuple[int, int, dict] | None = None
 
@@ -335,10 +334,10 @@ class Runtime:
             _refresh_held(session, ctx.written)
             if ctx.hot is not None:
                 self._remember(*ctx.hot)
-            elif ctx.touched is not None:
+            elif ctx.written is not None:  # a claim or release: the workflow did not change
                 # Taken out, not read: another thread's step may pop the same entry meanwhile,
                 # and must never find it back in the cache while it changes the workflow.
-                case_id, old = ctx.touched
+                case_id, old, _values = ctx.written
                 hot = self._hot.pop(case_id, None)
                 if hot is not None and hot[0] == old:  # the workflow did not change
                     self._remember(case_id, old + 1, hot[1])
@@ -396,7 +395,6 @@ class Runtime:
             read,
             projection.touch(ctx.session, case, ctx.now, ctx.actor, event),
         )
-        ctx.touched = (case.id, read)
 
     def _write(
         self,

@@ -234,8 +234,7 @@ def _event_data(kind: str, task, props: dict, tier_before: str | None, missed: d
     return {}
 
 
-def _facts(workflow: BpmnWorkflow, spec: Spec, ready: dict | None = None) -> Facts:
-    ready = _ready_user_tasks(workflow) if ready is None else ready
+def _facts(workflow: BpmnWorkflow, spec: Spec, ready: dict) -> Facts:
     tasks = list(ready.values())
     last = workflow.last_task
     data = tasks[0].data if tasks else (workflow.data or (last.data if last else {}))
@@ -281,13 +280,9 @@ def _user_tasks(ready: list) -> dict:
     return {str(t.id): t for t in ready if t.task_spec.manual}
 
 
-def _ready_user_tasks(workflow: BpmnWorkflow) -> dict:
-    return _user_tasks(_tasks(workflow, TaskState.READY))
-
-
 def ready_user_tasks(workflow: BpmnWorkflow) -> dict:
     """The workflow's READY user tasks by task id: one open work item each."""
-    return _ready_user_tasks(workflow)
+    return _user_tasks(_tasks(workflow, TaskState.READY))
 
 
 def _by_uuid(workflow: BpmnWorkflow, task_id: str):

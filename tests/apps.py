@@ -136,3 +136,10 @@ def dispose_app(app: Flask) -> None:
         db.session.remove()
         db.engine.dispose()
     databases().drop(app.config["SQLALCHEMY_DATABASE_URI"])
+
+
+def bearer(client, username: str, password: str = "pw") -> dict[str, str]:
+    """Headers with a fresh API token for `username` (POST /api/v1/tokens must answer 201)."""
+    response = client.post("/api/v1/tokens", json={"username": username, "password": password})
+    assert response.status_code == 201, response.get_json()
+    return {"Authorization": f"Bearer {response.get_json()['token']}"}

@@ -22,6 +22,7 @@ import apps
 import pytest
 from apps import BACKEND, Databases
 from postgres_fixture import postgres_server  # noqa: F401 - the session's cluster, a fixture
+from redis_fixture import redis_server, redis_url  # noqa: F401 - fixtures for the rq tests
 from sqlalchemy import func, select
 
 from engine.access import Viewer, inbox_scope, viewer_of
@@ -325,3 +326,16 @@ def snapshot(gl: Loop, case: Case):
 @pytest.fixture
 def gl(session, runtime, clock) -> Loop:
     return Loop(session, runtime, clock)
+
+
+def changed(bundle: Bundle, path: str, old: str, new: str, count: int = 1, once: bool = False):
+    """The bundle with `old` replaced by `new` in one file (the first `count` times). `old` must
+    be there (exactly once, with `once`), and the file must change."""
+    text = bundle.files[path]
+    if once:
+        assert text.count(old) == 1, f"{old!r} not once in {path}"
+    else:
+        assert old in text, f"{old!r} not in {path}"
+    files = {**bundle.files, path: text.replace(old, new, count)}
+    assert files[path] != text
+    return Bundle(files)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from apps import build_app, dispose_app
+from apps import bearer, build_app, dispose_app
 
 from engine.clock import FixedClock
 from engine.specs import load_bundle
@@ -142,9 +142,7 @@ def api_client(api_app):
 
 
 def login(client, username: str, password: str = PASSWORD) -> dict[str, str]:
-    response = client.post(f"{API}/tokens", json={"username": username, "password": password})
-    assert response.status_code == 201, response.get_json()
-    return {"Authorization": f"Bearer {response.get_json()['token']}"}
+    return bearer(client, username, password)
 
 
 @pytest.fixture

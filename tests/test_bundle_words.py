@@ -11,7 +11,7 @@ import shutil
 from datetime import UTC, datetime
 
 import pytest
-from apps import build_app, dispose_app
+from apps import bearer, build_app, dispose_app
 from click.testing import CliRunner
 from conftest import ORG_YAML, REPO
 
@@ -56,11 +56,6 @@ def town(tmp_path, monkeypatch):
     dispose_app(app)
 
 
-def token(client, username: str) -> dict:
-    answer = client.post("/api/v1/tokens", json={"username": username, "password": "pw"})
-    return {"Authorization": f"Bearer {answer.json['token']}"}
-
-
 def open_case(client, headers, **body) -> dict:
     answer = client.post(
         "/api/v1/cases", json={"title": "后山裂缝", "grid": "V01-D1-G01", **body}, headers=headers
@@ -75,7 +70,7 @@ def accept_item(client, headers, number: str) -> int:
 
 def test_a_deployed_category_is_usable_everywhere_and_old_cases_keep_theirs(town):
     client = town.test_client()
-    officer = token(client, "off1")
+    officer = bearer(client, "off1")
     refused = open_case(client, officer, category="landslide")
     assert refused.status_code == 400 and "category" in refused.json["error"]["fields"]
     before = open_case(client, officer, category="dispute").json["number"]
@@ -93,7 +88,7 @@ def test_a_deployed_category_is_usable_everywhere_and_old_cases_keep_theirs(town
     data = {"valid": True, "category": "landslide", "severity": "normal"}
     done = client.post(f"/api/v1/work-items/{item}/complete", json={"data": data}, headers=officer)
     assert done.status_code == 200 and done.json["tier"] == "village_secretary"  # its DMN row
-    assert client.get("/api/v1/inbox?category=landslide", headers=token(client, "vs1")).json[
+    assert client.get("/api/v1/inbox?category=landslide", headers=bearer(client, "vs1")).json[
         "items"
     ]
 
@@ -120,7 +115,7 @@ def test_init_db_never_puts_the_repository_bundle_over_an_administrators(town):
     again = runner.invoke(main, ["init-db"])
     assert again.exit_code == 0 and "was not deployed over it" in again.output, again.output
     client = town.test_client()
-    landslide = open_case(client, token(client, "off1"), category="landslide")
+    landslide = open_case(client, bearer(client, "off1"), category="landslide")
     assert landslide.status_code == 201  # the administrator's version is still live
 
 
@@ -136,7 +131,7 @@ def test_the_diagram_says_which_status_each_task_puts_a_case_in(town):
     assert refused.exit_code != 0
     assert "'status'" in refused.output and "feedback" in refused.output, refused.output
     client = town.test_client()
-    still = open_case(client, token(client, "off1"), category="landslide")
+    still = open_case(client, bearer(client, "off1"), category="landslide")
     assert still.status_code == 400  # the repository's version is still the live one
 
 
@@ -163,7 +158,7 @@ def test_who_a_supervision_notifies_is_the_diagrams_notify_property(town):
     deployed = CliRunner().invoke(main, ["diagrams", "deploy", str(town.bundle_dir)])
     assert deployed.exit_code == 0, deployed.output
     client = town.test_client()
-    officer = token(client, "off1")
+    officer = bearer(client, "off1")
     number = open_case(client, officer, category="dispute", severity="normal").json["number"]
     item = accept_item(client, officer, number)
     data = {"valid": True, "category": "dispute", "severity": "normal"}

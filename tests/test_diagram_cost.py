@@ -9,6 +9,7 @@ import time
 
 import pytest
 from conftest import START, snapshot
+from conftest import changed as shared_changed
 
 from engine.sandbox import (
     MAX_CHARS,
@@ -32,9 +33,7 @@ WHILE = "while True: pass"
 
 
 def changed(bundle: Bundle, path: str, old: str, new: str) -> Bundle:
-    text = bundle.files[path]
-    assert text.count(old) == 1, f"{old!r} not once in {path}"
-    return Bundle({**bundle.files, path: text.replace(old, new)})
+    return shared_changed(bundle, path, old, new, once=True)
 
 
 def in_script(bundle: Bundle, code: str) -> Bundle:

@@ -4,7 +4,7 @@ never goes live, and the error names the element at fault. Scripts are checked a
 from __future__ import annotations
 
 import pytest
-from conftest import START
+from conftest import START, changed
 from SpiffWorkflow.bpmn import BpmnWorkflow
 from SpiffWorkflow.spiff.parser.process import VALIDATOR, SpiffBpmnParser
 
@@ -14,15 +14,6 @@ from engine.specs import Bundle, DiagramError, deploy, latest_version, parse_bun
 BPMN = "workflows/bpmn/case_loop.bpmn"
 DISPATCH = "rules/dispatch_tier.dmn"
 HANDLE_FORM = "workflows/bpmn/forms/handle.schema.json"
-
-
-def changed(bundle: Bundle, path: str, old: str, new: str, count: int = 1) -> Bundle:
-    text = bundle.files[path]
-    assert text.count(old) >= 1, f"{old!r} not in {path}"
-    files = dict(bundle.files)
-    files[path] = text.replace(old, new, count)
-    assert files[path] != text
-    return Bundle(files)
 
 
 def test_the_repository_bundle_parses(bundle):

@@ -11,7 +11,7 @@ import tracemalloc
 import pytest
 from argon2 import extract_parameters
 from click.testing import CliRunner
-from conftest import ORG_YAML
+from conftest import ORG_YAML, changed
 from sqlalchemy import select
 
 from engine.models import Household, Person, Unit
@@ -24,12 +24,6 @@ BPMN = "workflows/bpmn/case_loop.bpmn"
 DISPATCH = "rules/dispatch_tier.dmn"
 ACCEPT = '<bpmn:userTask id="accept" name="受理">'
 XHTML = "http://www.w3.org/1999/xhtml"
-
-
-def changed(bundle: Bundle, path: str, old: str, new: str) -> Bundle:
-    text = bundle.files[path]
-    assert text.count(old) >= 1, f"{old!r} not in {path}"
-    return Bundle({**bundle.files, path: text.replace(old, new, 1)})
 
 
 def with_documentation(bundle: Bundle, content: str) -> Bundle:

@@ -18,7 +18,7 @@ from datetime import timedelta
 import pytest
 from apps import build_app, dispose_app
 from conftest import ORG_YAML, REPO, START
-from redis_fixture import _free_port, redis_server, redis_url  # noqa: F401 - fixtures
+from redis_fixture import _free_port
 from sqlalchemy import select
 
 from engine.clock import FixedClock, iso

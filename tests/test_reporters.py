@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from apps import build_app, dispose_app
+from apps import bearer, build_app, dispose_app
 from conftest import ORG_YAML
 
 from engine.clock import FixedClock
@@ -30,8 +30,7 @@ def app(tmp_path):
 
 
 def headers(app, username: str) -> dict:
-    token = app.test_client().post("/api/v1/tokens", json={"username": username, "password": "pw"})
-    return {"Authorization": f"Bearer {token.json['token']}"}
+    return bearer(app.test_client(), username)
 
 
 def open_case(app) -> str:

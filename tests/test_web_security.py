@@ -11,7 +11,7 @@ import tracemalloc
 from datetime import UTC, datetime
 
 import pytest
-from apps import build_app, dispose_app
+from apps import bearer, build_app, dispose_app
 from conftest import ORG_YAML
 from flask import request
 from sqlalchemy import select
@@ -54,12 +54,6 @@ def sign_in(client, username: str = "off1"):
     response = client.post("/login", data={"username": username, "password": "pw"})
     assert response.status_code == 302, response.get_data(as_text=True)[:500]
     return response
-
-
-def token(client, username: str) -> dict[str, str]:
-    response = client.post(f"{API}/tokens", json={"username": username, "password": "pw"})
-    assert response.status_code == 201, response.get_json()
-    return {"Authorization": f"Bearer {response.get_json()['token']}"}
 
 
 def policy(response) -> dict[str, str]:
@@ -136,7 +130,7 @@ def test_signed_in_pages_are_not_stored(sec_app):
 
 def test_api_answers_carry_the_headers_and_no_store(sec_app):
     client = sec_app.test_client()
-    headers = token(client, "off1")
+    headers = bearer(client, "off1")
     for response in (
         client.get(f"{API}/me", headers=headers),
         client.get(f"{API}/openapi.json"),
@@ -235,7 +229,7 @@ def test_the_diagram_xml_is_a_download_that_runs_nothing(sec_app):
     opened = client.post(
         f"{API}/cases",
         json={"title": "路灯坏了", "description": "村口路灯不亮", "grid": GRID},
-        headers=token(client, "off1"),
+        headers=bearer(client, "off1"),
     )
     assert opened.status_code == 201, opened.get_json()
     number = opened.get_json()["number"]
@@ -342,7 +336,7 @@ def post_raw(client, path: str, data: bytes, headers: dict | None = None):
 
 def test_deeply_nested_json_is_400(sec_app):
     client = sec_app.test_client()
-    headers = token(client, "off1")
+    headers = bearer(client, "off1")
     deep = b"[" * 100_000
     wrapped = b'{"username": "off1", "password": ' + b"[" * 100_000
     closed = (
@@ -426,7 +420,7 @@ def test_a_safe_next_is_kept(sec_app):
 
 def test_unknown_and_foreign_units_answer_the_same_404(sec_app):
     client = sec_app.test_client()
-    off1 = token(client, "off1")  # an officer of V01-D1-G01
+    off1 = bearer(client, "off1")  # an officer of V01-D1-G01
 
     def cases(headers, unit):
         return client.get(f"{API}/cases", query_string={"unit": unit}, headers=headers)
@@ -439,12 +433,12 @@ def test_unknown_and_foreign_units_answer_the_same_404(sec_app):
     assert unknown.get_json() == foreign.get_json() == above.get_json()
 
     assert cases(off1, GRID).status_code == 200
-    assert cases(token(client, "dl1"), GRID).status_code == 200  # below the district leader
-    assert cases(token(client, "tl1"), "V02-D1-G01").status_code == 200  # the town covers all
-    ps1 = token(client, "ps1")  # a department officer covers the department
+    assert cases(bearer(client, "dl1"), GRID).status_code == 200  # below the district leader
+    assert cases(bearer(client, "tl1"), "V02-D1-G01").status_code == 200  # the town covers all
+    ps1 = bearer(client, "ps1")  # a department officer covers the department
     assert cases(ps1, "PS").status_code == 200
     assert_error(cases(ps1, GRID), 404, "not_found")
-    auditor = token(client, "aud")  # auditors see every case
+    auditor = bearer(client, "aud")  # auditors see every case
     assert cases(auditor, "V02-D1-G01").status_code == 200
     assert_error(cases(auditor, "NO-SUCH-UNIT"), 404, "not_found")
 

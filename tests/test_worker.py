@@ -24,7 +24,6 @@ from apps import connect
 from click.testing import CliRunner
 from conftest import ACCEPT_NORMAL, GRID, REPO, START
 from redis import Redis
-from redis_fixture import redis_server, redis_url  # noqa: F401 - fixtures
 from rq import Queue
 from sqlalchemy import select
 

@@ -21,14 +21,13 @@ from engine.errors import Conflict, Forbidden, GridloopError, Invalid, NotFound
 from engine.events import as_dict, case_events
 from engine.inbox import inbox_page
 from engine.models import ApiToken, Case, CaseDepartment, Person, Unit, WorkItem, case_unit
-from engine.words import vocabulary
 
 from . import schemas
 from . import services as app_services
 from .extensions import db
 from .openapi import build_openapi
 from .paging import decode_cursor, decode_inbox_key, encode_cursor, encode_inbox_key
-from .web import now, runtime
+from .web import now, runtime, words
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 PAGE = 50
@@ -319,7 +318,7 @@ def case_events_api(number: str):
 @token_required
 def inbox():
     args = parse(schemas.InboxArgs, request.args.to_dict())
-    known = vocabulary(db.session, runtime().registry).known["category"]
+    known = words().known["category"]
     if "category" in args and args["category"] not in known:
         raise Invalid("the request has errors", {"category": "not a category of any version"})
     after = decode_inbox_key(args["cursor"]) if "cursor" in args else None

@@ -105,16 +105,11 @@ def safe_next(target: str | None) -> str:
 @bp.post("/logout")
 def logout():
     if current_user.is_authenticated:
-        end_sessions(current_user.person)
+        current_user.person.end_sessions()
         db.session.commit()
     logout_user()
     flash(_l("You have signed out."))
     return redirect(url_for("auth.login"))
-
-
-def end_sessions(person: Person) -> None:
-    """Every session and API token the person has stops working (the caller commits)."""
-    person.generation += 1
 
 
 class PasswordForm(FlaskForm):
@@ -149,7 +144,7 @@ def change_password():
         )
         if attempt.ok:
             person.password_hash = services(current_app).passwords.hash(form.new.data)
-            end_sessions(person)
+            person.end_sessions()
             db.session.commit()
             login_user(WebUser(person))  # this session goes on in the new generation
             flash(_("Your password was changed. Other sessions and API tokens were signed out."))
