@@ -35,11 +35,12 @@ from .models import (
 from .specs import Spec, TaskInfo
 from .step import Outcome, Ready, Supervision
 
-CASES, ITEMS, EVENTS, TIMERS = (
+CASES, ITEMS, EVENTS, TIMERS, UNITS = (
     Case.__table__,
     WorkItem.__table__,
     CaseEvent.__table__,
     Timer.__table__,
+    Unit.__table__,
 )
 # A case as a step reads it: every column but the workflow blob, and its version's hash.
 CASE_ROW = select(
@@ -116,6 +117,9 @@ LIVE_VERSION = (
     .where(DiagramVersion.process_id == bindparam("b_process"))
     .order_by(DiagramVersion.id.desc())
     .limit(1)
+)
+UNIT_CODES = select(UNITS.c.id, UNITS.c.code).where(
+    UNITS.c.id.in_(bindparam("b_units", expanding=True))
 )
 _GRID, _DISTRICT, _VILLAGE, _TOWN = (aliased(Unit) for _ in range(4))
 GRID_CHAIN = (
@@ -405,18 +409,29 @@ def notify_list(session: Session, case, item, who: str) -> list[tuple[str, str]]
     if not who:  # a version deployed before `notify` existed: its rule, the tier above
         above = TIER_ABOVE.get(item.role)
         who = "holder,owner" + (f",{above}" if above else "")
-    told: list[tuple[str, str]] = []
-    for kind in (k.strip() for k in who.split(",") if k.strip()):
+    kinds = [k.strip() for k in who.split(",") if k.strip()]
+    wanted: list[tuple[str, str | None, int | None]] = []  # (role, person, unit id)
+    for kind in kinds:
         if kind == "holder":
             if item.claimed_by:
-                told.append((item.claimed_by, person_key(item.claimed_by)))
+                wanted.append((item.role, item.claimed_by, None))
             else:
-                unit = session.get(Unit, item.unit_id)
-                told.append((f"{item.role}@{unit.code}", position_key(item.role, unit.id)))
+                wanted.append((item.role, None, item.unit_id))
         elif kind == "owner":
             if case.owner:
-                told.append((case.owner, person_key(case.owner)))
+                wanted.append((kind, case.owner, None))
         else:
-            unit = session.get(Unit, case_unit(case, LEVEL_OF_ROLE[kind]))
-            told.append((f"{kind}@{unit.code}", position_key(kind, unit.id)))
+            wanted.append((kind, None, case_unit(case, LEVEL_OF_ROLE[kind])))
+    unit_ids = {unit for _role, _person, unit in wanted if unit is not None}
+    codes = (
+        dict(session.connection().execute(UNIT_CODES, {"b_units": sorted(unit_ids)}).all())
+        if unit_ids
+        else {}
+    )
+    told: list[tuple[str, str]] = []
+    for role, person, unit in wanted:
+        if person is not None:
+            told.append((person, person_key(person)))
+        else:
+            told.append((f"{role}@{codes[unit]}", position_key(role, unit)))
     return told
