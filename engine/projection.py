@@ -14,7 +14,18 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import (
+    String,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 
 from . import notify
@@ -102,11 +113,14 @@ ITEM_OF_TASK = (
     .where(ITEMS.c.case_id == bindparam("b_case"), ITEMS.c.task_id == bindparam("b_task"))
     .limit(1)
 )
-DUE_TIMER = (
-    select(TIMERS.c.id)
-    .where(TIMERS.c.case_id == bindparam("b_case"), TIMERS.c.due_at <= bindparam("b_now"))
-    .limit(1)
+# A case whose timers may be due: its row, whether a timer is due, and (when the process does not
+# hold the workflow) the blob, in one SELECT: a burst of due timers is mostly such reads.
+DUE_CASE = CASE_BY_ID.add_columns(
+    exists()
+    .where(TIMERS.c.case_id == CASES.c.id, TIMERS.c.due_at <= bindparam("b_now"))
+    .label("timer_due")
 )
+DUE_CASE_AND_BLOB = DUE_CASE.add_columns(CASES.c.workflow)
 DELETE_TIMERS = delete(TIMERS).where(TIMERS.c.case_id == bindparam("b_case"))
 INSERT_TIMERS = insert(TIMERS)
 INSERT_EVENTS = insert(EVENTS)
@@ -176,8 +190,19 @@ def blob(session: Session, case_id: int) -> str:
     return session.connection().scalar(BLOB, {"b_case": case_id})
 
 
-def has_due_timer(session: Session, case_id: int, now: datetime) -> bool:
-    return session.connection().scalar(DUE_TIMER, {"b_case": case_id, "b_now": now}) is not None
+def due_case(
+    session: Session, case_id: int, now: datetime, with_blob: bool
+) -> tuple[SimpleNamespace, bool, str | None] | None:
+    """A case as `case_row` reads it, whether one of its timers is due at `now`, and its stored
+    workflow if asked for."""
+    query = DUE_CASE_AND_BLOB if with_blob else DUE_CASE
+    row = session.connection().execute(query, {"b_case": case_id, "b_now": now}).first()
+    if row is None:
+        return None
+    fields = dict(row._mapping)
+    due = bool(fields.pop("timer_due"))
+    stored = fields.pop("workflow", None)
+    return SimpleNamespace(**fields), due, stored
 
 
 def drop_timers(session: Session, case_id: int) -> None:

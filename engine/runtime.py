@@ -292,14 +292,15 @@ class Runtime:
     def fire_case_timers(self, session: Session, case_id: int, as_of: datetime) -> bool:
         def step(ctx: StepContext) -> bool:
             session = ctx.session
-            case = projection.case_row(session, case_id)
+            found = projection.due_case(session, case_id, ctx.now, case_id not in self._hot)
+            case, due, stored = found if found is not None else (None, False, None)
             if case is None or case.status not in OPEN:
                 projection.drop_timers(session, case_id)
                 return False
-            if not projection.has_due_timer(session, case_id, ctx.now):
+            if not due:
                 return False  # another process fired them first
             spec = self._spec(session, case)
-            workflow = self._load(session, case)
+            workflow = self._load(session, case, stored)
             outcome = run_step(workflow, spec, Fire(), ctx.now, ctx.deadline)
             self._write(ctx, case, spec, outcome)
             return True
@@ -357,11 +358,13 @@ class Runtime:
             spec = self.registry.get(session.get(DiagramVersion, case.diagram_id))
         return spec
 
-    def _load(self, session: Session, case) -> BpmnWorkflow:
+    def _load(self, session: Session, case, stored: str | None = None) -> BpmnWorkflow:
+        """The case's workflow: the one this process holds at the case's version, else restored
+        from the stored blob (`stored`, when the caller read it already)."""
         hot = self._hot.pop(case.id, None)
         if hot is not None and hot[0] == case.version:
             return hot[1]
-        return self.serializer.deserialize_json(projection.blob(session, case.id))
+        return self.serializer.deserialize_json(stored or projection.blob(session, case.id))
 
     def _actionable(self, session: Session, actor: Viewer, item_id: int):
         """The item and its case as plain rows, if this actor may work it."""

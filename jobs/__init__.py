@@ -11,8 +11,8 @@ root and runs rq on it. Like engine/, nothing here imports Flask.
     root.py       the composition root: session factory, Runtime, clock and Redis, built once
     ticker.py     the embedded ticker (timers each second, the outbox every five), and catch-up
     outbox.py     one delivery run of the outbox, as the ticker and the worker run it
-    scheduler.py  TimerScheduler: due timers from the timer table onto rq, once per case
-    worker.py     the rq job (fire_case), workers and their supervisor: `gridloop worker`
+    scheduler.py  TimerScheduler: due timers onto rq, cases batched into jobs, a lease per case
+    worker.py     the rq job (fire_cases), workers and their supervisor: `gridloop worker`
     status.py     how far behind: `gridloop timers status` and the queues on /admin/ops
     __main__.py   `python -m jobs`: one rq worker process, as the supervisor starts them
 """

@@ -1,5 +1,5 @@
 """Due timers onto rq: the scheduler of `gridloop worker`, which reads the timer table and enqueues
-one job per due case.
+jobs that each fire a batch of due cases.
 
 The database is the truth; the queue only delivers. A timer row is consumed in its case's
 transaction, under the case's version check (Runtime.fire_case_timers, the code the embedded ticker
@@ -7,15 +7,19 @@ runs too), so a delivery that comes twice, late, or after a worker died finds no
 nothing. The queue only has to deliver each due case at least once:
 
 - The scheduler reads due timers from the `timer` table (its due_at index) in batches, oldest first,
-  and enqueues one job per case under a deterministic id, `fire-{case_id}-{due_us}` (the case's
-  earliest due instant in microseconds; rq allows no colons in ids). rq's unique enqueue makes the
-  id a lease: while a job for that case and instant is queued or running, no second one is made.
-- It runs every second. Whatever a pass finds still due in the database is delivered again: a job
-  whose id is gone from Redis (done, expired, Redis restarted empty) is enqueued anew, and so is one
-  left "started" for longer than `redeliver_after` seconds (its worker died before its commit; one
-  that died after committing, before rq's acknowledgement, left nothing due, so nothing is sent
-  again). A job a dying worker took off the queue but never started is put back. A failed job's id
-  is kept for FAILURE_TTL seconds: the back-off before a case whose step raises is tried again.
+  and enqueues jobs of up to `per_job` cases each (jobs.worker.fire_cases fires them one after
+  another, each in its own transaction). One job per case made rq's own bookkeeping (about twenty
+  Redis round trips a job) cost more than the firing itself.
+- Each due case gets a lease in Redis: the key `gridloop:lease:{case_id}-{due_us}` (the case's
+  earliest due instant in microseconds) names the job that carries it. While that job is queued or
+  running, the case is not enqueued again.
+- It runs every second. Whatever a pass finds still due in the database is delivered again: a case
+  whose job is gone from Redis (done, expired, Redis restarted empty) is enqueued anew, and so is
+  one whose job was left "started" for longer than `redeliver_after` seconds (its worker died
+  before the case's commit; a case committed before the worker died is not due any more, so it is
+  not sent again). A job a dying worker took off the queue but never started is put back. A failed
+  job (one of its cases raised) is kept for FAILURE_TTL seconds: the back-off before its cases
+  that are still due are tried again.
 
 The job itself, the workers and their supervisor are in jobs/worker.py. Without
 GRIDLOOP_REDIS_URL nothing here runs: the ticker in `gridloop serve` fires timers.
@@ -40,10 +44,13 @@ from .root import Root
 log = logging.getLogger(__name__)
 
 QUEUE = "gridloop-timers"
-JOB_FUNC = "jobs.worker.fire_case"  # what each job runs, by name: rq imports it in the worker
-JOB_TIMEOUT = 30  # seconds; a firing takes milliseconds
+JOB_FUNC = "jobs.worker.fire_cases"  # what each job runs, by name: rq imports it in the worker
+PER_JOB = 50  # cases a job fires, one transaction each
+JOB_TIMEOUT = 60  # seconds; a case's firing takes milliseconds
 FAILURE_TTL = 60  # a failed job's id blocks a new delivery of its case this long
 QUEUED_TTL = 3600  # a queued job never started within this is dropped, and delivered anew
+LEASE_TTL = 2 * QUEUED_TTL  # a lease outlives its job: queued, then running, then failed
+LEASE = "gridloop:lease:"
 REDELIVER_AFTER = 60.0  # a job "started" longer than this is taken as lost
 BATCH = 200  # timer rows read per query
 MAX_PER_PASS = 2000  # cases looked at per pass: bounds a pass, and the queue, when far behind
@@ -59,26 +66,38 @@ return 0
 """
 
 
+def _due_us(due_at: datetime) -> int:
+    return (due_at - EPOCH) // timedelta(microseconds=1)
+
+
+def lease_key(case_id: int, due_at: datetime) -> str:
+    """The Redis key naming the job that carries a case's firing of its timers due at `due_at`."""
+    return f"{LEASE}{case_id}-{_due_us(due_at)}"
+
+
 def job_id(case_id: int, due_at: datetime) -> str:
-    return f"fire-{case_id}-{(due_at - EPOCH) // timedelta(microseconds=1)}"
+    """A job's id: that of its first case and instant (rq allows no colons in ids)."""
+    return f"fire-{case_id}-{_due_us(due_at)}"
 
 
 @dataclass
 class PassReport:
     due: int = 0  # cases with a due timer looked at
-    enqueued: int = 0  # new deliveries
-    pending: int = 0  # a job for the case is queued or running
-    redelivered: int = 0  # a job taken as lost was replaced
-    requeued: int = 0  # a job a dead worker took off the queue and never started, put back
-    backing_off: int = 0  # the case's last job failed a moment ago
+    enqueued: int = 0  # cases delivered for the first time (or their job is gone)
+    jobs: int = 0  # jobs made for the enqueued and redelivered cases
+    pending: int = 0  # cases whose job is queued or running
+    redelivered: int = 0  # cases whose job was taken as lost, delivered again
+    requeued: int = 0  # jobs a dead worker took off the queue and never started, put back
+    backing_off: int = 0  # cases whose job failed a moment ago
     skipped: bool = False  # another scheduler held the pass lock
 
     def __str__(self) -> str:
         if self.skipped:
             return "another scheduler is running this pass"
         return (
-            f"{self.due} due case(s): {self.enqueued} enqueued, {self.redelivered} redelivered, "
-            f"{self.requeued} requeued, {self.pending} pending, {self.backing_off} backing off"
+            f"{self.due} due case(s): {self.enqueued} enqueued, {self.redelivered} redelivered "
+            f"({self.jobs} job(s)), {self.requeued} job(s) requeued, {self.pending} pending, "
+            f"{self.backing_off} backing off"
         )
 
 
@@ -92,6 +111,7 @@ class TimerScheduler:
     clock: Clock
     queue_name: str = QUEUE
     batch: int = BATCH
+    per_job: int = PER_JOB
     max_per_pass: int = MAX_PER_PASS
     redeliver_after: float = REDELIVER_AFTER
     _queue: object = field(default=None, init=False, repr=False)
@@ -211,18 +231,29 @@ class TimerScheduler:
     def _deliver(
         self, cases: list[tuple[int, datetime]], fire_as_of: str | None, report: PassReport
     ) -> None:
+        """Read each case's lease and the state of the job it names (two round trips), then
+        enqueue the cases that need a delivery, `per_job` to a job."""
         from rq.job import Job
 
-        ids = [job_id(case_id, due_at) for case_id, due_at in cases]
+        leases = self.connection.mget([lease_key(*case) for case in cases])
+        jids = sorted({lease.decode() for lease in leases if lease})
         pipe = self.connection.pipeline(transaction=False)
-        for jid in ids:
+        for jid in jids:
             pipe.hmget(Job.key_for(jid), "status", "started_at")
-        states = pipe.execute()
+        states = dict(zip(jids, pipe.execute(), strict=True))
         wall = datetime.now(UTC)
-        for (case_id, _), jid, (status, started_at) in zip(cases, ids, states, strict=True):
+        fresh: list[tuple[int, datetime]] = []
+        again: list[tuple[int, datetime]] = []
+        forgotten: set[str] = set()
+        for case, lease in zip(cases, leases, strict=True):
+            if not lease:
+                fresh.append(case)
+                continue
+            jid = lease.decode()
+            status, started_at = states[jid]
             status = status.decode() if status else None
             if status is None:
-                report.enqueued += self._enqueue(case_id, jid, fire_as_of)
+                fresh.append(case)
             elif status in PENDING:
                 report.pending += 1
             elif status == "failed":
@@ -230,8 +261,12 @@ class TimerScheduler:
             elif status == "started" and not self._lost(started_at, wall):
                 report.pending += 1
             else:  # started long ago (lost), stopped, canceled, or kept after finishing
-                self._forget(jid, status)
-                report.redelivered += self._enqueue(case_id, jid, fire_as_of)
+                if jid not in forgotten:
+                    self._forget(jid, status)
+                    forgotten.add(jid)
+                again.append(case)
+        report.enqueued += self._enqueue(fresh, fire_as_of, report)
+        report.redelivered += self._enqueue(again, fire_as_of, report)
 
     def _lost(self, started_at: bytes | None, wall: datetime) -> bool:
         if not started_at:
@@ -241,24 +276,39 @@ class TimerScheduler:
         started = utcparse(started_at.decode())
         return (wall - started).total_seconds() >= self.redeliver_after
 
-    def _enqueue(self, case_id: int, jid: str, fire_as_of: str | None) -> int:
+    def _enqueue(
+        self, cases: list[tuple[int, datetime]], fire_as_of: str | None, report: PassReport
+    ) -> int:
+        """Jobs of up to `per_job` cases; each case's lease then names its job. A scheduler that
+        dies between the two leaves a job without leases: its cases may be delivered twice, which
+        does no harm. Returns how many cases went out."""
         from rq.exceptions import DuplicateJobError
 
-        try:
-            self.queue.enqueue_call(
-                JOB_FUNC,
-                args=(case_id, fire_as_of),
-                job_id=jid,
-                unique=True,
-                timeout=JOB_TIMEOUT,
-                result_ttl=0,  # done is done: the id is free again at once
-                failure_ttl=FAILURE_TTL,
-                ttl=QUEUED_TTL,
-                description=f"fire the due timers of case {case_id}",
-            )
-        except DuplicateJobError:
-            return 0  # another scheduler got there first
-        return 1
+        sent = 0
+        for start in range(0, len(cases), self.per_job):
+            chunk = cases[start : start + self.per_job]
+            jid = job_id(*chunk[0])
+            try:
+                self.queue.enqueue_call(
+                    JOB_FUNC,
+                    args=([case_id for case_id, _ in chunk], fire_as_of),
+                    job_id=jid,
+                    unique=True,
+                    timeout=JOB_TIMEOUT,
+                    result_ttl=0,  # done is done: the id is free again at once
+                    failure_ttl=FAILURE_TTL,
+                    ttl=QUEUED_TTL,
+                    description=f"fire the due timers of {len(chunk)} case(s)",
+                )
+            except DuplicateJobError:
+                continue  # another scheduler got there first; the next pass looks again
+            pipe = self.connection.pipeline(transaction=False)
+            for case in chunk:
+                pipe.set(lease_key(*case), jid, ex=LEASE_TTL)
+            pipe.execute()
+            report.jobs += 1
+            sent += len(chunk)
+        return sent
 
     def _forget(self, jid: str, status: str) -> None:
         """Drop a lost job: its hash, and its stale entries in the started registry (so rq's

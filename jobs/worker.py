@@ -1,9 +1,9 @@
 """rq workers that fire timers (`gridloop worker`, with GRIDLOOP_REDIS_URL set): the job, the
 worker processes and their supervisor.
 
-The job, `fire_case`, fires one case's due timers in the case's transaction; the scheduler
-(jobs/scheduler.py) enqueues it, and explains why a job that comes twice, late or after a dead
-worker does no harm. Workers are rq SimpleWorkers: the job runs in the worker process itself, which
+The job, `fire_cases`, fires a batch of cases' due timers, each case in its own transaction
+(`fire_case`); the scheduler (jobs/scheduler.py) enqueues it, and explains why a job that comes
+twice, late or after a dead worker does no harm. Workers are rq SimpleWorkers: the job runs in the worker process itself, which
 keeps one Root (and its Runtime: parsed specs, recently used workflows) for all of its jobs. rq's
 forking Worker would make a process per job and throw those away each time. A worker process
 builds its root from the environment, with no web app: it needs none.
@@ -71,6 +71,28 @@ def fire_case(case_id: int, as_of: str | None = None) -> bool:
             # The case kept changing under us; it is still due, so the next pass delivers it again.
             log.info("case %s changed while its timers fired; delivered again later", case_id)
             return False
+
+
+class CasesFailed(RuntimeError):
+    """Some cases of a job raised: the job ends failed, so its cases back off before their next
+    delivery (the others in it committed and are not due any more)."""
+
+
+def fire_cases(case_ids: list[int], as_of: str | None = None) -> int:
+    """The rq job: fire each case's due timers in turn, each in its own transaction (`fire_case`).
+    One case that raises does not stop the others; the job then fails naming it. Returns how many
+    cases moved."""
+    moved = 0
+    failed = []
+    for case_id in case_ids:
+        try:
+            moved += fire_case(case_id, as_of)
+        except Exception:  # noqa: BLE001 - one broken case must not hold up the rest
+            log.exception("firing the timers of case %s failed", case_id)
+            failed.append(case_id)
+    if failed:
+        raise CasesFailed(f"firing the timers of case(s) {failed} failed; see the log above")
+    return moved
 
 
 # ------------------------------------------------------------------ workers

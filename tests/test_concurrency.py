@@ -243,10 +243,10 @@ def test_one_failing_case_does_not_stop_other_cases_timers(gl, monkeypatch):
     poisoned_before = snapshot(gl, poisoned)
     original = Runtime._load
 
-    def load(self, session, case):
+    def load(self, session, case, *stored):
         if case.id == poisoned.id:
             raise RuntimeError("a broken workflow blob")
-        return original(self, session, case)
+        return original(self, session, case, *stored)
 
     monkeypatch.setattr(Runtime, "_load", load)
     try:

@@ -175,7 +175,7 @@ def test_the_scheduler_and_a_worker_on_one_root(gl, root, redis_url, process_roo
         report = TimerScheduler.of(root).run_once(as_of=as_of)
         assert (report.due, report.enqueued) == (2, 2), report
         assert queue_states(root) == [
-            {"name": "gridloop-timers", "waiting": 2, "running": 0, "failed": 0}
+            {"name": "gridloop-timers", "waiting": 1, "running": 0, "failed": 0}  # one job, 2 cases
         ]
         worker.run_worker(root, burst=True, log_level="WARNING")
         assert worker.process_root() is root
@@ -183,6 +183,46 @@ def test_the_scheduler_and_a_worker_on_one_root(gl, root, redis_url, process_roo
             assert gl.types(gl.reload(case)).count("escalated") == 1
         _, lines = timers_status(root, as_of)
         assert "queue gridloop-timers: 0 queued, 0 started, 0 failed" in lines
+    finally:
+        root.close()
+
+
+def test_a_case_that_fails_in_a_job_backs_off_and_the_others_in_it_fire(
+    gl, root, redis_url, process_root, monkeypatch
+):
+    """One job carries three cases; the second raises. The other two escalate in their own
+    transactions, the job ends failed naming the broken case, and the next pass leaves that case
+    alone while the failed job is kept (the back-off); once it is gone, the case goes out again."""
+    cases = [gl.accepted() for _ in range(3)]
+    as_of = _due_at(gl, cases[0])
+    gl.session.commit()
+    root.redis_url, root.redis_timeout = redis_url, None
+    broken = cases[1].id
+    fire = root.runtime.fire_case_timers
+
+    def fire_or_break(session, case_id, moment):
+        if case_id == broken:
+            raise RuntimeError("a broken diagram")
+        return fire(session, case_id, moment)
+
+    monkeypatch.setattr(root.runtime, "fire_case_timers", fire_or_break)
+    try:
+        scheduler = TimerScheduler.of(root)
+        first = scheduler.run_once(as_of=as_of)
+        assert (first.enqueued, first.jobs) == (3, 1), first
+        worker.run_worker(root, burst=True, log_level="CRITICAL")
+        assert [gl.types(gl.reload(c)).count("escalated") for c in cases] == [1, 0, 1]
+        (failed,) = scheduler.queue.failed_job_registry.get_job_ids()
+        assert f"case(s) [{broken}] failed" in scheduler.queue.fetch_job(failed).latest_result().exc_string
+
+        backing = scheduler.run_once(as_of=as_of)
+        assert (backing.due, backing.backing_off, backing.enqueued) == (1, 1, 0), backing
+        scheduler.queue.fetch_job(failed).delete()  # the back-off (FAILURE_TTL) is over
+        monkeypatch.setattr(root.runtime, "fire_case_timers", fire)
+        again = scheduler.run_once(as_of=as_of)
+        assert (again.enqueued, again.jobs) == (1, 1), again
+        worker.run_worker(root, burst=True, log_level="CRITICAL")
+        assert gl.types(gl.reload(cases[1])).count("escalated") == 1
     finally:
         root.close()
 

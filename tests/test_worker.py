@@ -35,7 +35,7 @@ from engine.runtime import Runtime
 from engine.specs import SpecRegistry
 from engine.storage import make_engine, make_sessionmaker
 from jobs.root import REDIS_URL_ENV
-from jobs.scheduler import JOB_FUNC, QUEUE, TimerScheduler, job_id
+from jobs.scheduler import JOB_FUNC, PER_JOB, QUEUE, TimerScheduler, job_id, lease_key
 from webapp.cli import main
 
 CASES = 1000
@@ -44,25 +44,29 @@ WAIT = 300  # seconds a batch of worker processes may take before the test gives
 
 # A worker process as the tests run it: jobs.worker.run_worker on the queues named in argv, in
 # burst mode, on a root built from the environment as `gridloop worker` builds one, counting what
-# its jobs did (printed as JSON on exit). GL_DIE_AT=N:before|after kills the process with SIGKILL
-# at its Nth job, before it fires or after it committed (so before rq acknowledges the job).
+# its jobs did (printed as JSON on exit): jobs run, and cases fired or found with nothing due.
+# GL_DIE_AT=N:before|after kills the process with SIGKILL at its Nth case, before it fires or after
+# it committed (so before its job ends and rq acknowledges it).
 RUNNER = """
 import json, os, signal, sys
 import jobs.worker as w
-counts = {"fired": 0, "noop": 0, "jobs": 0}
+counts = {"fired": 0, "noop": 0, "cases": 0, "jobs": 0}
 die = os.environ.get("GL_DIE_AT")
 die_at, when = (int(die.split(":")[0]), die.split(":")[1]) if die else (0, "")
-original = w.fire_case
+original, original_job = w.fire_case, w.fire_cases
 def counting(case_id, as_of=None):
-    counts["jobs"] += 1
-    if counts["jobs"] == die_at and when == "before":
+    counts["cases"] += 1
+    if counts["cases"] == die_at and when == "before":
         os.kill(os.getpid(), signal.SIGKILL)
     moved = original(case_id, as_of)
     counts["fired" if moved else "noop"] += 1
-    if counts["jobs"] == die_at and when == "after":
+    if counts["cases"] == die_at and when == "after":
         os.kill(os.getpid(), signal.SIGKILL)
     return moved
-w.fire_case = counting
+def counting_job(case_ids, as_of=None):
+    counts["jobs"] += 1
+    return original_job(case_ids, as_of)
+w.fire_case, w.fire_cases = counting, counting_job
 w.run_worker(queues=sys.argv[1:], burst=True, log_level="WARNING")
 print(json.dumps(counts))
 """
@@ -251,7 +255,8 @@ def _wait_for(condition, timeout: float = WAIT, what: str = "condition") -> None
 def test_two_workers_racing_over_1000_due_timers_fire_each_exactly_once(due_db, redis_url):
     """Every case is delivered twice, to two worker processes at about the same moment: worker A
     takes the scheduler's queue first, worker B a second queue holding a copy of every job in the
-    same order. Each case still escalates once; the copy that loses finds nothing due."""
+    same order. Each case still escalates once; the copy that loses finds nothing due. The cases
+    go out PER_JOB to a job, and each case's lease names its job."""
     db_url, as_of = due_db
     case_ids = _case_ids(db_url)
     assert len(case_ids) == CASES and _due_timers(db_url, as_of) == 2 * CASES
@@ -259,13 +264,14 @@ def test_two_workers_racing_over_1000_due_timers_fire_each_exactly_once(due_db, 
     scheduler = _scheduler(db_url, redis_url)
     first = scheduler.run_once(as_of=as_of)
     assert (first.due, first.enqueued) == (CASES, CASES), first
-    again = scheduler.run_once(as_of=as_of)  # a job per case is pending: nothing new
-    assert (again.enqueued, again.pending) == (0, CASES), again
+    assert first.jobs == CASES // PER_JOB == 20, first
+    again = scheduler.run_once(as_of=as_of)  # every case's job is pending: nothing new
+    assert (again.enqueued, again.jobs, again.pending) == (0, 0, CASES), again
 
     connection = Redis.from_url(redis_url)
     main_queue = Queue(QUEUE, connection=connection)
     dup_queue = Queue(DUP_QUEUE, connection=connection)
-    assert main_queue.count == CASES
+    assert main_queue.count == CASES // PER_JOB
     jobs = main_queue.get_jobs()
     warn_at = min(t for t in _timer_dues(db_url, case_ids[0]))
     assert (
@@ -273,7 +279,11 @@ def test_two_workers_racing_over_1000_due_timers_fire_each_exactly_once(due_db, 
         == job_id(case_ids[0], warn_at)
         == f"fire-{case_ids[0]}-" + str(int(warn_at.timestamp()) * 10**6 + warn_at.microsecond)
     )
-    assert jobs[0].args == (case_ids[0], iso(as_of))
+    assert jobs[0].args == (case_ids[:PER_JOB], iso(as_of))
+    assert sorted(c for job in jobs for c in job.args[0]) == case_ids
+    leases = connection.mget([lease_key(c, warn_at) for c in case_ids])
+    assert leases[:PER_JOB] == [jobs[0].id.encode()] * PER_JOB
+    assert {lease.decode() for lease in leases} == {job.id for job in jobs}
     dup_queue.enqueue_many(
         [
             Queue.prepare_data(JOB_FUNC, args=job.args, job_id=f"dup-{job.id}", result_ttl=0)
@@ -290,7 +300,8 @@ def test_two_workers_racing_over_1000_due_timers_fire_each_exactly_once(due_db, 
     assert code_b == 0, err_b[-3000:]
     counts = [_counts(out_a), _counts(out_b)]
 
-    assert sum(c["jobs"] for c in counts) == 2 * CASES
+    assert sum(c["cases"] for c in counts) == 2 * CASES
+    assert sum(c["jobs"] for c in counts) == 2 * CASES // PER_JOB
     assert sum(c["fired"] for c in counts) == CASES, counts
     assert sum(c["noop"] for c in counts) == CASES, counts
     assert all(c["fired"] > 0 for c in counts), f"one worker did all the work: {counts}"
@@ -323,17 +334,19 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(due_db, red
     assert set(fired.values()) == {1}
 
     # A fresh scheduler (taking any job left "started" by the dead worker as lost at once) and a
-    # fresh worker finish the rest. The job in the dead worker's hands had started (delivered again
-    # on the first pass) or was only just taken off the queue, not yet started (put back on the
-    # second pass: on one, it may be a live worker's in mid-dequeue); one of them at most.
+    # fresh worker finish the rest. The job in the dead worker's hands had started (its cases not
+    # yet fired are delivered again, in one new job, on the first pass) or was only just taken off
+    # the queue, not yet started (put back on the second pass: on one, it may be a live worker's in
+    # mid-dequeue); one of them at most.
     scheduler = _scheduler(db_url, redis_url, redeliver_after=0)
     report = scheduler.run_once(as_of=as_of)
     assert report.due == CASES - len(fired), report
-    assert report.redelivered <= 1 and report.enqueued == 0, report
+    assert report.redelivered <= PER_JOB and report.jobs <= 1, report
+    assert report.enqueued == 0, report
     assert report.pending + report.redelivered == report.due, report
     again = scheduler.run_once(as_of=as_of)
     assert (again.enqueued, again.redelivered, again.pending) == (0, 0, report.due), again
-    assert report.redelivered + again.requeued <= 1, (report, again)
+    assert report.jobs + again.requeued <= 1, (report, again)
     code, out, err = _finish(
         _cli(env, "worker", "--no-scheduler", "--burst", "--log-level", "WARNING")
     )
@@ -343,36 +356,39 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(due_db, red
 
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_a_worker_dying_before_firing_or_before_acknowledging(gl, db_url, redis_url, when):
-    """SIGKILL at the 4th job: `before` it fired (the job is lost with its case still due: the
-    scheduler delivers it again once it counts as lost), or `after` its commit but before rq
-    acknowledged it (the job stays "started" in Redis; its case is not due any more, so it is
-    never delivered again, and a copy of it would find nothing to fire)."""
+    """Ten cases, five to a job. SIGKILL in the first job: `before` its 4th case fired (the job is
+    lost with cases 4 and 5 still due: the scheduler delivers those two again once it counts the
+    job as lost), or `after` its 5th and last case committed but before rq acknowledged the job
+    (the job stays "started" in Redis; none of its cases is due any more, so none is delivered
+    again, and a copy of it would find nothing to fire)."""
     ids = _open_accepted(gl.session, gl.runtime, 10)
     warn_at, as_of = (t.due_at for t in gl.timers(gl.session.get(Case, ids[0])))
     gl.session.commit()
-    scheduler = _scheduler(db_url, redis_url)
-    assert scheduler.run_once(as_of=as_of).enqueued == 10
+    scheduler = _scheduler(db_url, redis_url, per_job=5)
+    first = scheduler.run_once(as_of=as_of)
+    assert (first.enqueued, first.jobs) == (10, 2), first
 
     env = _env(db_url, redis_url)
-    dying = _runner(env, QUEUE, die_at=f"4:{when}")
+    dying = _runner(env, QUEUE, die_at="4:before" if when == "before" else "5:after")
     code, _, err = _finish(dying)
     assert code == -signal.SIGKILL, err[-3000:]
     fired = _per_case(db_url, "escalated")
-    assert len(fired) == (3 if when == "before" else 4)
+    assert sorted(fired) == ids[: 3 if when == "before" else 5]
     connection = Redis.from_url(redis_url)
     queue = Queue(QUEUE, connection=connection)
-    fourth = job_id(ids[3], warn_at)
-    assert queue.count == 6
-    assert connection.hget(f"rq:job:{fourth}", "status") == b"started"
+    dead_job = job_id(ids[0], warn_at)
+    assert queue.count == 1  # the second job, cases 6 to 10
+    assert connection.hget(f"rq:job:{dead_job}", "status") == b"started"
 
-    report = scheduler.run_once(as_of=as_of)  # the 4th job started a moment ago: not lost yet
+    report = scheduler.run_once(as_of=as_of)  # the first job started a moment ago: not lost yet
     assert (report.enqueued, report.redelivered) == (0, 0), report
-    report = _scheduler(db_url, redis_url, redeliver_after=0).run_once(as_of=as_of)
-    assert report.redelivered == (1 if when == "before" else 0), report
-    assert report.pending == 6, report
+    report = _scheduler(db_url, redis_url, redeliver_after=0, per_job=5).run_once(as_of=as_of)
+    assert report.redelivered == (2 if when == "before" else 0), report
+    assert report.jobs == (1 if when == "before" else 0), report
+    assert report.pending == 5, report
 
     # A stray copy of the 4th job (a redelivery racing the dead worker's commit) does nothing.
-    queue.enqueue_call(JOB_FUNC, args=(ids[3], iso(as_of)), job_id="copy-4")
+    queue.enqueue_call(JOB_FUNC, args=([ids[3]], iso(as_of)), job_id="copy-4")
     code, out, err = _finish(_runner(env, QUEUE))
     assert code == 0, err[-3000:]
     counts = _counts(out)
@@ -388,22 +404,22 @@ def test_a_job_a_worker_took_off_the_queue_but_never_started_goes_back_on_it(gl,
     ids = _open_accepted(gl.session, gl.runtime, 3)
     as_of = gl.timers(gl.session.get(Case, ids[0]))[1].due_at
     gl.session.commit()
-    scheduler = _scheduler(db_url, redis_url)
+    scheduler = _scheduler(db_url, redis_url, per_job=2)
     assert scheduler.run_once(as_of=as_of).enqueued == 3
     connection = Redis.from_url(redis_url)
     queue = Queue(QUEUE, connection=connection)
     assert connection.lmove(queue.key, queue.intermediate_queue_key) is not None
-    assert queue.count == 2
+    assert queue.count == 1
 
     first = scheduler.run_once(as_of=as_of)
     assert (first.requeued, first.pending, first.enqueued) == (0, 3, 0), first
     second = scheduler.run_once(as_of=as_of)
     assert (second.requeued, second.pending, second.enqueued) == (1, 3, 0), second
-    assert queue.count == 3 and connection.llen(queue.intermediate_queue_key) == 0
+    assert queue.count == 2 and connection.llen(queue.intermediate_queue_key) == 0
 
     code, out, err = _finish(_runner(_env(db_url, redis_url), QUEUE))
     assert code == 0, err[-3000:]
-    assert _counts(out) == {"fired": 3, "noop": 0, "jobs": 3}
+    assert _counts(out) == {"fired": 3, "noop": 0, "cases": 3, "jobs": 2}
     _assert_each_fired_once(db_url, ids, as_of)
 
 
