@@ -213,7 +213,10 @@ def test_a_case_that_fails_in_a_job_backs_off_and_the_others_in_it_fire(
         worker.run_worker(root, burst=True, log_level="CRITICAL")
         assert [gl.types(gl.reload(c)).count("escalated") for c in cases] == [1, 0, 1]
         (failed,) = scheduler.queue.failed_job_registry.get_job_ids()
-        assert f"case(s) [{broken}] failed" in scheduler.queue.fetch_job(failed).latest_result().exc_string
+        assert (
+            f"case(s) [{broken}] failed"
+            in scheduler.queue.fetch_job(failed).latest_result().exc_string
+        )
 
         backing = scheduler.run_once(as_of=as_of)
         assert (backing.due, backing.backing_off, backing.enqueued) == (1, 1, 0), backing
