@@ -281,6 +281,7 @@ class WorkItem(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    warn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # its 80% supervision
     supervised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Whom the latest supervision told (the diagram's `notify`): ",u:name,p:role@unit_id,", so the
     # 督办 watch list finds an item with LIKE on any database.

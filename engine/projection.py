@@ -390,6 +390,7 @@ def _new_item(session: Session, case, ready: Ready, escalated: bool, now) -> Sim
         "claimed_at": None,
         "created_at": now,
         "due_at": ready.due_at,
+        "warn_at": ready.warn_at,
         "supervised_at": None,
         "notified": None,
         "escalated": escalated,

@@ -71,6 +71,7 @@ class Ready:
     task_id: str
     info: TaskInfo
     due_at: datetime | None
+    warn_at: datetime | None = None  # its 80% supervision
 
 
 @dataclass(frozen=True)
@@ -191,15 +192,17 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
     new = []
     for task_id, task in ready.items():
         if task_id not in ready_before:
-            due = _deadline_of(task)
+            due, warn = _timer_instant(task, "due"), _timer_instant(task, "warn")
             if due is not None:
                 task.internal_data[DUE_AT] = iso(due)
-            new.append(Ready(task_id, spec.tasks[task.task_spec.name], due))
+            new.append(Ready(task_id, spec.tasks[task.task_spec.name], due, warn))
     started = next((r for r in reversed(new) if r.due_at is not None), None)
     if started is not None and events:
         last = events[-1][2]
         last.setdefault("tier", started.info.lane)
         last.setdefault("due_at", iso(started.due_at))
+        if started.warn_at is not None:
+            last.setdefault("warn_at", iso(started.warn_at))
     timers = _timers_of(waiting)
     return Outcome(
         workflow=workflow,
@@ -402,13 +405,14 @@ def _subtree(workflow: BpmnWorkflow, task_id) -> list:
     return found
 
 
-def _deadline_of(user_task) -> datetime | None:
-    """A work item's deadline: the `timer=due` boundary timer's evaluated instant."""
+def _timer_instant(user_task, kind: str) -> datetime | None:
+    """When a user task's boundary timer of a `timer` kind comes due: `due`, the item's deadline;
+    `warn`, its 80% supervision."""
     parent = user_task.parent
     for sibling in parent.children if parent else []:
         event = getattr(sibling.task_spec, "event_definition", None)
         props = getattr(sibling.task_spec, "extensions", {}).get("properties", {})
-        if isinstance(event, TimerEventDefinition) and props.get("timer") == "due":
+        if isinstance(event, TimerEventDefinition) and props.get("timer") == kind:
             value = sibling.internal_data.get("event_value")
             if isinstance(value, dict):  # a repeating timer: its next repeat is the deadline
                 value = value.get("next")
