@@ -6,6 +6,10 @@ grid worker has. What a working day is comes from the ``chinese_calendar`` packa
 holidays and make-up working days, 调休), which only knows the years the State Council has already
 published. For other years, and to correct the package, administrators enter each year's holidays and
 make-up working days from a calendar file (``import_calendar``), kept in ``CalendarYear`` rows.
+A year neither covers (DESIGN §2) has the statutory holidays of the ``holidays`` package's China
+calendar as it comes, its observed days included, and no make-up working days: the rest of Monday
+to Friday are working days. From 1 November administrators are reminded to enter next year's
+published arrangement (``missing_arrangement``) when the package does not know it.
 
 The day an instant falls on is decided in Asia/Shanghai time, whatever zone the instant is given in:
 a working day is its 24 hours from local midnight to local midnight. Results are always aware UTC,
@@ -71,10 +75,14 @@ class WorkCalendar:
             self._workdays[year] = frozenset(workdays)
         # Deadlines are computed on every case step, mostly over the same few weeks of dates.
         self._cache: dict[date, bool] = {}
+        # The `holidays` package's China holidays of the years chinese_calendar does not cover
+        # and nobody entered, built once per year when first asked.
+        self._statutory: dict[int, frozenset[date]] = {}
 
     def is_workday(self, day: date) -> bool:
-        """Administrator entries first, then the package; for years the package does not cover,
-        Monday to Friday (the rule that holds unless a holiday notice says otherwise)."""
+        """Administrator entries first, then the package. For years the package does not cover,
+        Monday to Friday: with the year's entries, those are the arrangement; without them, minus
+        the ``holidays`` package's China holidays (observed days included), and no make-up days."""
         if isinstance(day, datetime):
             # The date of an instant depends on the zone; make the caller decide it.
             raise TypeError("is_workday takes a date, not a datetime")
@@ -90,8 +98,16 @@ class WorkCalendar:
                 verdict = bool(chinese_calendar.is_workday(day))
             except NotImplementedError:
                 verdict = day.weekday() < 5
+                if verdict and day.year not in self._holidays:
+                    verdict = day not in self._statutory_holidays(day.year)
         self._cache[day] = verdict
         return verdict
+
+    def _statutory_holidays(self, year: int) -> frozenset[date]:
+        found = self._statutory.get(year)
+        if found is None:
+            found = self._statutory[year] = statutory_holidays(year)
+        return found
 
     def add_hours(self, start: datetime, hours: float, urgent: bool) -> datetime:
         """The instant ``hours`` of the limit are used up, counted from ``start``, in aware UTC.
@@ -139,6 +155,40 @@ class WorkCalendar:
 def _midnight_utc(day: date) -> datetime:
     """The instant a Shanghai day begins, in UTC."""
     return datetime.combine(day, time(), tzinfo=SHANGHAI).astimezone(UTC)
+
+
+def statutory_holidays(year: int) -> frozenset[date]:
+    """The ``holidays`` package's China holidays of a year, as the package has them (its default
+    categories, observed days included). Imported here: most processes never need it."""
+    import holidays
+
+    return frozenset(holidays.country_holidays("CN", years=year, observed=True))
+
+
+def package_covers(year: int) -> bool:
+    """Whether ``chinese_calendar`` has the year's published arrangement."""
+    try:
+        chinese_calendar.is_workday(date(year, 1, 1))
+    except NotImplementedError:
+        return False
+    return True
+
+
+def missing_arrangement(session: Session, now: datetime) -> int | None:
+    """Next year, when its holiday arrangement is due and nobody has it: ``now`` is on or after
+    1 November (Shanghai date), ``chinese_calendar`` does not cover next year and no
+    ``CalendarYear`` row was entered for it. None otherwise. Before November it asks nothing; after,
+    one primary-key lookup."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("naive datetime: give a time zone")
+    today = now.astimezone(SHANGHAI).date()
+    if today.month < 11:
+        return None
+    year = today.year + 1
+    if package_covers(year):
+        return None
+    entered = session.scalar(select(CalendarYear.year).where(CalendarYear.year == year))
+    return None if entered is not None else year
 
 
 def load_calendar(session: Session) -> WorkCalendar:

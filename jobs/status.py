@@ -3,7 +3,8 @@ operations page (/admin/ops).
 
 The timer and outbox figures are engine.backlog's, read in SQL from the engine's tables; the queues
 are rq's, read through the root's Redis connection when Redis is configured. Both readers take the
-root, so the Redis URL and connection are the root's and nobody else's.
+root, so the Redis URL and connection are the root's and nobody else's. From 1 November the status
+also warns when next year's holiday arrangement is missing (engine.workcal.missing_arrangement).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import datetime
 
 from engine.backlog import Backlog, backlog
 from engine.clock import iso
+from engine.workcal import missing_arrangement
 
 from .root import Root
 from .scheduler import QUEUE
@@ -19,9 +21,11 @@ from .scheduler import QUEUE
 
 def timers_status(root: Root, now: datetime) -> tuple[Backlog, list[str]]:
     """`gridloop timers status`: the backlog as of `now`, and its lines for the terminal (with
-    the timer queue's when Redis is configured, or why Redis did not answer)."""
+    the timer queue's when Redis is configured, or why Redis did not answer, and last a warning
+    when next year's holiday arrangement should have been entered by now)."""
     with root.session() as session:
         state = backlog(session, now)
+        missing = missing_arrangement(session, now)
     queue, trouble = None, None
     if root.redis_url is not None:
         from redis.exceptions import RedisError
@@ -31,7 +35,17 @@ def timers_status(root: Root, now: datetime) -> tuple[Backlog, list[str]]:
         except RedisError as exc:
             trouble = f"queue: Redis at {root.redis_url} did not answer ({exc})"
     lines = status_lines(state, now, queue)
-    return state, ([trouble] if trouble else []) + lines
+    warning = [calendar_warning(missing)] if missing is not None else []
+    return state, ([trouble] if trouble else []) + lines + warning
+
+
+def calendar_warning(year: int) -> str:
+    """The status line for a year whose published holiday arrangement nobody entered."""
+    return (
+        f"warning: the {year} holiday arrangement has not been entered; deadlines in {year} use "
+        "the holidays package's statutory days without make-up working days "
+        "(gridloop calendar import FILE)"
+    )
 
 
 def _span(seconds: int) -> str:

@@ -156,15 +156,17 @@ def test_package_has_no_data_for_2027():
         chinese_calendar.is_workday(date(2027, 1, 4))
 
 
-def test_uncovered_year_uses_monday_to_friday(cal):
-    # 2027-01-01 is a Friday; without entries it is an ordinary working day.
-    assert cal.is_workday(date(2027, 1, 1)) is True
+def test_uncovered_year_uses_monday_to_friday_and_the_statutory_holidays(cal):
+    # chinese_calendar stops at 2026. In 2027, with nothing entered, the `holidays` package's
+    # statutory days are holidays (DESIGN §2): Friday 1 January is New Year's Day.
+    assert cal.is_workday(date(2027, 1, 1)) is False
     assert cal.is_workday(date(2027, 1, 2)) is False  # Saturday
     assert cal.is_workday(date(2027, 1, 3)) is False  # Sunday
-    # Thursday 31 December 2026 10:00 + 24h runs into 2027: 14h on Thursday, 10h on Friday.
-    assert cal.add_hours(sh(2026, 12, 31, 10), 24, urgent=False) == sh(2027, 1, 1, 10)
-    # 48h: Friday is full, the weekend does not count, Monday 10:00.
-    assert cal.add_hours(sh(2026, 12, 31, 10), 48, urgent=False) == sh(2027, 1, 4, 10)
+    assert cal.is_workday(date(2027, 1, 4)) is True  # an ordinary Monday
+    # Thursday 31 December 2026 10:00 + 24h runs into 2027: 14h on Thursday, 10h on Monday.
+    assert cal.add_hours(sh(2026, 12, 31, 10), 24, urgent=False) == sh(2027, 1, 4, 10)
+    # 48h: Monday is full, Tuesday 10:00.
+    assert cal.add_hours(sh(2026, 12, 31, 10), 48, urgent=False) == sh(2027, 1, 5, 10)
 
 
 def test_administrator_holiday_for_2027_extends_the_limit(session):

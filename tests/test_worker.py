@@ -36,6 +36,7 @@ from engine.specs import SpecRegistry
 from engine.storage import make_engine, make_sessionmaker
 from jobs.root import REDIS_URL_ENV
 from jobs.scheduler import JOB_FUNC, PER_JOB, QUEUE, TimerScheduler, job_id, lease_key
+from jobs.status import calendar_warning
 from webapp.cli import main
 
 CASES = 1000
@@ -574,6 +575,7 @@ def test_timers_status_prints_pending_overdue_and_the_oldest_lag(
         "overdue: 3 of them due",
         f"oldest overdue: due {iso(warn_at)}, lag 0:30:05 (1805 s)",
         "outbox: 0 notification(s) waiting, 0 failed",
+        calendar_warning(2027),  # START is in late November and 2027 is not entered
     ]
     a_day_later = iso(warn_at + timedelta(days=1, seconds=1))
     later = cli_env.invoke(main, ["timers", "status", "--as-of", a_day_later]).output

@@ -17,6 +17,7 @@ from engine.deadlines import item_overdue
 from engine.models import Case
 from engine.runtime import Runtime
 from engine.words import Vocabulary, vocabulary
+from engine.workcal import missing_arrangement
 
 from .extensions import db
 
@@ -145,6 +146,19 @@ def menu() -> list[tuple[str, str]]:
     return links
 
 
+def calendar_warning() -> int | None:
+    """The year whose holiday arrangement administrators should enter now (from 1 November, when
+    the chinese-calendar data stops before it), for the banner on every page; None for everyone
+    who is not a signed-in administrator. Worked out once per request."""
+    if "web_calendar_warning" not in g:
+        g.web_calendar_warning = (
+            missing_arrangement(db.session, now())
+            if current_user.is_authenticated and powers().administers
+            else None
+        )
+    return g.web_calendar_warning
+
+
 def case_list_title() -> str:
     me = viewer()
     if me.is_auditor:
@@ -202,6 +216,7 @@ def register_filters(app) -> None:
         language=language,
         STEPS=STEPS,
         menu=menu,
+        calendar_warning=calendar_warning,
         now=now,
         get_locale=get_locale,
     )
