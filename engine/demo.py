@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from .access import viewer_of
@@ -61,6 +61,9 @@ def load_demo(
     # (passwords.DEMO_PARAMETERS; they all share the published demo password). Real imports hash
     # at the default cost, and a demo hash is upgraded to it on the account's first login.
     import_org_data(session, demo_org(DEMO_PASSWORD), passwords.for_demo())
+    # The demo's logins are published (README, `gridloop demo`): its people are not asked to
+    # change the shared password on their first sign-in, as people of a real township are.
+    session.execute(update(Person).values(password_initial=False))
     session.commit()
     tick(20)
     now = runtime.clock.now()

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 
@@ -95,6 +96,10 @@ class Person(Base):
     # Sessions and tokens carry the generation they were made in; signing out, a password change
     # or reset and deactivation bump it, which ends every older session and token at once.
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The person still signs in with the password the organisation file gave them (set when the
+    # import creates them or resets it with --reset-passwords); the web pages ask for a new one
+    # until they choose their own.
+    password_initial: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     positions: Mapped[list[Position]] = relationship(back_populates="person", lazy="selectin")
 

@@ -576,7 +576,9 @@ def import_org(
 
     Raises OrgFileError, having written nothing, when the file has problems. Flushes but does not
     commit: the caller owns the transaction. Passwords in the file are hashed only for people
-    created now, or for everyone in the file when `reset_passwords` is set.
+    created now, or for everyone in the file when `reset_passwords` is set; either way the person
+    is marked as still having the file's password (`Person.password_initial`), which the web pages
+    ask them to change.
 
     Parsing is ruamel's pure-Python round-trip loader (needed for line numbers) and dominates the
     time for big files: the 16,000 households of the demo take several seconds to parse. Code
@@ -721,6 +723,7 @@ class _Sync:
             username=spec.username,
             name=spec.name,
             password_hash=self.hashed(spec.password),
+            password_initial=True,  # the file's password: the web pages ask for a new one
             active=True,
             positions=[],  # loaded (empty), so adding positions below needs no query
         )
@@ -735,6 +738,7 @@ class _Sync:
         changed = _assign(person, {"name": spec.name, "active": True})
         if self.reset and spec.password is not None:
             person.password_hash = self.hashed(spec.password)
+            person.password_initial = True  # asked for a new one again, like a new person
             person.end_sessions()  # a reset ends the person's sessions and tokens
             changed = True
         if changed:

@@ -22,8 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flask import Flask
+from sqlalchemy import update
 
 from engine.clock import Clock
+from engine.models import Person
 from engine.org import import_org
 from engine.passwords import Passwords
 from engine.specs import Bundle, deploy, load_bundle
@@ -125,10 +127,20 @@ def build_app(
             runtime = services(app).runtime
             deploy(db.session, runtime.registry, bundle or load_bundle(REPO), "system", now)
             db.session.commit()
-        import_org(db.session, org_yaml, Passwords(cheap=True))
+        import_test_org(db.session, org_yaml, Passwords(cheap=True))
         db.session.commit()
         db.session.remove()
     return app
+
+
+def import_test_org(session, text: str, passwords: Passwords, **options):
+    """Import a test organisation whose people have already chosen their passwords: signing in
+    as them ("pw") reaches their pages, instead of the change page that people still holding the
+    file's initial password are sent to (tests/test_initial_password.py tests that, importing with
+    engine.org.import_org itself). The org fixtures use it: build_app and conftest's template_db."""
+    report = import_org(session, text, passwords, **options)
+    session.execute(update(Person).values(password_initial=False))
+    return report
 
 
 def dispose_app(app: Flask) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import apps
 import pytest
-from apps import BACKEND, Databases
+from apps import BACKEND, Databases, import_test_org
 from postgres_fixture import postgres_server  # noqa: F401 - the session's cluster, a fixture
 from redis_fixture import redis_server, redis_url  # noqa: F401 - fixtures for the rq tests
 from sqlalchemy import func, select
@@ -28,7 +28,6 @@ from sqlalchemy import func, select
 from engine.access import Viewer, inbox_scope, viewer_of
 from engine.clock import FixedClock
 from engine.models import Case, CaseEvent, Person, Timer, WorkItem
-from engine.org import import_org
 from engine.passwords import Passwords
 from engine.runtime import Runtime
 from engine.specs import Bundle, SpecRegistry, deploy, load_bundle
@@ -164,7 +163,7 @@ def template_db(tmp_path_factory, databases, bundle, registry) -> Iterator[str]:
     session = make_sessionmaker(engine)()
     deploy(session, registry, bundle, "system", START)
     session.commit()
-    import_org(session, ORG_YAML, Passwords(cheap=True))
+    import_test_org(session, ORG_YAML, Passwords(cheap=True))
     session.commit()
     session.close()
     if engine.dialect.name == "sqlite":  # everything in the file that is copied

@@ -191,7 +191,12 @@ def visible_case(number: str) -> Case:
 
 @bp.post("/tokens")
 def create_token():
-    """Sign in for a token: the same throttle and bound as the sign-in page (engine.signin)."""
+    """Sign in for a token: the same throttle and bound as the sign-in page (engine.signin).
+
+    While the person still has the organisation file's initial password, the answer adds
+    `"password_change_required": true`; a client should then send them to change it (the web
+    page /account/password), as the web pages do before anything else. The token works either
+    way, and every other answer stays `{"token"}` alone, so existing clients go on as before."""
     body = parse(schemas.TokenIn)
     moment = now()
     attempt = services().signin.attempt(
@@ -218,8 +223,11 @@ def create_token():
             generation=person.generation,
         )
     )
+    answer = {"token": token}
+    if person.password_initial:
+        answer["password_change_required"] = True
     db.session.commit()
-    return jsonify({"token": token}), 201
+    return jsonify(answer), 201
 
 
 @bp.delete("/tokens")

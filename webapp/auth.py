@@ -1,4 +1,10 @@
-"""Signing in and out (Flask-Login sessions), failed-login limits, and the language switch."""
+"""Signing in and out (Flask-Login sessions), failed-login limits, changing one's password, and
+the language switch.
+
+A person who still has the organisation file's initial password (`Person.password_initial`, set by
+`org import` when it creates them or resets their password) is sent to the change page on signing
+in, and every other page sends them back there until they have chosen their own (one hook,
+`initial_password_first`, for every page of the web interface)."""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import UserMixin, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
-from wtforms.validators import DataRequired, EqualTo, Length
+from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
 
 from engine.models import Person
 from engine.signin import Attempt
@@ -24,6 +30,13 @@ from .web import login_required, now
 
 bp = Blueprint("auth", __name__)
 MIN_PASSWORD = 10  # characters, for a password people choose themselves
+# What a person with the initial password may still open: the change page itself, signing out,
+# the language switch (to read the change page in their language) and static files. Error pages
+# are not endpoints: a URL that matches no page (endpoint None) answers its 404 as usual. The
+# JSON API has its own rule (webapp/api.py: the token answer says a change is required).
+OPEN_WITH_INITIAL_PASSWORD = frozenset(
+    {"auth.change_password", "auth.logout", "auth.language", "static"}
+)
 
 
 class WebUser(UserMixin):
@@ -75,6 +88,8 @@ def login():
         )
         if attempt.ok:
             login_user(WebUser(attempt.person))
+            if attempt.person.password_initial:
+                return redirect(url_for("auth.change_password"))
             return redirect(safe_next(request.args.get("next")))
         error = refusal(attempt)
         if attempt.busy or attempt.wait_seconds:
@@ -100,6 +115,18 @@ def safe_next(target: str | None) -> str:
     ):
         return target
     return url_for("inbox.index")
+
+
+@bp.before_app_request
+def initial_password_first():
+    """Until a person has replaced the organisation file's initial password, every page of the
+    web interface but those in OPEN_WITH_INITIAL_PASSWORD sends them to the change page."""
+    endpoint = request.endpoint
+    if endpoint is None or endpoint in OPEN_WITH_INITIAL_PASSWORD or request.blueprint == "api":
+        return None
+    if current_user.is_authenticated and current_user.person.password_initial:
+        return redirect(url_for("auth.change_password"))
+    return None
 
 
 @bp.post("/logout")
@@ -130,11 +157,17 @@ class PasswordForm(FlaskForm):
         validators=[DataRequired(), EqualTo("new", message=_l("The two passwords differ."))],
     )
 
+    def validate_new(self, field) -> None:
+        """A new password is a new one: keeping the initial password would defeat the change."""
+        if field.data and field.data == self.current.data:
+            raise ValidationError(_l("The new password must differ from the current one."))
+
 
 @bp.route("/account/password", methods=["GET", "POST"])
 @login_required
 def change_password():
-    """A person changes their own password; their other sessions and tokens end."""
+    """A person changes their own password (the current one required); their other sessions and
+    tokens end, and they are no longer asked to replace an initial password."""
     form = PasswordForm()
     error = None
     if form.validate_on_submit():
@@ -144,6 +177,7 @@ def change_password():
         )
         if attempt.ok:
             person.password_hash = services(current_app).passwords.hash(form.new.data)
+            person.password_initial = False
             person.end_sessions()
             db.session.commit()
             login_user(WebUser(person))  # this session goes on in the new generation
@@ -154,7 +188,11 @@ def change_password():
             error = _("The current password is not right.")
     status = 400 if error or form.errors else 200
     return render_template(
-        "auth/password.html", form=form, error=error, min_length=MIN_PASSWORD
+        "auth/password.html",
+        form=form,
+        error=error,
+        min_length=MIN_PASSWORD,
+        initial=current_user.person.password_initial,
     ), status
 
 

@@ -19,6 +19,8 @@ class TokenIn(Schema):
 
 class TokenOut(Schema):
     token = fields.String()
+    # Present (true) only while the person still has the organisation file's initial password.
+    password_change_required = fields.Boolean()
 
 
 class ReporterIn(Schema):
