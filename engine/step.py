@@ -115,6 +115,8 @@ Deadline = Callable[[float, str], str]
 # A user task's deadline as fixed when it became ready, kept on the task: a repeating timer's
 # next repeat moves, the deadline does not (engine/deadlines.py).
 DUE_AT = "gl_due_at"
+# What an opened case's data holds when its process starts.
+OPENING_WORDS = ("category", "severity")
 
 
 # --------------------------------------------------------------------------- the step
@@ -148,6 +150,10 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
     tier_before = next((t.data.get("tier") for t in ready_before.values()), None)
     if isinstance(command, Open):
         events.append(("opened", None, dict(command.data)))
+        # The words given at opening are the process's first data (the accept limit reads the
+        # severity); completing accept then sets them for good.
+        for start in ready_tasks:
+            start.data.update({key: command.data.get(key) for key in OPENING_WORDS})
     elif isinstance(command, Complete):
         task = ready_before.get(command.task_id)
         if task is None:
@@ -175,8 +181,11 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
         kind = props.get("event")
         if kind:
             data = _event_data(kind, task, props, tier_before, missed)
-            if kind == "supervised":
+            named = None
+            if kind == "supervised":  # it names the task it supervises
                 attached = _attached_user_task(task)
+                if attached is not None:
+                    named = spec.tasks[attached.task_spec.name].task
                 supervisions.append(
                     Supervision(
                         len(events),
@@ -184,7 +193,7 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
                         props.get("notify", ""),
                     )
                 )
-            events.append((kind, None, data))
+            events.append((kind, named, data))
 
     waiting, ready_tasks = _scan(workflow)
     _prune_fired_cycles(workflow, waiting)
@@ -224,8 +233,8 @@ def _event_data(kind: str, task, props: dict, tier_before: str | None, missed: d
         data: dict[str, Any] = {"tier": attached.task_spec.lane if attached else None}
         if attached is not None and DUE_AT in attached.internal_data:
             data["due_at"] = attached.internal_data[DUE_AT]  # fixed when it became ready
-        if props.get("marksOverdue") == "true":
-            data["overdue"] = True
+        if props.get("overdue") == "true" or props.get("marksOverdue") == "true":
+            data["overdue"] = True  # the 100% supervision: the item is overdue from now on
         cycle = _cycle_of(task)
         if cycle is not None:
             data["missed"] = missed.get(cycle.id, 0)

@@ -59,8 +59,8 @@ def test_malformed_dmn_names_its_file(bundle):
     [
         pytest.param(
             BPMN,
-            "<bpmn:script>reopen_count = 0</bpmn:script>",
-            "<bpmn:script>os = __import__('os')\nreopen_count = 0</bpmn:script>",
+            "<spiffworkflow:preScript>reopen_count = 0\n",
+            "<spiffworkflow:preScript>os = __import__('os')\nreopen_count = 0\n",
             ("intake",),
             id="script-__import__",
         ),
@@ -89,7 +89,7 @@ def test_malformed_dmn_names_its_file(bundle):
             BPMN,
             "gl_deadline(limit_hours, limit_clock)</bpmn:timeDate>",
             "eval('gl_deadline(limit_hours, limit_clock)')</bpmn:timeDate>",
-            ("due_grid",),
+            ("due_accept",),  # the first timer in the file
             id="timer-eval",
         ),
         pytest.param(
@@ -196,8 +196,8 @@ def test_a_bad_bundle_leaves_the_live_version_live(session, registry, bundle, cl
     bad = changed(
         bundle,
         BPMN,
-        "<bpmn:script>reopen_count = 0</bpmn:script>",
-        "<bpmn:script>reopen_count = __import__('os')</bpmn:script>",
+        "<spiffworkflow:preScript>reopen_count = 0\n",
+        "<spiffworkflow:preScript>reopen_count = __import__('os')\n",
     )
     with pytest.raises(DiagramError):
         deploy(session, registry, bad, "adm", clock.now())
@@ -301,8 +301,8 @@ def test_a_diagram_that_skipped_validation_is_still_refused_when_run(bundle):
     bad = changed(
         bundle,
         BPMN,
-        "<bpmn:script>reopen_count = 0</bpmn:script>",
-        "<bpmn:script>reopen_count = ().__class__.__mro__</bpmn:script>",
+        "<spiffworkflow:preScript>reopen_count = 0\n",
+        "<spiffworkflow:preScript>reopen_count = ().__class__.__mro__\n",
     )
     parser = SpiffBpmnParser(validator=VALIDATOR)
     for path, text in sorted(bad.files.items()):

@@ -32,6 +32,12 @@ def test_officer_takes_a_case_through_the_whole_loop(gl):
     assert (accept.task, accept.role, unit_code(gl, accept)) == ("accept", "info_officer", GRID)
     assert accept.claimed_by == "off1", "the opening officer holds the accept item at once"
     assert gl.types(case) == ["opened", "claimed"]
+    # Accept is on the clock too: 4 working hours from Monday 10:00, supervised at 80%.
+    assert (accept.warn_at, accept.due_at) == (
+        TUE_10 - timedelta(hours=20, minutes=48),
+        TUE_10 - timedelta(hours=20),
+    )
+    assert case.due_at == accept.due_at
 
     gl.clock.advance(minutes=5)
     case = gl.complete("off1", case, ACCEPT_NORMAL)
@@ -52,7 +58,9 @@ def test_officer_takes_a_case_through_the_whole_loop(gl):
     assert (case.status, case.tier, case.owner) == ("feedback", "grid_leader", "off1")
     feedback = gl.item(case)
     assert (feedback.task, feedback.assignee) == ("feedback", "off1")
-    assert feedback.due_at is None and case.due_at is None
+    # The owner's visit back: 24 working hours from Monday 13:05, so Tuesday 13:05.
+    assert feedback.due_at == TUE_10 + timedelta(hours=3, minutes=5) == case.due_at
+    assert feedback.warn_at == feedback.created_at + timedelta(hours=19, minutes=12)
 
     case = gl.complete("off1", case, {"satisfaction": "satisfied"})
     assert (case.status, case.tier, case.satisfaction) == ("reporting", "grid_leader", "satisfied")

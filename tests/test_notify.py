@@ -205,8 +205,10 @@ def test_a_resident_case_tells_the_grids_officers(gl):
     gl.open(None, title="井盖丢了")
     (row,) = outbox(gl.session)
     assert row.payload["recipients"] == [f"info_officer@{GRID}"]
-    assert row.payload["due_at"] is None
-    assert row.payload["text"] == "【待办】XDK-2026-000001 井盖丢了：请 信息员 · 一组 受理"
+    assert row.payload["due_at"] == iso(START + timedelta(hours=4))  # 4 working hours
+    assert row.payload["text"] == (
+        "【待办】XDK-2026-000001 井盖丢了：请 信息员 · 一组 受理，截止 2026-11-23 14:00"
+    )
 
 
 def test_a_step_that_fails_late_leaves_no_outbox_row(gl, monkeypatch):
@@ -292,7 +294,9 @@ def test_supervision_and_escalation_add_rows_with_their_text(gl):
     case = gl.complete("dl1", case, {"outcome": "resolved"})
     (row,) = outbox(gl.session)[before + 2 :]
     assert (row.kind, row.payload["recipients"]) == ("assigned", ["off1"])
-    assert row.payload["text"] == "【待办】XDK-2026-000001 路灯坏了：请 周信息员 回访反馈"
+    assert row.payload["text"] == (
+        "【待办】XDK-2026-000001 路灯坏了：请 周信息员 回访反馈，截止 2026-11-25 10:00"
+    )
 
 
 def test_urgent_case_climbs_to_town_and_town_overdue_is_supervised(gl):

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import GRID, START
+from conftest import ACCEPT_NORMAL, GRID, START
 
 from engine.clock import iso
 from engine.models import Unit
@@ -99,7 +99,12 @@ def test_supervision_at_80_and_escalation_at_100_climb_every_tier(gl):
         assert new.created_at == due_at
         assert new.role != tier and new.task == "handle"
         assert case.tier == new.role and case.due_at == new.due_at
-        assert data(escalated) == {"from": tier, "tier": new.role, "due_at": iso(new.due_at)}
+        assert data(escalated) == {
+            "from": tier,
+            "tier": new.role,
+            "due_at": iso(new.due_at),
+            "warn_at": iso(new.warn_at),
+        }
         assert (
             gl.types(case).count("escalated")
             == NORMAL_CLIMB.index((tier, unit, warn_at, due_at, above)) + 1
@@ -138,7 +143,7 @@ def test_supervision_at_80_and_escalation_at_100_climb_every_tier(gl):
     assert [t.due_at for t in gl.timers(case)] == [sh(2026, 12, 31, 10)]
     case = gl.complete("tl1", case, {"outcome": "resolved"})
     assert case.status == "feedback"
-    assert gl.timers(case) == []
+    assert sorted(t.name for t in gl.timers(case)) == ["due_feedback", "warn_feedback"]
 
 
 URGENT_CLIMB = [
@@ -229,12 +234,17 @@ def test_holidays_entered_by_an_administrator_count(gl):
     assert data(gl.last(case, "task_completed"))["due_at"] == iso(sh(2026, 11, 25, 10))
 
 
-def test_a_resolved_case_leaves_no_timers_behind(gl):
+def test_a_resolved_case_leaves_no_handling_timers_behind(gl):
+    """Resolving ends the handle item's timers; only the feedback item's own two remain, and
+    when they fire they supervise the visit back without moving the case to another tier."""
     case = gl.accepted()
     assert gl.fire(sh(2026, 11, 24, 5, 12)) == 1
     case = gl.complete("gl1", case, {"outcome": "resolved"})
-    assert gl.timers(case) == []
-    assert gl.fire(sh(2026, 12, 24, 10)) == 0
+    assert sorted((t.kind, t.name) for t in gl.timers(case)) == [
+        ("due", "due_feedback"),
+        ("warn", "warn_feedback"),
+    ]
+    assert gl.fire(sh(2026, 12, 24, 10)) == 1
     case = gl.reload(case)
     assert (case.status, case.tier) == ("feedback", "grid_leader")
     assert "escalated" not in gl.types(case)
@@ -257,6 +267,7 @@ def test_fire_as_of_a_late_instant_moves_one_tier_with_a_limit_from_then(gl, clo
         "from": "grid_leader",
         "tier": "district_leader",
         "due_at": iso(sh(2026, 12, 9, 10)),
+        "warn_at": iso(sh(2026, 12, 9, 0, 24)),  # 80% of 48 working hours: 38.4 h
     }
     assert case.tier == "district_leader"
     item = gl.item(case)
@@ -298,8 +309,9 @@ def test_fire_as_of_moves_each_due_case_once(gl):
 
 def test_every_step_that_starts_a_limit_records_its_deadline(gl):
     """Replay must not depend on calendar data that changes later: each step that starts a limit
-    records the deadline (and tier) it computed."""
-    case = gl.accepted()  # accept starts the grid limit
+    records the deadline, its 80% instant and the tier it computed. Every user task has one."""
+    case = gl.open("off1")  # opening starts accept's limit
+    case = gl.complete("off1", case, ACCEPT_NORMAL)  # accept starts the grid's handling limit
     gl.clock.advance(hours=1)
     case = gl.complete("gl1", case, {"outcome": "refer_up", "note": "片长协调"})
     gl.fire(gl.item(case).due_at)  # escalation starts the village limit
@@ -314,25 +326,38 @@ def test_every_step_that_starts_a_limit_records_its_deadline(gl):
     case = gl.complete("tl1", case, {"approved": False, "note": "退回"})  # returned review
     assert case.status == "handling"
 
-    handles = [i for i in gl.all_items(case) if i.task == "handle"]
-    assert len(handles) == 5
+    items = sorted(gl.all_items(case), key=lambda i: i.id)
+    assert [i.task for i in items] == [
+        "accept",
+        "handle",
+        "handle",
+        "handle",
+        "feedback",
+        "handle",
+        "feedback",
+        "report",
+        "review",
+        "handle",
+    ]
+    assert all(i.due_at is not None and i.warn_at is not None for i in items)
     starting = [e for e in gl.events(case) if "due_at" in data(e) and e.type != "supervised"]
     assert [(e.type, e.task) for e in starting] == [
+        ("opened", None),
         ("task_completed", "accept"),
         ("task_completed", "handle"),
         ("escalated", None),
+        ("task_completed", "handle"),
         ("reopened", None),
+        ("task_completed", "handle"),
+        ("task_completed", "feedback"),
+        ("task_completed", "report"),
         ("task_completed", "review"),
     ]
-    for event, item in zip(starting, handles, strict=True):
+    for event, item in zip(starting, items, strict=True):
         assert data(event)["due_at"] == iso(item.due_at)
+        assert data(event)["warn_at"] == iso(item.warn_at)
         assert data(event)["tier"] == item.role
         assert event.at == iso(item.created_at)
-    # Steps that start no limit record none.
-    for e in gl.events(case):
-        if e.type == "task_completed" and e.task in ("feedback", "report"):
-            if data(e).get("satisfaction") != "unsatisfied":
-                assert "due_at" not in data(e)
 
 
 def _at_town(gl):
