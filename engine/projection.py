@@ -429,7 +429,7 @@ def position_key(role: str, unit_id: int) -> str:
 
 def notify_list(session: Session, case, item, who: str) -> list[tuple[str, str]]:
     """Who a supervision notice (督办) goes to, as the diagram's `notify` property lists them:
-    `holder` (whoever claimed the item, else its role at its unit), `owner` (the case's owner,
+    `holder` (whoever claimed the item or is assigned it, else its role at its unit), `owner` (the case's owner,
     if it has one yet), or a tier, meaning that role at its level of the case's units. Each as
     (what the event records: a username or role@unit code, the key the watch list matches)."""
     if not who:  # a version deployed before `notify` existed: its rule, the tier above
@@ -439,8 +439,9 @@ def notify_list(session: Session, case, item, who: str) -> list[tuple[str, str]]
     wanted: list[tuple[str, str | None, int | None]] = []  # (role, person, unit id)
     for kind in kinds:
         if kind == "holder":
-            if item.claimed_by:
-                wanted.append((item.role, item.claimed_by, None))
+            holder = item.claimed_by or item.assignee  # the owner holds their feedback
+            if holder:
+                wanted.append((item.role, holder, None))
             else:
                 wanted.append((item.role, None, item.unit_id))
         elif kind == "owner":
