@@ -104,13 +104,14 @@ LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
 CODE = re.compile(r"^[A-Z]+\d*(?:-[A-Z]*\d+)+$")
 ALLOWED = {"English", "Redis"} | set(re.findall(r"username: ([\w.]+)", ORG_YAML))
 # Every text a person sees: visible text nodes (the diagram's SVG labels included), the page's
-# title, and the attributes browsers show or read aloud. bpmn-js's licence badge is left alone.
+# title, and the attributes browsers show or read aloud. bpmn-js's licence badge is left alone, and
+# so are commands shown as code (`gridloop calendar import FILE`), which are typed as they are.
 VISIBLE_TEXT = """() => {
   const found = [document.title];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     const el = node.parentElement;
-    if (!el || el.closest("script, style, .bjs-powered-by")) continue;
+    if (!el || el.closest("script, style, code, .bjs-powered-by")) continue;  // code: commands
     if (!el.checkVisibility()) continue;
     found.push(node.textContent);
   }
