@@ -354,3 +354,35 @@ class Notification(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # gave up after retries
     last_error: Mapped[str | None] = mapped_column(String(500))
+
+class Delegation(Base):
+    """代理: a person's items are also worked by a colleague (same role and unit, or the tier
+    above) from `starts_at` until `ends_at` (DESIGN §4); it ends by itself. Each step the
+    colleague takes records both names (`actor`, and `on_behalf_of` in the event data)."""
+
+    __tablename__ = "delegation"
+    __table_args__ = (Index("ix_delegation_delegate", "delegate", "ends_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delegator: Mapped[str] = mapped_column(String(64), index=True)  # whose items
+    delegate: Mapped[str] = mapped_column(String(64))  # who may work them
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Photo(Base):
+    """A photo attached to a case: the file lives outside the database (under the instance
+    folder, named by its sha256); the sha256 goes into the event that attached it, so the chain
+    covers the file. A photo uploaded before its case exists (while opening) has no case yet."""
+
+    __tablename__ = "photo"
+    __table_args__ = (UniqueConstraint("case_id", "sha256"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("case.id"), index=True)
+    uploaded_by: Mapped[str] = mapped_column(String(64))
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    content_type: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(Integer)
+    kept_location: Mapped[bool] = mapped_column(Boolean, default=False)
