@@ -15,7 +15,8 @@ group-robot message of WeChat Work, `{"msgtype": "text", "text": {"content": ...
 Kinds of message:
 - assigned (待办): a work item became ready for someone;
 - supervised (督办): an item passed 80% of its limit, or its deadline at town;
-- escalated (升级): an item's limit ran out and the case went one tier up.
+- escalated (升级): an item's limit ran out and the case went one tier up;
+- transferred (转办): the case was sent to another grid (told to its owner, if it had one).
 
 Where webhooks may go: only to public addresses. A webhook URL is chosen by whoever writes the
 organisation file, and the server posts to it from inside the township's network, so a URL at a
@@ -65,7 +66,7 @@ from .models import (
 log = logging.getLogger(__name__)
 
 FORMATS = ("json", "wecom")
-KINDS = ("assigned", "supervised", "escalated")
+KINDS = ("assigned", "supervised", "escalated", "transferred")
 
 TIMEOUT_SECONDS = 5.0  # per HTTP request (connect, and each read)
 MAX_ATTEMPTS = 8  # then the row is marked failed and left alone
@@ -89,7 +90,7 @@ TIER_LABEL = {
     "village_secretary": "村党组织书记",
     "town_leadership": "镇联点班子",
 }
-KIND_LABEL = {"assigned": "待办", "supervised": "督办", "escalated": "升级"}
+KIND_LABEL = {"assigned": "待办", "supervised": "督办", "escalated": "升级", "transferred": "转办"}
 
 Post = Callable[[str, bytes], tuple[int, bytes]]
 """Send `body` (JSON) to `url`; return the HTTP status and (the start of) the answer's body."""
@@ -106,9 +107,11 @@ def on_step(
     new_items: list[WorkItem],
     now: datetime,
     forms: dict[str, dict] | None = None,
+    owner_before: str | None = None,
 ) -> None:
     """Called by every step after its work items and events are known, with the forms of the
-    case's diagram version (a task is named by its form's title). Adds outbox rows only:
+    case's diagram version (a task is named by its form's title) and, for a step that cleared the
+    case's owner (a transfer), whom it was. Adds outbox rows only:
     no flush and no commit, so the rows commit with the step or roll back with it.
 
     One row per message and channel. A case whose grid and village have no channels costs two
@@ -119,7 +122,9 @@ def on_step(
     with session.no_autoflush:  # the step writes when it is done, not while this reads
         channels = channels_of(session, case)
         payloads = (
-            list(_messages(session, case, events, new_items, now, forms or {})) if channels else []
+            list(_messages(session, case, events, new_items, now, forms or {}, owner_before))
+            if channels
+            else []
         )
     for payload in payloads:
         for channel in channels:
@@ -138,7 +143,7 @@ def on_step(
 
 
 # The events a step's notices are about (besides its new work items): see _messages.
-NOTICE_EVENTS = frozenset({"supervised", "escalated"})
+NOTICE_EVENTS = frozenset({"supervised", "escalated", "transferred"})
 UNIT_SETTINGS = select(Unit.id, Unit.settings).where(
     Unit.id.in_(bindparam("b_units", expanding=True))
 )
@@ -184,6 +189,7 @@ def _messages(
     new_items: list[WorkItem],
     now: datetime,
     forms: dict[str, dict],
+    owner_before: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The step's payloads: its supervision and escalation events, then its new work items.
 
@@ -199,6 +205,8 @@ def _messages(
             payload = _escalated(session, case, data, new_items, now)
             escalated_to.add(payload["tier"])
             yield payload
+        elif type_ == "transferred" and owner_before:
+            yield _transferred(session, case, data, owner_before, now)
     for item in new_items:
         if item.claimed_by is not None:
             continue
@@ -288,6 +296,21 @@ def _escalated(
         text,
     )
     payload["from"] = source
+    return payload
+
+
+def _transferred(
+    session: Session, case: Case, data: dict, owner: str, now: datetime
+) -> dict[str, Any]:
+    """The owner hears that their case went to another grid, and that its new owner will be
+    whoever accepts it there."""
+    target = session.scalars(select(Unit).where(Unit.code == data.get("to"))).first()
+    where = target.name if target is not None else data.get("to")
+    text = f"已由 {data.get('from')} 转办至 {where}（{data.get('to')}），由该网格重新受理"
+    payload = _payload(
+        session, "transferred", case, now, None, target, None, None, None, [owner], text
+    )
+    payload.update({"from": data.get("from"), "to": data.get("to"), "note": data.get("note")})
     return payload
 
 

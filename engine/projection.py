@@ -205,6 +205,25 @@ def due_case(
     return SimpleNamespace(**fields), due, stored
 
 
+def unit_code(session: Session, unit_id: int) -> str | None:
+    row = session.connection().execute(UNIT_CODES, {"b_units": [unit_id]}).first()
+    return row.code if row is not None else None
+
+
+def move_case(session: Session, case: SimpleNamespace, chain) -> None:
+    """A transferred case now belongs to another grid (and its district and village): set before
+    the step's new items are written, so they go to the new grid's people. The case row's own
+    UPDATE, with the version check, comes after in the same transaction."""
+    values = {
+        "grid_id": chain.grid_id,
+        "district_id": chain.district_id,
+        "village_id": chain.village_id,
+    }
+    session.connection().execute(update(CASES).where(CASES.c.id == case.id).values(**values))
+    for name, value in values.items():
+        setattr(case, name, value)
+
+
 def drop_timers(session: Session, case_id: int) -> None:
     session.connection().execute(DELETE_TIMERS, {"b_case": case_id})
 
@@ -254,12 +273,13 @@ def write(
         _supervise(session, case, events[supervision.event][2], supervision, now)
 
     facts = outcome.facts
+    owner_before = case.owner
     values: dict[str, Any] = {
         "updated_at": now,
         "tier": facts.tier,
         "satisfaction": facts.satisfaction,
         "reopen_count": facts.reopen_count,
-        "owner": case.owner,
+        "owner": None if outcome.owner_cleared else case.owner,
     }
     if facts.category:
         values["category"] = facts.category
@@ -294,7 +314,15 @@ def write(
             )
     values["workflow"] = workflow_blob
     _update_case(session, case, values)
-    notify.on_step(session, case, events, new_items, now, spec.forms)
+    notify.on_step(
+        session,
+        case,
+        events,
+        new_items,
+        now,
+        spec.forms,
+        owner_before if outcome.owner_cleared else None,
+    )
     return values
 
 

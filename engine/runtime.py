@@ -52,13 +52,14 @@ from .models import (
 from .projection import StaleCase
 from .serializer import make_serializer
 from .specs import OPEN_STATUSES, PROCESS_ID, Spec, SpecRegistry, TaskInfo
-from .step import Complete, Fire, Open, Outcome, run_step
+from .step import Complete, Fire, Open, Outcome, Transfer, run_step
 from .words import version_choices
 from .workcal import WorkCalendar, load_calendar
 
 log = logging.getLogger(__name__)
 OPEN = frozenset(OPEN_STATUSES)
 MAX_ATTEMPTS = 4
+MAX_NOTE = 500  # characters of a transfer note
 
 # What a step writes with Core: ORM objects of these kinds that the caller holds go stale.
 WRITTEN = (Case, WorkItem, Timer, CaseEvent, CaseDepartment, Reporter)
@@ -258,6 +259,43 @@ class Runtime:
                         insert(CaseDepartment.__table__).values(case_id=case.id, unit_id=unit.id)
                     )
             self._write(ctx, case, spec, outcome, completed=item)
+            return case.id
+
+        case_id = self._run(session, None, actor.username, step)
+        return session.get(Case, case_id)
+
+    def transfer(
+        self, session: Session, actor: Viewer, item_id: int, to: Any, note: Any = None
+    ) -> Case:
+        """转办: the holder of a case's accept (or of its handling at the grid, where the diagram
+        allows it) sends a case that belongs to another grid there. The item leaves this grid;
+        accept goes to the other grid's officers, and whoever accepts it there owns it."""
+
+        def step(ctx: StepContext) -> int:
+            session = ctx.session
+            item, case = self._actionable(session, actor, item_id)
+            if item.claimed_by not in (None, actor.username):
+                raise Conflict(f"claimed by {item.claimed_by}")
+            problems = {}
+            chain = projection.grid_chain(session, to) if isinstance(to, str) else None
+            if chain is None or chain.town_id != case.town_id:
+                problems["to"] = "not a grid of this town"
+            elif chain.grid_id == case.grid_id:
+                problems["to"] = "the case is in this grid already"
+            if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
+                problems["note"] = f"at most {MAX_NOTE} characters of text"
+            if problems:
+                raise Invalid("the request has errors", problems)
+            spec = self._spec(session, case)
+            info = spec.tasks[item.spec]
+            data = {"from": projection.unit_code(session, case.grid_id), "to": to, "note": note}
+            workflow = self._load(session, case)
+            outcome = run_step(
+                workflow, spec, Transfer(item.task_id, info.task, data), ctx.now, ctx.deadline
+            )
+            projection.move_case(session, case, chain)
+            self._write(ctx, case, spec, outcome)
+            ctx.written = (case.id, None, {})  # the case moved units: expire a held copy whole
             return case.id
 
         case_id = self._run(session, None, actor.username, step)

@@ -18,6 +18,8 @@ from typing import Any
 import jsonschema
 from lxml import etree
 from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
+from SpiffWorkflow.bpmn.specs.control import BoundaryEventSplit
+from SpiffWorkflow.bpmn.specs.event_definitions.item_aware_event import SignalEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins.exclusive_gateway import ExclusiveGateway
 from SpiffWorkflow.bpmn.specs.mixins.script_task import ScriptTask
@@ -135,6 +137,9 @@ class Spec:
     forms: dict[str, dict]
     tasks: dict[str, TaskInfo]
     validators: dict[str, Any] = field(default_factory=dict)
+    # User tasks (by element id) on which the diagram hangs a `transfer` signal boundary event:
+    # their holder may send the case to another grid (转办).
+    transferable: frozenset[str] = frozenset()
 
 
 def _parser() -> SpiffBpmnParser:
@@ -173,7 +178,27 @@ def parse_bundle(bundle: Bundle, stored: bool = False) -> Spec:
     tasks = _check_process(process, forms, stored)
     spec = Spec(bundle.sha256, process, subprocesses, forms, tasks)
     spec.validators = {name: jsonschema.Draft202012Validator(s) for name, s in forms.items()}
+    spec.transferable = _transferable(process)
     return spec
+
+
+TRANSFER_SIGNAL = "transfer"
+
+
+def _transferable(process) -> frozenset[str]:
+    """The user tasks that a `transfer` signal boundary event hangs on."""
+    found = set()
+    for ts in process.task_specs.values():
+        if not isinstance(ts, BoundaryEventSplit):
+            continue
+        children = ts.outputs
+        if any(
+            isinstance(getattr(c, "event_definition", None), SignalEventDefinition)
+            and c.event_definition.name == TRANSFER_SIGNAL
+            for c in children
+        ):
+            found.update(c.name for c in children if getattr(c, "manual", False))
+    return frozenset(found)
 
 
 def _model_xml(path: str, text: str) -> etree._Element:

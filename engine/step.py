@@ -27,13 +27,15 @@ from SpiffWorkflow.bpmn.specs.event_definitions.timer import (
     CycleTimerEventDefinition,
     TimerEventDefinition,
 )
+from SpiffWorkflow.bpmn.util.event import BpmnEvent
+from SpiffWorkflow.spiff.specs.event_definitions import SignalEventDefinition as SpiffSignal
 from SpiffWorkflow.util.task import TaskState
 
 from . import spiffclock
 from .clock import iso, parse_iso
 from .errors import Conflict
 from .sandbox import RestrictedScriptEngine
-from .specs import Spec, TaskInfo
+from .specs import TRANSFER_SIGNAL, Spec, TaskInfo
 
 # --------------------------------------------------------------------------- commands
 
@@ -59,7 +61,18 @@ class Fire:
     """Fire every timer due at or before the step's instant."""
 
 
-Command = Open | Complete | Fire
+@dataclass(frozen=True)
+class Transfer:
+    """转办: send the case from the READY user task `task_id` to another grid, through the
+    diagram's `transfer` signal boundary event on that task. `data` ({from, to, note}) becomes
+    the process's data and the `transferred` event's."""
+
+    task_id: str
+    task: str  # the task's logical name, recorded on the event
+    data: dict
+
+
+Command = Open | Complete | Fire | Transfer
 
 # --------------------------------------------------------------------------- outcome
 
@@ -109,6 +122,7 @@ class Outcome:
     supervisions: list[Supervision] = field(default_factory=list)
     escalated: bool = False  # the new items arrived by escalation
     overdue_marked: bool = False
+    owner_cleared: bool = False  # a task with the `owner=clear` property ran (a transfer)
 
 
 Deadline = Callable[[float, str], str]
@@ -163,6 +177,15 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
         events.append(("task_completed", command.task, dict(command.data)))
         task.data.update(command.data)
         task.run()
+    elif isinstance(command, Transfer):
+        task = ready_before.get(command.task_id)
+        if task is None or task.state != TaskState.READY:
+            raise Conflict("this task is no longer open")
+        if task.task_spec.name not in spec.transferable:
+            raise Conflict("this step cannot be sent to another grid")
+        # The boundary event puts the payload in the process's data under the signal's
+        # variableName; the `transferred` event reads it there.
+        workflow.catch(BpmnEvent(SpiffSignal(TRANSFER_SIGNAL), dict(command.data)))
 
     # do_engine_steps ends by refreshing timers, which can leave fired boundary events READY but
     # not run: go on until nothing automatic is READY.
@@ -173,15 +196,17 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
             break
 
     supervisions: list[Supervision] = []
-    overdue_marked = False
+    overdue_marked = owner_cleared = False
     for task in ran:
         props = getattr(task.task_spec, "extensions", {}).get("properties", {})
         if props.get("marksOverdue") == "true":
             overdue_marked = True
+        if props.get("owner") == "clear":
+            owner_cleared = True
         kind = props.get("event")
         if kind:
             data = _event_data(kind, task, props, tier_before, missed)
-            named = None
+            named = command.task if isinstance(command, Transfer) else None
             if kind == "supervised":  # it names the task it supervises
                 attached = _attached_user_task(task)
                 if attached is not None:
@@ -224,6 +249,7 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
         supervisions=supervisions,
         escalated=any(kind == "escalated" for kind, _t, _d in events),
         overdue_marked=overdue_marked,
+        owner_cleared=owner_cleared,
     )
 
 
@@ -243,6 +269,9 @@ def _event_data(kind: str, task, props: dict, tier_before: str | None, missed: d
         return {"from": tier_before}
     if kind == "reopened":
         return {"reopen_count": int(task.data.get("reopen_count", 0))}
+    if kind == "transferred":
+        sent = task.data.get(TRANSFER_SIGNAL) or {}
+        return {key: sent.get(key) for key in ("from", "to", "note")}
     return {}
 
 
