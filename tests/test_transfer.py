@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ACCEPT_NORMAL, GRID, START
+from apps import bearer, build_app, dispose_app
+from conftest import ACCEPT_NORMAL, GRID, ORG_YAML, START
 from sqlalchemy import select
 
-from engine.access import can_see_case
+from engine.access import can_see_case, viewer_of
 from engine.clock import iso
 from engine.errors import Conflict, Invalid, NotFound
 from engine.events import verify
-from engine.models import Notification, Unit
+from engine.models import Case, CaseEvent, Notification, Person, Unit, WorkItem
+from webapp import services
+from webapp.extensions import db
 
 OTHER = "V01-D1-G02"  # the same district's other grid: leader gl2, officer off2
 FAR = "V02-D1-G01"  # another village's grid: leader gl3, officer off3
@@ -150,3 +153,95 @@ def test_a_transferred_case_keeps_its_number_and_its_clock(gl):
     assert case.number == number
     assert accept.created_at == START.replace(minute=30)
     assert sorted(t.name for t in gl.timers(case)) == ["due_accept", "warn_accept"]
+
+
+# ------------------------------------------------------------------ through the API and the pages
+
+
+@pytest.fixture
+def transfer_app(tmp_path, clock, bundle):
+    app = build_app(tmp_path / "transfer.sqlite", ORG_YAML, clock, bundle=bundle)
+    yield app
+    dispose_app(app)
+
+
+def _open(app, officer: str = "off1") -> tuple[str, int]:
+    """A case opened by `officer` in G01: its number and its accept item's id."""
+    with app.app_context():
+        person = db.session.scalars(select(Person).where(Person.username == officer)).one()
+        case = services(app).runtime.open_case(
+            db.session, viewer_of(db.session, person), grid=GRID, title="井盖丢了"
+        )
+        item = db.session.scalars(select(WorkItem).where(WorkItem.case_id == case.id)).one()
+        return case.number, item.id
+
+
+def test_the_api_transfers_and_answers_400_per_field_and_404_outside(transfer_app):
+    client = transfer_app.test_client()
+    number, item_id = _open(transfer_app)
+    url = f"/api/v1/work-items/{item_id}/transfer"
+    off1 = bearer(client, "off1")
+
+    bad = client.post(url, json={"to": "", "note": 7}, headers=off1)
+    assert bad.status_code == 400
+    assert set(bad.get_json()["error"]["fields"]) == {"to", "note"}
+    assert client.post(url, json={"to": GRID}, headers=off1).get_json()["error"]["fields"] == {
+        "to": "the case is in this grid already"
+    }
+    outsider = client.post(url, json={"to": OTHER}, headers=bearer(client, "gl3"))
+    assert outsider.status_code == 404
+
+    done = client.post(url, json={"to": OTHER, "note": "二组的"}, headers=off1)
+    assert done.status_code == 200, done.get_json()
+    assert (done.get_json()["grid"]["code"], done.get_json()["status"]) == (OTHER, "accepting")
+    assert client.get(f"/api/v1/cases/{number}", headers=off1).status_code == 404
+    seen = client.get(f"/api/v1/cases/{number}", headers=bearer(client, "off2"))
+    assert seen.status_code == 200
+    again = client.post(url, json={"to": FAR}, headers=bearer(client, "off2"))
+    assert again.status_code == 409  # that item was closed by the transfer
+    assert (
+        "/work-items/{item_id}/transfer" in client.get("/api/v1/openapi.json").get_json()["paths"]
+    )
+
+
+def test_the_task_page_offers_the_transfer_and_sends_the_case(transfer_app):
+    client = transfer_app.test_client()
+    number, item_id = _open(transfer_app)
+    client.post("/login", data={"username": "off1", "password": "pw"})
+    page = client.get(f"/tasks/{item_id}").get_data(as_text=True)
+    assert 'data-testid="transfer-form"' in page and f'value="{OTHER}"' in page
+    assert f'value="{GRID}"' not in page  # not the grid it is in
+
+    refused = client.post(f"/tasks/{item_id}/transfer", data={"to": ""})
+    assert refused.status_code == 400
+    assert "请选择本镇的网格。" in refused.get_data(as_text=True)
+
+    sent = client.post(f"/tasks/{item_id}/transfer", data={"to": OTHER, "note": "二组的"})
+    assert sent.status_code == 302 and sent.headers["Location"].endswith("/")
+    inbox = client.get("/").get_data(as_text=True)
+    assert f"{number} 已转办至 二组。" in inbox
+    with transfer_app.app_context():
+        case = db.session.scalars(select(Case).where(Case.number == number)).one()
+        assert case.grid.code == OTHER
+        assert [
+            e.type
+            for e in db.session.scalars(select(CaseEvent).where(CaseEvent.case_id == case.id))
+        ][-1] == "transferred"
+
+
+def test_the_district_leaders_handling_page_offers_no_transfer(transfer_app):
+    client = transfer_app.test_client()
+    with transfer_app.app_context():
+        person = db.session.scalars(select(Person).where(Person.username == "off1")).one()
+        runtime = services(transfer_app).runtime
+        me = viewer_of(db.session, person)
+        case = runtime.open_case(db.session, me, grid=GRID, title="路灯")
+        item = db.session.scalars(select(WorkItem).where(WorkItem.case_id == case.id)).one()
+        runtime.complete(db.session, me, item.id, {**ACCEPT_NORMAL, "severity": "urgent"})
+        handle = db.session.scalars(
+            select(WorkItem).where(WorkItem.case_id == case.id, WorkItem.completed_at.is_(None))
+        ).one()
+        handle_id = handle.id
+    client.post("/login", data={"username": "dl1", "password": "pw"})
+    page = client.get(f"/tasks/{handle_id}").get_data(as_text=True)
+    assert 'data-testid="task-form"' in page and 'data-testid="transfer-form"' not in page

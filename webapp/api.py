@@ -364,6 +364,15 @@ def complete(item_id: int):
     return jsonify(case_json(case, open_items_of([case.id])[case.id]))
 
 
+@bp.post("/work-items/<int:item_id>/transfer")
+@token_required
+def transfer(item_id: int):
+    """转办: send the case of this item (accept, or handling at the grid) to another grid."""
+    body = parse(schemas.TransferIn)
+    case = runtime().transfer(db.session, g.viewer, item_id, body["to"], body["note"])
+    return jsonify(case_json(case, open_items_of([case.id])[case.id]))
+
+
 @bp.get("/openapi.json")
 def openapi():
     return jsonify(build_openapi())

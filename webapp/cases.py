@@ -52,6 +52,7 @@ EVENT_NAMES = {
     "reopened": _l("Reopened"),
     "archived": _l("Case archived"),
     "rejected": _l("Case rejected"),
+    "transferred": _l("Sent to another grid"),
 }
 SATISFACTION_NAMES = {
     "satisfied": _l("Satisfied"),
@@ -143,6 +144,8 @@ def event_view(event: dict, names: dict[str, str]) -> dict:
         details.append(_("now at %(tier)s", tier=TIER_NAMES[data["tier"]]))
     if event["type"] == "supervised" and data.get("overdue"):
         details.append(_("past the deadline"))
+    if event["type"] == "transferred" and data.get("to"):
+        details.append(_("%(old)s → %(new)s", old=data.get("from") or "—", new=data["to"]))
     if event["type"] == "reopened" and data.get("reopen_count"):
         details.append(_("reopened %(count)s times", count=data["reopen_count"]))
     label = str(EVENT_NAMES.get(event["type"], event["type"]))

@@ -199,6 +199,57 @@ def task(item_id: int):
     return redirect(url_for("cases.show", number=number))
 
 
+@bp.post("/tasks/<int:item_id>/transfer")
+@login_required
+def transfer(item_id: int):
+    """转办: send the case to the grid it belongs to. The sender usually cannot see it afterwards,
+    so they land back in their inbox."""
+    item = _visible_item(item_id)
+    if item.completed_at is not None:
+        raise _conflict(item_id)
+    number = item.case.number
+    to = request.form.get("to") or None
+    note = (request.form.get("note") or "").strip() or None
+    try:
+        _engine(item_id, lambda: runtime().transfer(db.session, viewer(), item_id, to, note))
+    except Invalid as exc:
+        schema = runtime().registry.get(item.case.diagram).forms[item.form]
+        errors = {k: _(TRANSFER_ERRORS.get(v, v)) for k, v in (exc.fields or {}).items()}
+        page = _task_page(item, schema, _initial_values(item, schema), transfer_errors=errors)
+        return page, 400
+    grid = db.session.scalars(select(Unit).where(Unit.code == to)).first()
+    flash(_("%(number)s was sent to %(grid)s.", number=number, grid=grid.name if grid else to))
+    return redirect(url_for("inbox.index"))
+
+
+# The engine's messages about a transfer, as people read them.
+TRANSFER_ERRORS = {
+    "not a grid of this town": _l("Choose a grid of this town."),
+    "the case is in this grid already": _l("The case is in this grid already."),
+}
+
+
+def transfer_targets(case: Case) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The grids a case may be sent to: every other active grid of its town, by village."""
+    rows = db.session.execute(
+        select(Unit.code, Unit.name, Unit.parent_id)
+        .where(Unit.level == "grid", Unit.active, Unit.id != case.grid_id)
+        .order_by(Unit.code)
+    ).all()
+    districts = {
+        u.id: u
+        for u in db.session.scalars(select(Unit).where(Unit.level.in_(("district", "village"))))
+    }
+    by_village: dict[str, list[tuple[str, str]]] = {}
+    for code, name, parent_id in rows:
+        district = districts.get(parent_id)
+        village = districts.get(district.parent_id) if district is not None else None
+        if village is None or village.parent_id != case.town_id:
+            continue
+        by_village.setdefault(village.name, []).append((code, f"{district.name} · {name}"))
+    return list(by_village.items())
+
+
 @bp.get("/cases/<number>/diagram.bpmn")
 @login_required
 def diagram_xml(number: str):
@@ -285,7 +336,13 @@ def _conflict(item_id: int) -> Conflict:
     return Conflict(_("The case changed meanwhile. Please try again."))
 
 
-def _task_page(item: WorkItem, schema: dict, values: dict, engine_errors: dict | None = None):
+def _task_page(
+    item: WorkItem,
+    schema: dict,
+    values: dict,
+    engine_errors: dict | None = None,
+    transfer_errors: dict | None = None,
+):
     me = viewer()
     case = item.case
     fields = form_fields(schema, values)
@@ -293,8 +350,12 @@ def _task_page(item: WorkItem, schema: dict, values: dict, engine_errors: dict |
     events = [as_dict(case.number, row) for row in case_events(db.session, case)]
     names = display_names({e["actor"] for e in events} | {item.claimed_by, case.owner})
     open_items = open_items_of([case.id])[case.id]
+    transferable = item.spec in runtime().registry.get(case.diagram).transferable
     return render_template(
         "inbox/task.html",
+        transferable=transferable,
+        transfer_targets=transfer_targets(case) if transferable else [],
+        transfer_errors=transfer_errors or {},
         item=item,
         case=case,
         fields=fields,

@@ -65,6 +65,7 @@ def build_openapi() -> dict:
         "TokenOut",
         "CaseIn",
         "CompleteIn",
+        "TransferIn",
         "MeOut",
         "CaseOut",
         "CasePage",
@@ -126,6 +127,15 @@ def build_openapi() -> dict:
                 "Complete with the form's data",
                 ("200", "CaseOut"),
                 "CompleteIn",
+                params=item,
+                errors=all_errors,
+            )
+        },
+        "/work-items/{item_id}/transfer": {
+            "post": _op(
+                "Send the case to the grid it belongs to (转办)",
+                ("200", "CaseOut"),
+                "TransferIn",
                 params=item,
                 errors=all_errors,
             )

@@ -45,6 +45,13 @@ class CompleteIn(Schema):
     data = fields.Dict(required=True, keys=fields.String())
 
 
+class TransferIn(Schema):
+    """转办: the code of the grid the case belongs to, and why."""
+
+    to = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
 class CaseListArgs(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     unit = fields.String(validate=validate.Length(min=1, max=64))

@@ -393,3 +393,27 @@ def test_error_pages_and_the_diagram_speak_chinese(api, login, step):
     }, labels
     assert_fits(gl1)
     step(gl1, "diagram-lanes")
+
+
+# ------------------------------------------------------------------ 转办 on a phone
+
+
+def test_an_officer_sends_a_case_to_the_grid_it_belongs_to(api, login, step):
+    number = api.open_case(title="二组的井盖丢了")
+    accept_id = api.item("off1", number)["id"]
+    off1 = login("off1")
+    goto(off1, f"/tasks/{accept_id}")
+    transfer = off1.get_by_test_id("transfer")
+    transfer.locator("summary").click()
+    off1.get_by_test_id("transfer-to").select_option("V01-D1-G02")
+    transfer.locator("textarea[name=note]").fill("地址在二组村道旁")
+    step(off1, "transfer-form")
+    submit(off1, "transfer-submit")
+    assert path_of(off1) == "/"
+    expect(off1.locator(".flash")).to_contain_text(f"{number} 已转办至 二组")
+    step(off1, "transferred")
+    goto(off1, f"/cases/{number}", status=404)
+
+    off2 = login("off2")
+    inbox_item(off2, number, "accept")
+    step(off2, "transferred-to-other-grid")
