@@ -240,7 +240,7 @@ def test_the_upgrade_to_0005_keeps_people_and_does_not_ask_them(new_database, en
             )
         )
 
-    result = upgrade_schema(engine)
+    result = upgrade_schema(engine, "0005_person_password_initial")
     assert (result.before, result.after) == (
         "0004_work_item_warn_at",
         "0005_person_password_initial",
