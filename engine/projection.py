@@ -34,7 +34,6 @@ from .clock import iso
 from .events import GENESIS, canonical, next_event
 from .models import (
     LEVEL_OF_ROLE,
-    TIER_ABOVE,
     Case,
     CaseEvent,
     DiagramVersion,
@@ -460,9 +459,6 @@ def notify_list(session: Session, case, item, who: str) -> list[tuple[str, str]]
     `holder` (whoever claimed the item or is assigned it, else its role at its unit), `owner` (the case's owner,
     if it has one yet), or a tier, meaning that role at its level of the case's units. Each as
     (what the event records: a username or role@unit code, the key the watch list matches)."""
-    if not who:  # a version deployed before `notify` existed: its rule, the tier above
-        above = TIER_ABOVE.get(item.role)
-        who = "holder,owner" + (f",{above}" if above else "")
     kinds = [k.strip() for k in who.split(",") if k.strip()]
     wanted: list[tuple[str, str | None, int | None]] = []  # (role, person, unit id)
     for kind in kinds:

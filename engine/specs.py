@@ -31,7 +31,7 @@ from SpiffWorkflow.spiff.parser.task_spec import SPIFFWORKFLOW_NSMAP
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import TIERS, DiagramVersion
+from .models import TIER_ABOVE, TIERS, DiagramVersion
 from .sandbox import UnsafeScript, check_source
 
 PROCESS_ID = "case_loop"
@@ -299,9 +299,12 @@ def _check_process(process, forms: dict[str, dict], stored: bool = False) -> dic
                     element=cell[0] if cell else element,
                 ) from exc
         event_props = getattr(ts, "extensions", {}).get("properties", {})
-        if event_props.get("event") == "supervised" and not (
-            stored and "notify" not in event_props
-        ):
+        if event_props.get("event") == "supervised" and stored and "notify" not in event_props:
+            # Deployed before `notify` existed: whom such a supervision told then, the holder,
+            # the owner and the tier above the element's lane.
+            above = TIER_ABOVE.get(getattr(ts, "lane", None) or "")
+            event_props["notify"] = "holder,owner" + (f",{above}" if above else "")
+        if event_props.get("event") == "supervised":
             kinds = [k.strip() for k in event_props.get("notify", "").split(",") if k.strip()]
             unknown = [k for k in kinds if k not in NOTIFY_KINDS]
             if not kinds or unknown:

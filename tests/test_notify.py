@@ -159,8 +159,8 @@ def test_accepting_a_case_adds_an_assigned_row_in_the_steps_transaction(gl, monk
     seen = []
     real = notify.on_step
 
-    def spy(session, case, events, new_items, now, forms):
-        real(session, case, events, new_items, now, forms)
+    def spy(session, case, events, new_items, now, forms, *rest):
+        real(session, case, events, new_items, now, forms, *rest)
         added = [o for o in session.new if isinstance(o, Notification)]
         seen.append([(row.kind, row.id) for row in added])  # pending: no flush, no id yet
 
