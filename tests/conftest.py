@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import count
 from pathlib import Path
 
 import apps
 import pytest
 from apps import BACKEND, Databases, import_test_org
+from click.testing import CliRunner
 from postgres_fixture import postgres_server  # noqa: F401 - the session's cluster, a fixture
 from redis_fixture import redis_server, redis_url  # noqa: F401 - fixtures for the rq tests
 from sqlalchemy import func, select
@@ -32,6 +34,7 @@ from engine.passwords import Passwords
 from engine.runtime import Runtime
 from engine.specs import Bundle, SpecRegistry, deploy, load_bundle
 from engine.storage import create_schema, make_engine, make_sessionmaker
+from webapp.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 # Monday 2026-11-23 10:00 in Asia/Shanghai.
@@ -172,6 +175,46 @@ def template_db(tmp_path_factory, databases, bundle, registry) -> Iterator[str]:
     engine.dispose()
     yield url
     databases.drop(url)
+
+
+@pytest.fixture
+def new_database(new_db_url):
+    """Makes new empty databases on the pass's backend: call it for each URL."""
+    numbers = count(1)
+    return lambda: new_db_url(f"db{next(numbers)}")
+
+
+@pytest.fixture
+def engines():
+    """make_engine(url), disposed of at the end of the test."""
+    made = []
+
+    def make(url: str):
+        made.append(make_engine(url))
+        return made[-1]
+
+    yield make
+    for engine in made:
+        engine.dispose()
+
+
+@pytest.fixture
+def gridloop(monkeypatch, tmp_path):
+    """`gridloop ...` through click, on GRIDLOOP_DATABASE_URL, from a working directory that is
+    not the repository's (no alembic.ini, no migrations/ there)."""
+    monkeypatch.setenv("GRIDLOOP_CHEAP_PASSWORDS", "1")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    runner = CliRunner()
+
+    def run(url: str, *args: str, ok: bool = True) -> str:
+        monkeypatch.setenv("GRIDLOOP_DATABASE_URL", url)
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        assert (result.exit_code == 0) == ok, result.output
+        return result.output
+
+    return run
 
 
 @pytest.fixture

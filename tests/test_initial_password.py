@@ -25,7 +25,6 @@ import pytest
 from apps import build_app, dispose_app
 from conftest import ORG_YAML
 from sqlalchemy import MetaData, Table, select
-from test_migrations import engines, new_database
 
 from engine.clock import FixedClock
 from engine.demo import load_demo

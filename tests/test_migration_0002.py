@@ -12,7 +12,7 @@ import json
 from datetime import datetime
 
 from sqlalchemy import inspect, select, text
-from test_migrations import PRE_ALEMBIC, engines, gridloop, new_database
+from test_migrations import PRE_ALEMBIC
 
 from engine.events import GENESIS, canonical, chain_hash
 from engine.models import ChainRewrite, Reporter

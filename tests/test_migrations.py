@@ -14,7 +14,6 @@ import os
 import stat
 import subprocess
 import sys
-from itertools import count
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -251,27 +250,6 @@ def _pre_alembic_metadata() -> MetaData:
 PRE_ALEMBIC = _pre_alembic_metadata()
 
 
-@pytest.fixture
-def new_database(new_db_url):
-    """Makes new empty databases on the pass's backend: call it for each URL."""
-    numbers = count(1)
-    return lambda: new_db_url(f"db{next(numbers)}")
-
-
-@pytest.fixture
-def engines():
-    """make_engine(url), disposed of at the end of the test."""
-    made = []
-
-    def make(url: str):
-        made.append(make_engine(url))
-        return made[-1]
-
-    yield make
-    for engine in made:
-        engine.dispose()
-
-
 def _differences(engine, metadata: MetaData = Base.metadata) -> list:
     with engine.connect() as conn:
         return compare_metadata(MigrationContext.configure(conn, opts=COMPARE), metadata)
@@ -373,25 +351,6 @@ def _rows(engine) -> dict:
                 select(position.c.person_id, position.c.role, position.c.unit_id)
             ).all(),
         }
-
-
-@pytest.fixture
-def gridloop(monkeypatch, tmp_path):
-    """`gridloop ...` through click, on GRIDLOOP_DATABASE_URL, from a working directory that is
-    not the repository's (no alembic.ini, no migrations/ there)."""
-    monkeypatch.setenv("GRIDLOOP_CHEAP_PASSWORDS", "1")
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    runner = CliRunner()
-
-    def run(url: str, *args: str, ok: bool = True) -> str:
-        monkeypatch.setenv("GRIDLOOP_DATABASE_URL", url)
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        assert (result.exit_code == 0) == ok, result.output
-        return result.output
-
-    return run
 
 
 def test_init_db_upgrades_a_database_made_before_alembic_in_place(new_database, engines, gridloop):
