@@ -14,7 +14,7 @@ VENDOR_STAMP := $(VENDOR)/.copied-$(shell cat package-lock.json | sha1sum | cut 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT    := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: install vendor browser services run test lint bench clean
+.PHONY: install vendor packages run test lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,18 +38,21 @@ vendor: $(VENDOR_STAMP)
 
 install: $(STAMP) vendor
 
-# Chromium and a CJK font for tests/e2e (Playwright drives Debian's /usr/bin/chromium; it never
-# downloads a browser of its own).
-browser:
-	@command -v chromium >/dev/null || ($(APT) update && $(APT) install -y chromium fonts-noto-cjk)
-	@fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || ($(APT) update && $(APT) install -y fonts-noto-cjk)
-
-# Redis for tests/test_worker.py and PostgreSQL for the suite's PostgreSQL pass, from Debian. This
-# target starts no server: the tests run their own on a free loopback port for the session
+# What the tests need from Debian, in one apt run when anything is missing: Chromium and a CJK
+# font for tests/e2e (Playwright drives /usr/bin/chromium; it never downloads a browser of its
+# own), Redis for the rq tests and PostgreSQL for the suite's PostgreSQL pass. No server is
+# started here: the tests run their own on a free loopback port for the session
 # (tests/redis_fixture.py, tests/postgres_fixture.py), never the packaged services.
-services:
-	@command -v redis-server >/dev/null || ($(APT) update && $(APT) install -y redis-server)
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ($(APT) update && $(APT) install -y postgresql)
+packages:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || missing="$$missing fonts-noto-cjk"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing from Debian:$$missing"; \
+		$(APT) update && $(APT) install -y $$missing; \
+	fi
 
 # Creates the SQLite database under instance/, loads the demo township into an empty database
 # (a rerun keeps existing data) and serves in the foreground until Ctrl-C.
@@ -64,7 +67,7 @@ lint: install
 
 # The whole suite twice: on SQLite files, then on a throwaway PostgreSQL cluster of its own
 # (GRIDLOOP_TEST_DATABASE, read by tests/apps.py). Both passes run; either failing fails the target.
-test: install browser services lint
+test: install packages lint
 	@status=0; \
 	GRIDLOOP_TEST_DATABASE=sqlite $(BIN)/pytest || status=1; \
 	GRIDLOOP_TEST_DATABASE=postgresql $(BIN)/pytest || status=1; \

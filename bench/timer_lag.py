@@ -3,7 +3,7 @@
 Run on demand (not a test; about 5 minutes):
     .venv/bin/python bench/timer_lag.py [--spread 500] [--window 20] [--burst 10000]
 
-It starts its own redis-server on a free loopback port (Debian's; `make services` installs it) and
+It starts its own redis-server on a free loopback port (Debian's; `make packages` installs it) and
 works on fresh SQLite files in a temp dir (WAL, synchronous=NORMAL, as engine.storage sets them).
 
   lag    `gridloop worker --workers 1` (the scheduler thread and one rq worker in one process) is
@@ -84,7 +84,7 @@ villages:
 def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
     binary = shutil.which("redis-server")
     if binary is None:
-        sys.exit("redis-server is not installed: `make services` installs it")
+        sys.exit("redis-server is not installed: `make packages` installs it")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
