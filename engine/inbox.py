@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy import func, literal, or_, select, tuple_
 from sqlalchemy.orm import Session, joinedload
 
 from .access import Viewer, inbox_scope
@@ -44,7 +44,14 @@ def inbox_page(
     if category:
         query = query.where(Case.category == category)
     if after is not None:
-        query = query.where(tuple_(due, WorkItem.id) > tuple_(*after))
+        # The cursor's instant is bound with the column's type (naive UTC), as the column holds
+        # it: an aware value would reach PostgreSQL as timestamptz and be compared in the
+        # session's time zone.
+        last_due, last_id = after
+        query = query.where(
+            tuple_(due, WorkItem.id)
+            > tuple_(literal(last_due, WorkItem.due_at.type), literal(last_id))
+        )
     items = list(session.scalars(query.order_by(due, WorkItem.id).limit(limit + 1)))
     if len(items) <= limit:
         return items, None

@@ -375,7 +375,7 @@ def test_the_inbox_pages_by_twenty_keeping_the_filter(web_town, web_as):
     off1 = web_as("off1")
 
     first = page(off1, "/?category=dispute")
-    assert cases_of(first) == numbers[:20]  # no deadline yet: in the order they came
+    assert cases_of(first) == numbers[:20]  # one deadline for all: in the order they came
     link = one(first, data_testid="next-page").attrs["href"]
     assert "category=dispute" in link and "cursor=" in link
     second = page(off1, link)
