@@ -2,16 +2,20 @@
 
 A position covers its unit and everything below it; departments see the cases they were named in;
 auditors see every case. Work items are for the people holding their role at their unit.
+While a delegation (代理, engine/delegation.py) runs, its delegate also sees and works what its
+delegator could: a Viewer carries those positions as `covers`, computed with the clock's now.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import and_, exists, false, or_, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from .delegation import delegators_of
 from .models import (
     TIERS,
     Case,
@@ -26,11 +30,25 @@ from .models import (
 
 
 @dataclass(frozen=True)
+class Cover:
+    """What a viewer holds on behalf of a delegator while a delegation runs: the delegator's tier
+    positions and liaison villages, so that the viewer sees and works exactly their items."""
+
+    delegator: str
+    positions: tuple[tuple[str, int, str], ...]  # (role, unit id, unit level)
+    liaises: frozenset[int] = field(default_factory=frozenset)
+
+    def tier_positions(self) -> list[tuple[str, int]]:
+        return [(role, unit) for role, unit, _l in self.positions]
+
+
+@dataclass(frozen=True)
 class Viewer:
     username: str
     person_id: int
     positions: tuple[tuple[str, int, str], ...]  # (role, unit id, unit level)
     liaises: frozenset[int] = field(default_factory=frozenset)
+    covers: tuple[Cover, ...] = ()  # running delegations naming this viewer
 
     @property
     def roles(self) -> set[str]:
@@ -48,12 +66,37 @@ class Viewer:
         return [(role, unit) for role, unit, _l in self.positions if role in TIERS]
 
 
-def viewer_of(session: Session, person: Person) -> Viewer:
+def viewer_of(session: Session, person: Person, now: datetime | None = None) -> Viewer:
+    """The person as access rules see them; with `now`, also what they cover for others then
+    (without it, their own positions only)."""
     positions = tuple(sorted((p.role, p.unit_id, p.unit.level) for p in person.positions))
-    liaises = frozenset(
-        session.scalars(select(Liaison.village_id).where(Liaison.person_id == person.id))
+    covers = _covers(session, person.username, now) if now is not None else ()
+    return Viewer(person.username, person.id, positions, _liaises(session, person.id), covers)
+
+
+def _liaises(session: Session, person_id: int) -> frozenset[int]:
+    return frozenset(
+        session.scalars(select(Liaison.village_id).where(Liaison.person_id == person_id))
     )
-    return Viewer(person.username, person.id, positions, liaises)
+
+
+def _covers(session: Session, username: str, now: datetime) -> tuple[Cover, ...]:
+    covers = []
+    for name in delegators_of(session, username, now):
+        delegator = session.scalars(select(Person).where(Person.username == name)).first()
+        if delegator is None or not delegator.active:
+            continue
+        held = [p for p in delegator.positions if p.role in TIERS]
+        positions = tuple(sorted((p.role, p.unit_id, p.unit.level) for p in held))
+        covers.append(Cover(name, positions, _liaises(session, delegator.id)))
+    return tuple(covers)
+
+
+def _all_positions(viewer: Viewer):
+    """The viewer's positions and those they hold on behalf of others."""
+    yield from viewer.positions
+    for cover in viewer.covers:
+        yield from cover.positions
 
 
 def case_scope(viewer: Viewer) -> ColumnElement[bool]:
@@ -61,7 +104,7 @@ def case_scope(viewer: Viewer) -> ColumnElement[bool]:
     if viewer.is_auditor:
         return true()
     conditions = []
-    for role, unit_id, level in viewer.positions:
+    for role, unit_id, level in _all_positions(viewer):
         if role in ("auditor", "admin"):
             continue
         if level == "department":
@@ -78,7 +121,7 @@ def can_see_case(session: Session, viewer: Viewer, case: Case) -> bool:
     if viewer.is_auditor:
         return True
     departments = []
-    for role, unit_id, level in viewer.positions:
+    for role, unit_id, level in _all_positions(viewer):
         if role in ("auditor", "admin"):
             continue
         if level == "department":
@@ -96,10 +139,12 @@ def can_see_case(session: Session, viewer: Viewer, case: Case) -> bool:
 def sees_reporter_phone(viewer: Viewer, case: Case, open_items: list[WorkItem]) -> bool:
     """A reporter's phone is for the case's owner and auditors, and before acceptance for the
     officer holding the accept item (they call the resident back); others see it masked."""
-    if viewer.is_auditor or (case.owner is not None and case.owner == viewer.username):
+    # A delegate stands in for their delegators here too (they call the resident back for them).
+    names = {viewer.username} | {cover.delegator for cover in viewer.covers}
+    if viewer.is_auditor or (case.owner is not None and case.owner in names):
         return True
     return case.owner is None and any(
-        i.task == "accept" and i.claimed_by == viewer.username for i in open_items
+        i.task == "accept" and i.claimed_by in names for i in open_items
     )
 
 
@@ -109,24 +154,39 @@ def _liaison_ok() -> ColumnElement[bool]:
 
 
 def inbox_scope(viewer: Viewer) -> ColumnElement[bool]:
-    """SQL condition: the work items shown in this viewer's inbox (open or not)."""
+    """SQL condition: the work items shown in this viewer's inbox (open or not): their own, and
+    while a delegation runs, their delegators'."""
+    own = _items_of(viewer.username, viewer.tier_positions(), viewer.liaises, viewer.username)
+    if not viewer.covers:
+        return own
+    covered = [
+        _items_of(c.delegator, c.tier_positions(), c.liaises, viewer.username)
+        for c in viewer.covers
+    ]
+    return or_(own, *covered)
+
+
+def _items_of(
+    username: str, positions: list[tuple[str, int]], liaises: frozenset[int], actor: str
+) -> ColumnElement[bool]:
+    """SQL condition: the items `username` may work with these positions, when `actor` works
+    them (a peer review excludes the resolver, whoever's items they cover)."""
     by_position = [
-        and_(WorkItem.role == role, WorkItem.unit_id == unit)
-        for role, unit in viewer.tier_positions()
+        and_(WorkItem.role == role, WorkItem.unit_id == unit) for role, unit in positions
     ]
     town = or_(
         WorkItem.role != "town_leadership",
-        WorkItem.village_id.in_(viewer.liaises) if viewer.liaises else false(),
+        WorkItem.village_id.in_(liaises) if liaises else false(),
         _liaison_ok(),
     )
     # Never NULL, so that the condition can be negated (NULL = 'x' is NULL, not false).
-    mine = and_(WorkItem.assignee.is_not(None), WorkItem.assignee == viewer.username)
+    mine = and_(WorkItem.assignee.is_not(None), WorkItem.assignee == username)
     if not by_position:
         return mine
     shared = and_(
         WorkItem.assignee.is_(None),
         or_(*by_position),
-        or_(WorkItem.excluded.is_(None), WorkItem.excluded != viewer.username),
+        or_(WorkItem.excluded.is_(None), WorkItem.excluded.not_in(sorted({username, actor}))),
         town,
     )
     return or_(mine, shared)
@@ -134,11 +194,45 @@ def inbox_scope(viewer: Viewer) -> ColumnElement[bool]:
 
 def may_act(session: Session, viewer: Viewer, item: WorkItem) -> bool:
     """inbox_scope for one loaded item: whether this viewer may claim or complete it."""
+    return acting_for(session, viewer, item) is not None
+
+
+def acting_for(session: Session, viewer: Viewer, item: WorkItem) -> str | None:
+    """Whose rights let this viewer work the item: their own username, the username of a
+    delegator they cover for (the one holding the item, if one does), or None."""
+    rights = [(viewer.username, viewer.tier_positions(), viewer.liaises)] + [
+        (c.delegator, c.tier_positions(), c.liaises) for c in viewer.covers
+    ]
+    allowed = [
+        name
+        for name, positions, liaises in rights
+        if _may_work(session, item, name, positions, liaises, viewer.username)
+    ]
+    if not allowed:
+        return None
+    return item.claimed_by if item.claimed_by in allowed else allowed[0]
+
+
+def on_behalf_of(session: Session, viewer: Viewer, item: WorkItem) -> str | None:
+    """The delegator this viewer works the item for, or None when it is theirs (or not theirs to
+    work at all): a step taken through a delegation records this name (DESIGN §4)."""
+    name = acting_for(session, viewer, item) if viewer.covers else None
+    return name if name != viewer.username else None
+
+
+def _may_work(
+    session: Session,
+    item: WorkItem,
+    username: str,
+    positions: list[tuple[str, int]],
+    liaises: frozenset[int],
+    actor: str,
+) -> bool:
     if item.assignee is not None:
-        return item.assignee == viewer.username
-    if (item.role, item.unit_id) not in viewer.tier_positions() or item.excluded == viewer.username:
+        return item.assignee == username
+    if (item.role, item.unit_id) not in positions or item.excluded in (username, actor):
         return False
-    if item.role == "town_leadership" and item.village_id not in viewer.liaises:
+    if item.role == "town_leadership" and item.village_id not in liaises:
         return not session.scalar(select(exists().where(Liaison.village_id == item.village_id)))
     return True
 

@@ -355,6 +355,7 @@ class Notification(Base):
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # gave up after retries
     last_error: Mapped[str | None] = mapped_column(String(500))
 
+
 class Delegation(Base):
     """代理: a person's items are also worked by a colleague (same role and unit, or the tier
     above) from `starts_at` until `ends_at` (DESIGN §4); it ends by itself. Each step the

@@ -30,8 +30,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
 from . import projection, spiffclock
-from .access import Viewer, can_see_case, may_act
+from .access import Viewer, can_see_case, may_act, on_behalf_of
 from .clock import SHANGHAI, Clock, iso
+from .delegation import recorded
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .events import (
     GENESIS,
@@ -49,6 +50,8 @@ from .models import (
     Unit,
     WorkItem,
 )
+from .photos import attach as attach_photos
+from .photos import attach_problems as photo_problems
 from .projection import StaleCase
 from .serializer import make_serializer
 from .specs import OPEN_STATUSES, PROCESS_ID, Spec, SpecRegistry, TaskInfo
@@ -115,6 +118,7 @@ class Runtime:
         severity: str | None = None,
         household: str | None = None,
         reporter: dict | None = None,
+        photos: list[str] | None = None,
     ) -> Case:
         """Open a case in a grid. An information officer of the grid holds its accept item at once;
         a resident's case (actor None) leaves accept unclaimed for the grid's officers."""
@@ -135,6 +139,8 @@ class Runtime:
                 problems["grid"] = (
                     "not a grid you serve as information officer" if actor else "unknown grid"
                 )
+            uploader = actor.username if actor else None
+            problems.update(photo_problems(session, uploader, None, photos))
             if problems:
                 raise Invalid("the request has errors", dict(sorted(problems.items())))
             data = {
@@ -151,6 +157,8 @@ class Runtime:
                 record = reporter_record(reporter.get("name"), reporter.get("phone"))
                 salt = secrets.token_hex(16)
                 data["reporter_hash"] = reporter_hash(salt, record)
+            if photos:  # the chain covers the files by their sha256
+                data["photos"] = list(photos)
             outcome = run_step(None, spec, Open(data), ctx.now, ctx.deadline)
             row = {
                 "number": self._next_number(session, units.town_code, ctx.now),
@@ -185,6 +193,8 @@ class Runtime:
                 session.execute(
                     insert(Reporter.__table__).values(case_id=case_id, salt=salt, **record)
                 )
+            if photos:
+                attach_photos(session, actor.username, case_id, photos)
 
             def claim_accept(items: list[SimpleNamespace]) -> list:
                 if actor is None or not items:
@@ -205,13 +215,15 @@ class Runtime:
     def claim(self, session: Session, actor: Viewer, item_id: int) -> WorkItem:
         def step(ctx: StepContext) -> int:
             item, case = self._actionable(ctx.session, actor, item_id)
-            if item.claimed_by not in (None, actor.username):
+            behalf = on_behalf_of(ctx.session, actor, item)  # 代理: held in the delegator's name
+            if item.claimed_by not in (None, behalf or actor.username):
                 raise Conflict(f"already claimed by {item.claimed_by}")
             if item.claimed_by is None:
                 projection.set_item(
-                    ctx.session, item.id, claimed_by=actor.username, claimed_at=ctx.now
+                    ctx.session, item.id, claimed_by=behalf or actor.username, claimed_at=ctx.now
                 )
-                self._touch(ctx, case, ("claimed", item.task, {"work_item": item.id}))
+                data = recorded({"work_item": item.id}, behalf)
+                self._touch(ctx, case, ("claimed", item.task, data))
             return item.id
 
         return session.get(WorkItem, self._run(session, None, actor.username, step))
@@ -219,14 +231,16 @@ class Runtime:
     def release(self, session: Session, actor: Viewer, item_id: int) -> WorkItem:
         def step(ctx: StepContext) -> int:
             item, case = self._actionable(ctx.session, actor, item_id)
-            if item.claimed_by != actor.username:
+            behalf = on_behalf_of(ctx.session, actor, item)
+            if item.claimed_by != (behalf or actor.username):
                 raise Conflict(
                     "you do not hold this item"
                     if item.claimed_by is None
                     else f"claimed by {item.claimed_by}"
                 )
             projection.set_item(ctx.session, item.id, claimed_by=None, claimed_at=None)
-            self._touch(ctx, case, ("released", item.task, {"work_item": item.id}))
+            data = recorded({"work_item": item.id}, behalf)
+            self._touch(ctx, case, ("released", item.task, data))
             return item.id
 
         return session.get(WorkItem, self._run(session, None, actor.username, step))
@@ -238,18 +252,27 @@ class Runtime:
         def step(ctx: StepContext) -> int:
             session = ctx.session
             item, case = self._actionable(session, actor, item_id)
-            if item.claimed_by not in (None, actor.username):
+            behalf = on_behalf_of(session, actor, item)
+            if item.claimed_by not in (None, behalf or actor.username):
                 raise Conflict(f"claimed by {item.claimed_by}")
             spec = self._spec(session, case)
             info = spec.tasks[item.spec]
             form = validate_form(spec, info, data)
+            problems = photo_problems(session, actor.username, case.id, form.get("photos"))
+            if problems:
+                raise Invalid("the form has errors", problems)
+            attach_photos(session, actor.username, case.id, form.get("photos"))
             departments = self._departments(session, form)
             workflow = self._load(session, case)
             outcome = run_step(
                 workflow, spec, Complete(item.task_id, info.task, dict(form)), ctx.now, ctx.deadline
             )
+            if behalf:  # through a delegation (代理): the completion names both
+                for type_, _task, event_data in outcome.events:
+                    if type_ == "task_completed":
+                        event_data["on_behalf_of"] = behalf
             if info.props.get("owner") == "set":
-                case.owner = actor.username
+                case.owner = behalf or actor.username
             for unit in departments:
                 named = select(CaseDepartment).where(
                     CaseDepartment.case_id == case.id, CaseDepartment.unit_id == unit.id
@@ -601,7 +624,10 @@ def _field_messages(error) -> list[tuple[str, str]]:
         "enum": lambda: "must be one of: " + ", ".join(map(str, error.validator_value)),
         "const": lambda: f"must be {error.validator_value!r}",
         "type": lambda: f"must be of type {error.validator_value}",
-        "pattern": lambda: "must not be empty",
+        "pattern": lambda: (
+            "must not be empty" if error.validator_value == r"\S" else "is not in the expected form"
+        ),
+        "maxItems": lambda: f"must have at most {error.validator_value} items",
         "minLength": lambda: "must not be empty",
         "maxLength": lambda: f"must be at most {error.validator_value} characters",
         "uniqueItems": lambda: "must not repeat",

@@ -82,12 +82,13 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
         jobs=jobs,
     )
 
-    from . import api, auth, errors, web
+    from . import api, auth, delegation, errors, web  # delegation adds routes to api.bp
 
     csrf.exempt(api.bp)  # token-authenticated, no cookies: nothing to forge
     app.register_blueprint(api.bp)
     app.register_blueprint(auth.bp)
-    for name in ("inbox", "cases", "admin"):
+    app.register_blueprint(delegation.bp)
+    for name in ("inbox", "cases", "admin", "photos"):
         module = import_module(f"webapp.{name}")
         app.register_blueprint(module.bp)
     web.register_filters(app)

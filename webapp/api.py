@@ -22,7 +22,7 @@ from engine.events import as_dict, case_events
 from engine.inbox import inbox_page
 from engine.models import ApiToken, Case, CaseDepartment, Person, Unit, WorkItem, case_unit
 
-from . import schemas
+from . import photos, schemas
 from . import services as app_services
 from .extensions import db
 from .openapi import build_openapi
@@ -109,7 +109,7 @@ def token_required(view):
         ):
             return error(401, "unauthorized", "the token is invalid or expired")
         g.person, g.token = person, token
-        g.viewer = viewer_of(db.session, person)
+        g.viewer = viewer_of(db.session, person, now())
         return view(*args, **kwargs)
 
     return wrapper
@@ -376,3 +376,17 @@ def transfer(item_id: int):
 @bp.get("/openapi.json")
 def openapi():
     return jsonify(build_openapi())
+
+
+@bp.post("/photos")
+@token_required
+def upload_photo():
+    """One photo (multipart: `file`, optional `keep_location`), before the step that attaches it
+    by its sha256 (webapp/photos.py)."""
+    return jsonify(photos.upload_json(photos.upload(g.viewer))), 201
+
+
+@bp.get("/cases/<number>/photos/<sha256>")
+@token_required
+def case_photo(number: str, sha256: str):
+    return photos.serve_case_photo(g.viewer, number, sha256)

@@ -27,6 +27,7 @@ from . import schemas
 from .api import case_json, flatten_messages, open_items_of
 from .extensions import db
 from .paging import decode_cursor, encode_cursor
+from .photos import photo_errors, submitted
 from .web import (
     STEPS,
     TASK_NAMES,
@@ -160,6 +161,7 @@ def event_view(event: dict, names: dict[str, str]) -> dict:
         "at": _event_time(event["at"]),
         "details": details,
         "text": data.get("note") or data.get("summary") or "",
+        "photos": [p for p in data.get("photos") or [] if isinstance(p, str)],
     }
 
 
@@ -414,6 +416,7 @@ def new():
         "reporter_phone": "",
     }
     errors: dict[str, str] = {}
+    photos = submitted(request.form) if request.method == "POST" else []
     if request.method == "POST":
         form.update({k: request.form.get(k, "").strip() for k in form})
         household, problem = _household(form["household"], households.get(form["grid"], []))
@@ -428,6 +431,8 @@ def new():
         reporter = {k: form[f"reporter_{k}"] for k in ("name", "phone") if form[f"reporter_{k}"]}
         if reporter:
             payload["reporter"] = reporter
+        if photos:
+            payload["photos"] = photos
         body = None
         try:
             body = schemas.CaseIn().load(payload)
@@ -435,6 +440,7 @@ def new():
             for field in flatten_messages(exc.messages):
                 value = form.get(field.replace(".", "_"), "")
                 errors.setdefault(field.replace(".", "_"), _field_message(field, value))
+            errors.update(photo_errors(flatten_messages(exc.messages)))
         if body is not None and not errors:
             try:
                 case = runtime().open_case(db.session, viewer(), **body)
@@ -442,6 +448,7 @@ def new():
                 for field in exc.fields or {"grid": ""}:
                     key = field.replace(".", "_")
                     errors.setdefault(key, _field_message(field, form.get(key, "x")))
+                errors.update(photo_errors(exc.fields))
             else:
                 flash(_("Case registered."))
                 return redirect(url_for("cases.show", number=case.number))
@@ -453,4 +460,5 @@ def new():
         household_label=household_label,
         form=form,
         errors=errors,
+        photos=photos,
     ), status

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 from werkzeug.datastructures import MultiDict
 
-from engine.access import can_see_case, case_scope, may_act, sees_reporter_phone
+from engine.access import can_see_case, case_scope, may_act, on_behalf_of, sees_reporter_phone
 from engine.deadlines import case_deadline, item_overdue
 from engine.errors import Conflict, Forbidden, Invalid, NotFound
 from engine.events import as_dict, case_events
@@ -34,6 +34,7 @@ from .auth import safe_next
 from .cases import display_names, event_view, step_strip
 from .extensions import db
 from .paging import MAX_ID, decode_inbox_key, encode_inbox_key
+from .photos import photo_message
 from .web import (
     TIER_NAMES,
     language,
@@ -60,6 +61,7 @@ FIELD_LABELS = {
     "summary": _l("Summary"),
     "approved": _l("Review decision"),
     "departments": _l("Joint departments"),
+    "photos": _l("Photos"),
 }
 BOOL_NAMES = {
     "valid": (_l("Valid"), _l("Invalid (reject the case)")),
@@ -364,7 +366,7 @@ def _task_page(
         events=[event_view(e, names) for e in events],
         names=names,
         can_act=may_act(db.session, me, item),
-        mine=item.claimed_by == me.username,
+        mine=item.claimed_by == (on_behalf_of(db.session, me, item) or me.username),  # 代理
         reveal=sees_reporter_phone(me, case, open_items),
         overdue=item_overdue(item, now()),
         case_deadline=case_deadline(open_items, now()),
@@ -398,13 +400,15 @@ def form_fields(schema: dict, values: dict) -> list[FormField]:
         kind = prop.get("type")
         if kind == "array" and prop.get("x-source") == "departments":
             widget, options = "checkboxes", _departments()
+        elif kind == "array" and prop.get("x-widget") == "photos":
+            widget, options = "photos", []  # drawn by templates/photos/_macros.html
         elif kind == "boolean" or "enum" in prop:
             options = _options(name, prop)
             widget = "radio" if len(options) <= RADIO_MAX else "select"
         else:
             widget = "textarea" if prop.get("x-widget") == "textarea" else "text"
             options = []
-        default = [] if widget == "checkboxes" else ""
+        default = [] if widget in ("checkboxes", "photos") else ""
         fields[name] = FormField(
             name=name,
             label=_label(name, prop),
@@ -507,6 +511,8 @@ def _attach_errors(fields: list[FormField], messages: dict[str, str]) -> list[st
 
 
 def _error_text(message: str, target: FormField | None) -> str:
+    if target is not None and target.widget == "photos":
+        return photo_message(message)
     if message == "required":
         return _("This field is required.")
     if message == "must not be empty":

@@ -141,8 +141,77 @@ def build_openapi() -> dict:
             )
         },
     }
+    for name in ("DelegationIn", "DelegationOut", "DelegationPage"):
+        spec.components.schema(name, schema=getattr(schemas, name))
+    paths.update(_delegation_paths())
+    spec.components.schema("PhotoOut", schema=schemas.PhotoOut)
+    paths.update(_photo_paths())
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
     document["servers"] = [{"url": "/api/v1"}]
     return document
+
+
+def _delegation_paths() -> dict:
+    """代理 (webapp/delegation.py): a person's items worked by a colleague for a span of days."""
+    return {
+        "/delegations": {
+            "get": _op(
+                "My active and upcoming delegations, given and received",
+                ("200", "DelegationPage"),
+            ),
+            "post": _op(
+                "Delegate my items to a colleague from one day to another (Asia/Shanghai, "
+                "inclusive)",
+                ("201", "DelegationOut"),
+                "DelegationIn",
+                errors=("400", "401", "403"),
+            ),
+        },
+        "/delegations/{delegation_id}": {
+            "delete": _op(
+                "Revoke a delegation I gave (the row is kept, with revoked_at)",
+                ("204", None),
+                params=[_p("delegation_id", "integer")],
+                errors=("401", "403", "404", "409"),
+            )
+        },
+    }
+
+
+def _photo_paths() -> dict:
+    """照片 (webapp/photos.py): upload first, then name the photo by its sha256 in `photos` of
+    POST /cases or of a task's data."""
+    upload = _op(
+        "Upload one photo (JPEG, PNG or WebP, at most 10 MB); its location is removed unless "
+        "keep_location is true",
+        ("201", "PhotoOut"),
+        errors=("400", "401", "403"),
+    )
+    upload["requestBody"] = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "keep_location": {"type": "boolean", "default": False},
+                    },
+                }
+            }
+        },
+    }
+    served = _op(
+        "A photo of a case I may see, with its content type",
+        ("200", None),
+        params=[_p("number"), _p("sha256")],
+        errors=("401", "404"),
+    )
+    served["responses"]["200"]["content"] = {
+        kind: {"schema": {"type": "string", "format": "binary"}}
+        for kind in ("image/jpeg", "image/png", "image/webp")
+    }
+    return {"/photos": {"post": upload}, "/cases/{number}/photos/{sha256}": {"get": served}}

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from engine.photos import MAX_PER_STEP
+
 # Categories and severities are the live bundle's (engine/words.py); the engine checks them when
 # a case is opened. The six statuses are fixed by the contract (DESIGN §5).
 STATUSES = ("accepting", "handling", "feedback", "reporting", "archived", "rejected")
@@ -39,6 +41,12 @@ class CaseIn(Schema):
     severity = fields.String(validate=validate.Length(min=1, max=16), load_default=None)
     household = fields.String(validate=validate.Length(max=100), load_default=None)
     reporter = fields.Nested(ReporterIn, load_default=None)
+    # Photos uploaded first (POST /photos), named by their sha256; the `opened` event lists them.
+    photos = fields.List(
+        fields.String(validate=validate.Regexp(r"^[0-9a-f]{64}$", error="not a photo's sha256")),
+        validate=validate.Length(max=MAX_PER_STEP, error="at most {max} photos"),
+        load_default=None,
+    )
 
 
 class CompleteIn(Schema):
@@ -163,3 +171,40 @@ class ErrorBody(Schema):
 
 class ErrorOut(Schema):
     error = fields.Nested(ErrorBody)
+
+
+class PhotoOut(Schema):
+    sha256 = fields.String()  # what an opening or a task's `photos` names it by
+    content_type = fields.String()
+    size = fields.Integer()
+    kept_location = fields.Boolean()  # the stored file keeps a location its uploader kept
+
+
+class DelegationIn(Schema):
+    """代理: the colleague (username) and the days, both inclusive, in Asia/Shanghai."""
+
+    delegate = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    from_ = fields.Date(required=True, data_key="from")
+    to = fields.Date(required=True)
+
+
+class PersonRefOut(Schema):
+    username = fields.String()
+    name = fields.String()
+
+
+class DelegationOut(Schema):
+    id = fields.Integer()
+    delegator = fields.Nested(PersonRefOut)
+    delegate = fields.Nested(PersonRefOut)
+    from_ = fields.String(data_key="from")  # the first day, YYYY-MM-DD (Asia/Shanghai)
+    to = fields.String()  # the last day, inclusive
+    starts_at = fields.String()  # the first day's midnight in Asia/Shanghai, as UTC
+    ends_at = fields.String()  # the midnight after the last day, as UTC
+    created_at = fields.String()
+    revoked_at = fields.String(allow_none=True)
+    status = fields.String()  # active, upcoming, ended or revoked
+
+
+class DelegationPage(Schema):
+    items = fields.List(fields.Nested(DelegationOut))

@@ -86,7 +86,7 @@ def severity_label(value: str | None) -> str:
 def viewer() -> Viewer:
     """The signed-in person as the engine sees them, built once per request."""
     if "web_viewer" not in g:
-        g.web_viewer = viewer_of(db.session, current_user.person)
+        g.web_viewer = viewer_of(db.session, current_user.person, now())
     return g.web_viewer
 
 
