@@ -129,3 +129,52 @@ def test_an_officer_attaches_a_photo_when_opening_and_sees_it_on_the_case(login,
     response = gl3.goto(f"/cases/{number}/photos/{sha}")
     assert response is not None and response.status == 404
     assert_fits(gl3)
+
+
+def test_a_case_opened_with_a_photo_is_sent_to_its_grid_and_the_photo_goes_with_it(
+    login, step, photo_dir
+):
+    """Issue 8's phone walk: an officer photographs a hazard while opening a case, finds it is the
+    neighbouring grid's, and sends it there; that grid's officer sees the case with the photo."""
+    data = a_photo((40, 90, 160))
+    sha = hashlib.sha256(data).hexdigest()
+    off1 = login("off1")
+    off1.goto("/cases/new")
+    off1.locator("form [name='title']").fill("二组桥头路面塌陷")
+    picker = off1.locator("[data-photo-picker]")
+    picker.get_by_test_id("photo-file").set_input_files(
+        {"name": "IMG_0100.png", "mimeType": "image/png", "buffer": data}
+    )
+    expect(picker.locator(f"input[type=hidden][name=photos][value='{sha}']")).to_have_count(1)
+    with off1.expect_navigation():
+        off1.get_by_test_id("open-case").click()
+    number = NUMBER.match(urlsplit(off1.url).path).group(1)
+
+    with off1.expect_navigation():
+        off1.get_by_test_id("case-open-task").click()
+    transfer = off1.get_by_test_id("transfer")
+    transfer.locator("summary").click()
+    off1.get_by_test_id("transfer-to").select_option("V01-D1-G02")
+    transfer.locator("textarea[name=note]").fill("塌陷处在二组地界")
+    assert_fits(off1)
+    step(off1, "photo-transfer")
+    with off1.expect_navigation():
+        off1.get_by_test_id("transfer-submit").click()
+    expect(off1.locator(".flash")).to_contain_text(f"{number} 已转办至 二组")
+
+    off2 = login("off2")
+    row = off2.locator(f"[data-testid=inbox-item][data-case='{number}'][data-task='accept']")
+    expect(row).to_have_count(1)
+    off2.goto(f"/cases/{number}")
+    thumb = off2.locator(f"[data-testid=case-event][data-type=opened] img[data-sha256='{sha}']")
+    expect(thumb).to_have_count(1)
+    thumb.scroll_into_view_if_needed()
+    off2.wait_for_function(
+        "sha => { const i = document.querySelector(`img[data-sha256='${sha}']`);"
+        " return i && i.complete && i.naturalWidth > 0; }",
+        arg=sha,
+    )
+    moved = off2.locator("[data-testid=case-event][data-type=transferred]")
+    expect(moved).to_have_count(1)
+    assert_fits(off2)
+    step(off2, "photo-transferred-case")
