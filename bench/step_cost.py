@@ -76,7 +76,7 @@ from engine.models import Case, Person, Position, Timer, Unit, WorkItem  # noqa:
 from engine.runtime import Runtime  # noqa: E402
 from engine.sandbox import RestrictedScriptEngine  # noqa: E402
 from engine.specs import deploy, load_bundle, parse_bundle  # noqa: E402
-from engine.step import Complete, Open, ready_user_tasks, run_step  # noqa: E402
+from engine.step import OPENING_WORDS, Complete, Open, ready_user_tasks, run_step  # noqa: E402
 from engine.storage import create_schema, make_engine, make_sessionmaker  # noqa: E402
 from engine.workcal import WorkCalendar  # noqa: E402
 
@@ -226,6 +226,8 @@ class BareBench:
         with watch:
             workflow = BpmnWorkflow(self.spec.process, self.spec.subprocesses)
             workflow.script_engine = self.script_engine
+            for start in workflow.get_tasks(state=TaskState.READY):  # as run_step opens a case
+                start.data.update(dict.fromkeys(OPENING_WORDS))
             workflow.do_engine_steps()
         for expected, form in LOOP:
             ready = workflow.get_tasks(state=TaskState.READY, manual=True)
