@@ -243,6 +243,23 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
+def make_app(tmp_path, clock):
+    """make_app(org=ORG_YAML, **build_app options) -> the web app on a fresh database of the pass's
+    backend, on the test's clock unless another is given; disposed of after the test."""
+    made = []
+
+    def make(org: str = ORG_YAML, **options):
+        options.setdefault("clock", clock)
+        app = apps.build_app(tmp_path / f"app{len(made) + 1}.sqlite", org, **options)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        apps.dispose_app(app)
+
+
+@pytest.fixture
 def runtime(clock, registry) -> Runtime:
     return Runtime(clock, registry)
 

@@ -12,9 +12,8 @@ from zoneinfo import ZoneInfo
 import chinese_calendar
 import holidays
 import pytest
-from apps import build_app, dispose_app
 from click.testing import CliRunner
-from conftest import ORG_YAML, REPO
+from conftest import REPO
 
 from engine.clock import FixedClock, iso
 from engine.storage import make_sessionmaker
@@ -191,10 +190,8 @@ def banner_clock() -> FixedClock:
 
 
 @pytest.fixture
-def banner_app(tmp_path, banner_clock):
-    app = build_app(tmp_path / "banner.sqlite", ORG_YAML, banner_clock)
-    yield app
-    dispose_app(app)
+def banner_app(make_app, banner_clock):
+    return make_app(clock=banner_clock)
 
 
 def _signed_in(app, username: str):

@@ -17,10 +17,10 @@ import re
 from datetime import UTC, date, datetime
 
 import pytest
-from apps import bearer, build_app, dispose_app
-from conftest import ORG_YAML, START
+from apps import bearer
+from conftest import ORG_YAML
 
-from engine.clock import SHANGHAI, FixedClock
+from engine.clock import SHANGHAI
 from engine.events import verify
 from engine.models import Case
 from webapp.extensions import db
@@ -49,15 +49,8 @@ def shanghai(day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datet
 
 
 @pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(START)
-
-
-@pytest.fixture
-def app(tmp_path, clock):
-    app = build_app(tmp_path / "delegation.sqlite", DELEGATION_ORG, clock)
-    yield app
-    dispose_app(app)
+def app(make_app):
+    return make_app(DELEGATION_ORG)
 
 
 @pytest.fixture

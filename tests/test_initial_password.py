@@ -50,11 +50,6 @@ NOTICE_EN = "You signed in with the initial password your administrator gave you
 CHOSEN = "my-own-passphrase"
 
 
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(datetime(2026, 11, 23, 2, 0, tzinfo=UTC))
-
-
 def _import(app, yaml: str, reset: bool = False) -> None:
     with app.app_context():
         import_org(db.session, yaml, Passwords(cheap=True), reset_passwords=reset)
@@ -62,12 +57,11 @@ def _import(app, yaml: str, reset: bool = False) -> None:
 
 
 @pytest.fixture
-def app(tmp_path, clock):
+def app(make_app):
     """The test organisation (passwords chosen), then new1 added by a real import."""
-    app = build_app(tmp_path / "initial.sqlite", ORG_YAML, clock)
+    app = make_app()
     _import(app, WITH_NEWBIE)
-    yield app
-    dispose_app(app)
+    return app
 
 
 def _person(app, username: str) -> Person:

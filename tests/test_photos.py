@@ -17,13 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from apps import bearer, build_app, dispose_app
-from conftest import ORG_YAML
+from apps import bearer
 from PIL import Image
 from sqlalchemy import func, select
 
 from engine import photos
-from engine.clock import FixedClock
 from engine.events import verify
 from engine.models import Case, Photo
 from webapp.extensions import db
@@ -64,11 +62,10 @@ def gps_of(data: bytes) -> dict:
 
 
 @pytest.fixture
-def app(tmp_path):
-    app = build_app(tmp_path / "photos.sqlite", ORG_YAML, FixedClock(START))
+def app(make_app, tmp_path):
+    app = make_app()
     app.config["GRIDLOOP_PHOTOS_DIR"] = str(tmp_path / "photos")
-    yield app
-    dispose_app(app)
+    return app
 
 
 @pytest.fixture
@@ -432,11 +429,10 @@ def test_a_task_cannot_take_someone_elses_photo(app, client, auth):
 
 
 @pytest.fixture
-def csrf_app(tmp_path):
-    app = build_app(tmp_path / "photos-csrf.sqlite", ORG_YAML, FixedClock(START), csrf=True)
+def csrf_app(make_app, tmp_path):
+    app = make_app(csrf=True)
     app.config["GRIDLOOP_PHOTOS_DIR"] = str(tmp_path / "photos")
-    yield app
-    dispose_app(app)
+    return app
 
 
 def test_the_new_case_page_uploads_with_its_csrf_token_and_opens_with_the_photo(csrf_app):

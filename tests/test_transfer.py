@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from apps import bearer, build_app, dispose_app
-from conftest import ACCEPT_NORMAL, GRID, ORG_YAML, START
+from apps import bearer
+from conftest import ACCEPT_NORMAL, GRID, START
 from sqlalchemy import select
 
 from engine.access import can_see_case, viewer_of
@@ -159,10 +159,8 @@ def test_a_transferred_case_keeps_its_number_and_its_clock(gl):
 
 
 @pytest.fixture
-def transfer_app(tmp_path, clock, bundle):
-    app = build_app(tmp_path / "transfer.sqlite", ORG_YAML, clock, bundle=bundle)
-    yield app
-    dispose_app(app)
+def transfer_app(make_app, bundle):
+    return make_app(bundle=bundle)
 
 
 def _open(app, officer: str = "off1") -> tuple[str, int]:
