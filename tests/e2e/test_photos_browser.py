@@ -40,6 +40,15 @@ def a_photo(ground: tuple[int, int, int] = (90, 140, 60)) -> bytes:
     return out.getvalue()
 
 
+def shown(page: Page, sha: str) -> None:
+    """Wait until the page's image of photo `sha` has loaded with some pixels."""
+    page.wait_for_function(
+        "sha => { const i = document.querySelector(`img[data-sha256='${sha}']`);"
+        " return i && i.complete && i.naturalWidth > 0; }",
+        arg=sha,
+    )
+
+
 def loaded(page: Page, selector: str) -> bool:
     """Every image the selector finds has loaded with some pixels."""
     return page.eval_on_selector_all(
@@ -82,11 +91,7 @@ def test_an_officer_attaches_a_photo_when_opening_and_sees_it_on_the_case(login,
     thumbs = off1.locator(f"[data-testid=case-event][data-type=opened] img[data-sha256='{sha}']")
     expect(thumbs).to_have_count(1)
     thumbs.scroll_into_view_if_needed()
-    off1.wait_for_function(
-        "sha => { const i = document.querySelector(`img[data-sha256='${sha}']`);"
-        " return i && i.complete && i.naturalWidth > 0; }",
-        arg=sha,
-    )
+    shown(off1, sha)
     assert loaded(off1, "[data-testid=event-photos] img")
     step(off1, "photo-on-case")
 
@@ -169,11 +174,7 @@ def test_a_case_opened_with_a_photo_is_sent_to_its_grid_and_the_photo_goes_with_
     thumb = off2.locator(f"[data-testid=case-event][data-type=opened] img[data-sha256='{sha}']")
     expect(thumb).to_have_count(1)
     thumb.scroll_into_view_if_needed()
-    off2.wait_for_function(
-        "sha => { const i = document.querySelector(`img[data-sha256='${sha}']`);"
-        " return i && i.complete && i.naturalWidth > 0; }",
-        arg=sha,
-    )
+    shown(off2, sha)
     moved = off2.locator("[data-testid=case-event][data-type=transferred]")
     expect(moved).to_have_count(1)
     assert_fits(off2)
