@@ -243,6 +243,15 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
+def cli_env(db_url, monkeypatch):
+    """A click runner for `gridloop ...` on the test's database, without Redis."""
+    monkeypatch.setenv("GRIDLOOP_DATABASE_URL", db_url)
+    monkeypatch.setenv("GRIDLOOP_CHEAP_PASSWORDS", "1")
+    monkeypatch.delenv("GRIDLOOP_REDIS_URL", raising=False)
+    return CliRunner()
+
+
+@pytest.fixture
 def make_app(tmp_path, clock):
     """make_app(org=ORG_YAML, **build_app options) -> the web app on a fresh database of the pass's
     backend, on the test's clock unless another is given; disposed of after the test."""

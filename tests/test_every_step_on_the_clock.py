@@ -15,6 +15,7 @@ from conftest import ACCEPT_NORMAL, GRID, START
 from engine.clock import iso
 from engine.deadlines import item_overdue
 from engine.inbox import watch_items
+from webapp.cli import main
 
 US = timedelta(microseconds=1)
 URGENT = {**ACCEPT_NORMAL, "severity": "urgent"}
@@ -230,3 +231,20 @@ def test_accepting_late_still_starts_the_handling_limit_from_then(gl):
     assert handle.created_at == START + timedelta(hours=5)
     assert handle.due_at == handle.created_at + timedelta(hours=24)
     assert sorted(t.name for t in gl.timers(case)) == ["due_grid", "warn_grid"]
+
+
+def test_timers_fire_due_supervises_an_accept_past_80_and_100_percent(gl, cli_env):
+    """The catch-up command, as an operator runs it after downtime, moves an overdue accept the
+    same way: two notices, the second overdue to the grid leader, and no change of tier."""
+    case = at_accept(gl)
+    item = gl.item(case)
+    gl.session.commit()
+    warned = cli_env.invoke(main, ["timers", "fire-due", "--as-of", iso(item.warn_at)])
+    assert warned.exit_code == 0, warned.output
+    overdue = cli_env.invoke(main, ["timers", "fire-due", "--as-of", iso(item.due_at)])
+    assert overdue.exit_code == 0, overdue.output
+    case = gl.reload(case)
+    notices = [data(e) for e in gl.events(case) if e.type == "supervised"]
+    assert [n.get("overdue", False) for n in notices] == [False, True]
+    assert notices[1]["notify"] == [f"grid_leader@{GRID}"]
+    assert (case.status, case.tier) == ("accepting", None)

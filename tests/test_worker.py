@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from apps import connect
-from click.testing import CliRunner
 from conftest import ACCEPT_NORMAL, GRID, REPO, START
 from redis import Redis
 from rq import Queue
@@ -539,14 +538,6 @@ def test_the_supervisor_restarts_a_dead_worker_and_its_workers_die_with_it(db_ur
             if _alive(pid) and b"\0-m\0jobs\0" in _cmdline(pid):
                 os.kill(pid, signal.SIGKILL)
         process.communicate()
-
-
-@pytest.fixture
-def cli_env(db_url, monkeypatch):
-    monkeypatch.setenv("GRIDLOOP_DATABASE_URL", db_url)
-    monkeypatch.setenv("GRIDLOOP_CHEAP_PASSWORDS", "1")
-    monkeypatch.delenv(REDIS_URL_ENV, raising=False)
-    return CliRunner()
 
 
 def test_without_redis_the_worker_command_points_to_the_embedded_ticker(cli_env):
