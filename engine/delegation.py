@@ -243,6 +243,7 @@ def delegators_of(session: Session, delegate: str, now: datetime) -> list[str]:
     return sorted(set(session.scalars(query)))
 
 
-def recorded(data: dict, on_behalf_of: str | None) -> dict:
-    """Event data of a step taken through a delegation names the delegator as well."""
-    return {**data, "on_behalf_of": on_behalf_of} if on_behalf_of else data
+def recorded(data: dict, actor, holder: str) -> dict:
+    """Event data of a step `actor` took in `holder`'s name: through a delegation, it names the
+    delegator as well."""
+    return {**data, "on_behalf_of": holder} if holder != actor.username else data

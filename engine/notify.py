@@ -51,6 +51,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from .access import unit_by_code
 from .clock import SHANGHAI, iso, parse_iso
 from .models import (
     CASE_UNIT_COLUMN,
@@ -304,7 +305,7 @@ def _transferred(
 ) -> dict[str, Any]:
     """The owner hears that their case went to another grid, and that its new owner will be
     whoever accepts it there."""
-    target = session.scalars(select(Unit).where(Unit.code == data.get("to"))).first()
+    target = unit_by_code(session, data.get("to") or "")
     where = target.name if target is not None else data.get("to")
     text = f"已由 {data.get('from')} 转办至 {where}（{data.get('to')}），由该网格重新受理"
     payload = _payload(

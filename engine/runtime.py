@@ -30,7 +30,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
 from . import projection, spiffclock
-from .access import Viewer, can_see_case, may_act, on_behalf_of
+from .access import Viewer, acting_for, can_see_case
 from .clock import SHANGHAI, Clock, iso
 from .delegation import recorded
 from .errors import Conflict, Forbidden, Invalid, NotFound
@@ -214,15 +214,11 @@ class Runtime:
 
     def claim(self, session: Session, actor: Viewer, item_id: int) -> WorkItem:
         def step(ctx: StepContext) -> int:
-            item, case = self._actionable(ctx.session, actor, item_id)
-            behalf = on_behalf_of(ctx.session, actor, item)  # 代理: held in the delegator's name
-            if item.claimed_by not in (None, behalf or actor.username):
-                raise Conflict(f"already claimed by {item.claimed_by}")
+            # 代理: an item is held in the name of the delegator it is worked for.
+            item, case, holder = self._actionable(ctx.session, actor, item_id)
             if item.claimed_by is None:
-                projection.set_item(
-                    ctx.session, item.id, claimed_by=behalf or actor.username, claimed_at=ctx.now
-                )
-                data = recorded({"work_item": item.id}, behalf)
+                projection.set_item(ctx.session, item.id, claimed_by=holder, claimed_at=ctx.now)
+                data = recorded({"work_item": item.id}, actor, holder)
                 self._touch(ctx, case, ("claimed", item.task, data))
             return item.id
 
@@ -230,16 +226,15 @@ class Runtime:
 
     def release(self, session: Session, actor: Viewer, item_id: int) -> WorkItem:
         def step(ctx: StepContext) -> int:
-            item, case = self._actionable(ctx.session, actor, item_id)
-            behalf = on_behalf_of(ctx.session, actor, item)
-            if item.claimed_by != (behalf or actor.username):
+            item, case, holder = self._actionable(ctx.session, actor, item_id, held=False)
+            if item.claimed_by != holder:
                 raise Conflict(
                     "you do not hold this item"
                     if item.claimed_by is None
                     else f"claimed by {item.claimed_by}"
                 )
             projection.set_item(ctx.session, item.id, claimed_by=None, claimed_at=None)
-            data = recorded({"work_item": item.id}, behalf)
+            data = recorded({"work_item": item.id}, actor, holder)
             self._touch(ctx, case, ("released", item.task, data))
             return item.id
 
@@ -251,10 +246,7 @@ class Runtime:
 
         def step(ctx: StepContext) -> int:
             session = ctx.session
-            item, case = self._actionable(session, actor, item_id)
-            behalf = on_behalf_of(session, actor, item)
-            if item.claimed_by not in (None, behalf or actor.username):
-                raise Conflict(f"claimed by {item.claimed_by}")
+            item, case, holder = self._actionable(session, actor, item_id)
             spec = self._spec(session, case)
             info = spec.tasks[item.spec]
             form = validate_form(spec, info, data)
@@ -267,12 +259,9 @@ class Runtime:
             outcome = run_step(
                 workflow, spec, Complete(item.task_id, info.task, dict(form)), ctx.now, ctx.deadline
             )
-            if behalf:  # through a delegation (代理): the completion names both
-                for type_, _task, event_data in outcome.events:
-                    if type_ == "task_completed":
-                        event_data["on_behalf_of"] = behalf
+            _name_both(outcome, "task_completed", actor, holder)
             if info.props.get("owner") == "set":
-                case.owner = behalf or actor.username
+                case.owner = holder
             for unit in departments:
                 named = select(CaseDepartment).where(
                     CaseDepartment.case_id == case.id, CaseDepartment.unit_id == unit.id
@@ -296,9 +285,7 @@ class Runtime:
 
         def step(ctx: StepContext) -> int:
             session = ctx.session
-            item, case = self._actionable(session, actor, item_id)
-            if item.claimed_by not in (None, actor.username):
-                raise Conflict(f"claimed by {item.claimed_by}")
+            item, case, holder = self._actionable(session, actor, item_id)
             problems = {}
             chain = projection.grid_chain(session, to) if isinstance(to, str) else None
             if chain is None or chain.town_id != case.town_id:
@@ -306,7 +293,7 @@ class Runtime:
             elif chain.grid_id == case.grid_id:
                 problems["to"] = "the case is in this grid already"
             if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
-                problems["note"] = f"at most {MAX_NOTE} characters of text"
+                problems["note"] = f"must be at most {MAX_NOTE} characters"  # as forms say it
             if problems:
                 raise Invalid("the request has errors", problems)
             spec = self._spec(session, case)
@@ -316,6 +303,7 @@ class Runtime:
             outcome = run_step(
                 workflow, spec, Transfer(item.task_id, info.task, data), ctx.now, ctx.deadline
             )
+            _name_both(outcome, "transferred", actor, holder)
             projection.move_case(session, case, chain)
             self._write(ctx, case, spec, outcome)
             ctx.written = (case.id, None, {})  # the case moved units: expire a held copy whole
@@ -427,8 +415,10 @@ class Runtime:
             return hot[1]
         return self.serializer.deserialize_json(stored or projection.blob(session, case.id))
 
-    def _actionable(self, session: Session, actor: Viewer, item_id: int):
-        """The item and its case as plain rows, if this actor may work it."""
+    def _actionable(self, session: Session, actor: Viewer, item_id: int, held: bool = True):
+        """The item and its case as plain rows, if this actor may work it, and the name the
+        actor works it in: theirs, or a delegator's (代理) when it is through a delegation. With
+        `held`, an item someone else claimed is refused (409)."""
         found = (
             projection.item_and_case(session, item_id)
             if 0 < item_id < 2**31  # an Integer column: 32-bit on PostgreSQL
@@ -437,19 +427,18 @@ class Runtime:
         if found is None:
             raise NotFound("no such work item")
         item, case = found
-        self._check_actionable(session, actor, item, case)
-        return item, case
-
-    @staticmethod
-    def _check_actionable(session: Session, actor: Viewer, item, case) -> None:
         if not can_see_case(session, actor, case):
             raise NotFound("no such work item")
         if item.completed_at is not None and item.cancelled:
             raise Conflict("this item was closed: the case moved on")
         if item.completed_at is not None:
             raise Conflict("this item was already completed")
-        if not may_act(session, actor, item):
+        holder = acting_for(session, actor, item)
+        if holder is None:
             raise Forbidden("you may see this item but not work it")
+        if held and item.claimed_by not in (None, holder):
+            raise Conflict(f"claimed by {item.claimed_by}")
+        return item, case, holder
 
     def _touch(self, ctx: StepContext, case, event) -> None:
         """A step that changes no workflow still bumps the case version and appends its event."""
@@ -501,6 +490,13 @@ class Runtime:
             session.execute(insert(Counter.__table__).values(key=key, value=1))
         value = session.scalar(select(Counter.value).where(Counter.key == key))
         return f"{town_code}-{year}-{value:06d}"
+
+
+def _name_both(outcome: Outcome, kind: str, actor: Viewer, holder: str) -> None:
+    """A step taken through a delegation (代理) names the delegator in its own event's data."""
+    for type_, _task, data in outcome.events:
+        if type_ == kind:
+            data.update(recorded({}, actor, holder))
 
 
 def _end_transaction(session: Session) -> None:

@@ -6,12 +6,14 @@ there owns it. The owner it had is told."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from apps import bearer
 from conftest import ACCEPT_NORMAL, GRID, START
 from sqlalchemy import select
 
+from engine import delegation
 from engine.access import can_see_case, viewer_of
 from engine.clock import iso
 from engine.errors import Conflict, Invalid, NotFound
@@ -243,3 +245,19 @@ def test_the_district_leaders_handling_page_offers_no_transfer(transfer_app):
     client.post("/login", data={"username": "dl1", "password": "pw"})
     page = client.get(f"/tasks/{handle_id}").get_data(as_text=True)
     assert 'data-testid="task-form"' in page and 'data-testid="transfer-form"' not in page
+
+
+def test_a_colleague_covering_for_the_holder_transfers_in_both_names(gl):
+    """代理: off1 is away and off1b covers; off1b sends off1's claimed case on, and the event
+    names both, as every step through a delegation does."""
+    case = gl.open("off1")  # off1 holds its accept
+    off1 = gl.session.scalars(select(Person).where(Person.username == "off1")).one()
+    today = delegation.today(START)
+    delegation.create(gl.session, off1, "off1b", today, today + timedelta(days=1), START)
+    gl.session.commit()
+    off1b = gl.session.scalars(select(Person).where(Person.username == "off1b")).one()
+    covering = viewer_of(gl.session, off1b, START)
+    case = gl.runtime.transfer(gl.session, covering, gl.item(case).id, OTHER, None)
+    moved = gl.last(case, "transferred")
+    assert moved.actor == "off1b" and data(moved)["on_behalf_of"] == "off1"
+    assert verify(gl.session, case).ok

@@ -17,7 +17,7 @@ from marshmallow import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
-from engine.access import case_scope, may_act, sees_reporter_phone
+from engine.access import acting_for, case_scope, sees_reporter_phone
 from engine.deadlines import case_deadline
 from engine.errors import Forbidden, Invalid, NotFound
 from engine.events import as_dict, case_events
@@ -165,6 +165,12 @@ def event_view(event: dict, names: dict[str, str]) -> dict:
     }
 
 
+def _may_take(me, item) -> bool:
+    """Whether `me` may work the item now: theirs (or a delegator's) and held by nobody else."""
+    holder = acting_for(db.session, me, item)
+    return holder is not None and item.claimed_by in (None, holder)
+
+
 @bp.get("/cases/<number>")
 @login_required
 def show(number: str):
@@ -175,10 +181,7 @@ def show(number: str):
     rows = case_events(db.session, case)
     events = [as_dict(case.number, row) for row in rows]
     names = display_names([e["actor"] for e in events] + [case.owner, summary["holder"]])
-    actionable = next(
-        (i for i in items if i.claimed_by in (None, me.username) and may_act(db.session, me, i)),
-        None,
-    )
+    actionable = next((i for i in items if _may_take(me, i)), None)
     reveal = sees_reporter_phone(me, case, items)
     departments = list(
         db.session.scalars(

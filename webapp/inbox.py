@@ -17,10 +17,10 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from lxml import etree
 from sqlalchemy import select
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import aliased, joinedload
 from werkzeug.datastructures import MultiDict
 
-from engine.access import can_see_case, case_scope, may_act, on_behalf_of, sees_reporter_phone
+from engine.access import acting_for, can_see_case, case_scope, sees_reporter_phone, unit_by_code
 from engine.deadlines import case_deadline, item_overdue
 from engine.errors import Conflict, Forbidden, Invalid, NotFound
 from engine.events import as_dict, case_events
@@ -216,39 +216,32 @@ def transfer(item_id: int):
         _engine(item_id, lambda: runtime().transfer(db.session, viewer(), item_id, to, note))
     except Invalid as exc:
         schema = runtime().registry.get(item.case.diagram).forms[item.form]
-        errors = {k: _(TRANSFER_ERRORS.get(v, v)) for k, v in (exc.fields or {}).items()}
+        errors = {k: _error_text(v, None) for k, v in (exc.fields or {}).items()}
         page = _task_page(item, schema, _initial_values(item, schema), transfer_errors=errors)
         return page, 400
-    grid = db.session.scalars(select(Unit).where(Unit.code == to)).first()
+    grid = unit_by_code(db.session, to)
     flash(_("%(number)s was sent to %(grid)s.", number=number, grid=grid.name if grid else to))
     return redirect(url_for("inbox.index"))
 
 
-# The engine's messages about a transfer, as people read them.
-TRANSFER_ERRORS = {
-    "not a grid of this town": _l("Choose a grid of this town."),
-    "the case is in this grid already": _l("The case is in this grid already."),
-}
-
-
 def transfer_targets(case: Case) -> list[tuple[str, list[tuple[str, str]]]]:
     """The grids a case may be sent to: every other active grid of its town, by village."""
+    grid, district, village = (aliased(Unit) for _ in range(3))
     rows = db.session.execute(
-        select(Unit.code, Unit.name, Unit.parent_id)
-        .where(Unit.level == "grid", Unit.active, Unit.id != case.grid_id)
-        .order_by(Unit.code)
+        select(village.name, grid.code, district.name, grid.name)
+        .join(district, district.id == grid.parent_id)
+        .join(village, village.id == district.parent_id)
+        .where(
+            grid.level == "grid",
+            grid.active,
+            grid.id != case.grid_id,
+            village.parent_id == case.town_id,
+        )
+        .order_by(village.code, grid.code)
     ).all()
-    districts = {
-        u.id: u
-        for u in db.session.scalars(select(Unit).where(Unit.level.in_(("district", "village"))))
-    }
     by_village: dict[str, list[tuple[str, str]]] = {}
-    for code, name, parent_id in rows:
-        district = districts.get(parent_id)
-        village = districts.get(district.parent_id) if district is not None else None
-        if village is None or village.parent_id != case.town_id:
-            continue
-        by_village.setdefault(village.name, []).append((code, f"{district.name} · {name}"))
+    for village_name, code, district_name, grid_name in rows:
+        by_village.setdefault(village_name, []).append((code, f"{district_name} · {grid_name}"))
     return list(by_village.items())
 
 
@@ -346,6 +339,7 @@ def _task_page(
     transfer_errors: dict | None = None,
 ):
     me = viewer()
+    holder = acting_for(db.session, me, item)  # whose name `me` works it in, or None
     case = item.case
     fields = form_fields(schema, values)
     general = _attach_errors(fields, engine_errors or {})
@@ -365,8 +359,8 @@ def _task_page(
         has_errors=bool(engine_errors),
         events=[event_view(e, names) for e in events],
         names=names,
-        can_act=may_act(db.session, me, item),
-        mine=item.claimed_by == (on_behalf_of(db.session, me, item) or me.username),  # 代理
+        can_act=holder is not None,
+        mine=item.claimed_by == (holder or me.username),  # 代理: held in a delegator's name
         reveal=sees_reporter_phone(me, case, open_items),
         overdue=item_overdue(item, now()),
         case_deadline=case_deadline(open_items, now()),
@@ -527,4 +521,8 @@ def _error_text(message: str, target: FormField | None) -> str:
         return _("Choose departments from the list.")
     if message == "must not repeat":
         return _("Choose each option only once.")
+    if message == "not a grid of this town":
+        return _("Choose a grid of this town.")
+    if message == "the case is in this grid already":
+        return _("The case is in this grid already.")
     return _("This value is not valid.")
