@@ -169,18 +169,12 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
         for start in ready_tasks:
             start.data.update({key: command.data.get(key) for key in OPENING_WORDS})
     elif isinstance(command, Complete):
-        task = ready_before.get(command.task_id)
-        if task is None:
-            task = _by_uuid(workflow, command.task_id)
-        if task is None or task.state != TaskState.READY:
-            raise Conflict("this task is no longer open")
+        task = _ready(workflow, ready_before, command.task_id)
         events.append(("task_completed", command.task, dict(command.data)))
         task.data.update(command.data)
         task.run()
     elif isinstance(command, Transfer):
-        task = ready_before.get(command.task_id)
-        if task is None or task.state != TaskState.READY:
-            raise Conflict("this task is no longer open")
+        task = _ready(workflow, ready_before, command.task_id)
         if task.task_spec.name not in spec.transferable:
             raise Conflict("this step cannot be sent to another grid")
         # The boundary event puts the payload in the process's data under the signal's
@@ -205,10 +199,10 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
             owner_cleared = True
         kind = props.get("event")
         if kind:
-            data = _event_data(kind, task, props, tier_before, missed)
+            attached = _attached_user_task(task) if kind == "supervised" else None
+            data = _event_data(kind, task, attached, props, tier_before, missed)
             named = command.task if isinstance(command, Transfer) else None
             if kind == "supervised":  # it names the task it supervises
-                attached = _attached_user_task(task)
                 if attached is not None:
                     named = spec.tasks[attached.task_spec.name].task
                 supervisions.append(
@@ -253,9 +247,10 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
     )
 
 
-def _event_data(kind: str, task, props: dict, tier_before: str | None, missed: dict) -> dict:
+def _event_data(
+    kind: str, task, attached, props: dict, tier_before: str | None, missed: dict
+) -> dict:
     if kind == "supervised":
-        attached = _attached_user_task(task)
         data: dict[str, Any] = {"tier": attached.task_spec.lane if attached else None}
         if attached is not None and DUE_AT in attached.internal_data:
             data["due_at"] = attached.internal_data[DUE_AT]  # fixed when it became ready
@@ -324,6 +319,14 @@ def _user_tasks(ready: list) -> dict:
 def ready_user_tasks(workflow: BpmnWorkflow) -> dict:
     """The workflow's READY user tasks by task id: one open work item each."""
     return _user_tasks(_tasks(workflow, TaskState.READY))
+
+
+def _ready(workflow: BpmnWorkflow, ready_before: dict, task_id: str):
+    """The READY user task a command names, or Conflict."""
+    task = ready_before.get(task_id) or _by_uuid(workflow, task_id)
+    if task is None or task.state != TaskState.READY:
+        raise Conflict("this task is no longer open")
+    return task
 
 
 def _by_uuid(workflow: BpmnWorkflow, task_id: str):
