@@ -70,7 +70,7 @@ def viewer_of(session: Session, person: Person, now: datetime | None = None) -> 
     """The person as access rules see them; with `now`, also what they cover for others then
     (without it, their own positions only)."""
     positions = tuple(sorted((p.role, p.unit_id, p.unit.level) for p in person.positions))
-    covers = _covers(session, person.username, now) if now is not None else ()
+    covers = _covers(session, person.username, positions, now) if now is not None else ()
     return Viewer(person.username, person.id, positions, _liaises(session, person.id), covers)
 
 
@@ -80,15 +80,13 @@ def _liaises(session: Session, person_id: int) -> frozenset[int]:
     )
 
 
-def _covers(session: Session, username: str, now: datetime) -> tuple[Cover, ...]:
+def _covers(session: Session, username: str, positions, now: datetime) -> tuple[Cover, ...]:
+    held = {(role, unit_id) for role, unit_id, _level in positions}
     covers = []
-    for name in delegators_of(session, username, now):
-        delegator = session.scalars(select(Person).where(Person.username == name)).first()
-        if delegator is None or not delegator.active:
-            continue
-        held = [p for p in delegator.positions if p.role in TIERS]
-        positions = tuple(sorted((p.role, p.unit_id, p.unit.level) for p in held))
-        covers.append(Cover(name, positions, _liaises(session, delegator.id)))
+    for delegator in delegators_of(session, username, held, now):
+        tier = [p for p in delegator.positions if p.role in TIERS]
+        covered = tuple(sorted((p.role, p.unit_id, p.unit.level) for p in tier))
+        covers.append(Cover(delegator.username, covered, _liaises(session, delegator.id)))
     return tuple(covers)
 
 

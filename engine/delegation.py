@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
 from .clock import SHANGHAI, as_utc
@@ -117,6 +117,11 @@ def _covering_positions(person: Person) -> set[tuple[str, int]]:
     return wanted
 
 
+def is_colleague(delegator: Person, held: set[tuple[str, int]]) -> bool:
+    """Whether someone holding these (role, unit id) positions may cover for `delegator`."""
+    return bool(_covering_positions(delegator) & held)
+
+
 def eligible_delegates(session: Session, delegator: Person) -> list[Person]:
     """Active colleagues who may cover for `delegator`, by username."""
     wanted = _covering_positions(delegator)
@@ -167,7 +172,7 @@ def create(
         colleague = session.scalars(select(Person).where(Person.username == delegate)).first()
         if colleague is None or not colleague.active:
             problems["delegate"] = UNKNOWN
-        elif colleague.id not in {p.id for p in eligible_delegates(session, delegator)}:
+        elif not is_colleague(delegator, {(p.role, p.unit_id) for p in colleague.positions}):
             problems["delegate"] = NOT_A_COLLEAGUE
     if first is None:
         problems["from"] = REQUIRED
@@ -237,10 +242,21 @@ def current(session: Session, username: str, now: datetime) -> list[Delegation]:
     return list(session.scalars(query))
 
 
-def delegators_of(session: Session, delegate: str, now: datetime) -> list[str]:
-    """Usernames of the people `delegate` covers for at `now`."""
-    query = select(Delegation.delegator).where(Delegation.delegate == delegate, running(now))
-    return sorted(set(session.scalars(query)))
+def delegators_of(
+    session: Session, delegate: str, held: set[tuple[str, int]], now: datetime
+) -> list[Person]:
+    """The active people `delegate` covers for at `now`, positions loaded, in one query; only
+    while `delegate` still holds a colleague's position (`held`: their (role, unit id) pairs),
+    so a delegation stops passing anything on when either of them moves to another post."""
+    query = (
+        select(Person)
+        .join(Delegation, Delegation.delegator == Person.username)
+        .where(Delegation.delegate == delegate, running(now), Person.active)
+        .options(selectinload(Person.positions).joinedload(Position.unit))
+        .order_by(Person.username)
+        .distinct()
+    )
+    return [p for p in session.scalars(query) if is_colleague(p, held)]
 
 
 def recorded(data: dict, actor, holder: str) -> dict:

@@ -14,15 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from apps import bearer
-from conftest import ORG_YAML
+from conftest import ORG_YAML, START
+from sqlalchemy import select
 
+from engine import delegation as delegation_engine
+from engine.access import viewer_of
 from engine.clock import SHANGHAI
 from engine.events import verify
-from engine.models import Case
+from engine.models import Case, Person, Position, Unit
 from webapp.extensions import db
 
 API = "/api/v1"
@@ -458,3 +461,21 @@ def test_the_task_page_lets_the_delegate_complete_an_item_the_delegator_holds(
     assert 'data-testid="not-yours"' not in during and 'data-testid="task-form"' in during
     done = off1b.post(f"/tasks/{accept['id']}", data={**ACCEPT, "valid": "true"})
     assert done.status_code == 302, done.get_data(as_text=True)
+
+
+def test_a_delegation_passes_nothing_on_once_the_colleague_holds_another_post(gl):
+    """The colleague rule is checked whenever a delegation is used, not only when it is made:
+    moved to another grid, the delegate stops seeing the delegator's items at once."""
+    off1 = gl.session.scalars(select(Person).where(Person.username == "off1")).one()
+    today = delegation_engine.today(START)
+    delegation_engine.create(gl.session, off1, "off1b", today, today + timedelta(days=2), START)
+    gl.session.commit()
+    off1b = gl.session.scalars(select(Person).where(Person.username == "off1b")).one()
+    assert [c.delegator for c in viewer_of(gl.session, off1b, START).covers] == ["off1"]
+
+    post = gl.session.scalars(select(Position).where(Position.person_id == off1b.id)).one()
+    post.unit_id = gl.session.scalars(select(Unit).where(Unit.code == "V02-D1-G01")).one().id
+    gl.session.commit()
+    gl.session.expire_all()
+    off1b = gl.session.scalars(select(Person).where(Person.username == "off1b")).one()
+    assert viewer_of(gl.session, off1b, START).covers == ()
