@@ -211,13 +211,6 @@ def acting_for(session: Session, viewer: Viewer, item: WorkItem) -> str | None:
     return item.claimed_by if item.claimed_by in allowed else allowed[0]
 
 
-def on_behalf_of(session: Session, viewer: Viewer, item: WorkItem) -> str | None:
-    """The delegator this viewer works the item for, or None when it is theirs (or not theirs to
-    work at all): a step taken through a delegation records this name (DESIGN §4)."""
-    name = acting_for(session, viewer, item) if viewer.covers else None
-    return name if name != viewer.username else None
-
-
 def _may_work(
     session: Session,
     item: WorkItem,

@@ -18,17 +18,16 @@ from flask_login import current_user
 from marshmallow import ValidationError
 
 from engine import delegation
-from engine.access import on_behalf_of
 from engine.clock import iso
 from engine.errors import Invalid
-from engine.models import TIERS, Delegation, Person, WorkItem
+from engine.models import TIERS, Delegation, Person
 
 from . import schemas
 from .api import bp as api_bp
 from .api import flatten_messages, parse, token_required
 from .cases import display_names
 from .extensions import db
-from .web import TIER_NAMES, login_required, now, powers, viewer
+from .web import TIER_NAMES, login_required, now, powers
 
 bp = Blueprint("delegation", __name__)
 
@@ -61,7 +60,7 @@ STATUS_NAMES = {"active": _l("In force"), "upcoming": _l("Not begun")}
 @bp.route("/account/delegations", methods=["GET", "POST"])
 @login_required
 def index():
-    person = _person()
+    person = current_user.person
     delegation.check_may_delegate(person)
     moment = now()
     first = delegation.today(moment)
@@ -80,8 +79,7 @@ def index():
                 row = delegation.create(
                     db.session, person, body["delegate"], body["from_"], body["to"], moment
                 )
-            except Invalid as exc:
-                db.session.rollback()
+            except Invalid as exc:  # refused before anything was written
                 errors = {
                     f: str(MESSAGES.get(m, _l("Not valid"))) for f, m in (exc.fields or {}).items()
                 }
@@ -115,15 +113,11 @@ def index():
 @bp.post("/account/delegations/<int:delegation_id>/revoke")
 @login_required
 def revoke(delegation_id: int):
-    row = delegation.revoke(db.session, _person(), delegation_id, now())
+    row = delegation.revoke(db.session, current_user.person, delegation_id, now())
     db.session.commit()
     name = display_names([row.delegate]).get(row.delegate, row.delegate)
     flash(_("The delegation to %(name)s was revoked.", name=name))
     return redirect(url_for("delegation.index"))
-
-
-def _person() -> Person:
-    return current_user.person
 
 
 def _colleagues(person: Person) -> list[tuple[str, str]]:
@@ -163,19 +157,6 @@ def offers_delegation() -> bool:
     return powers().handles
 
 
-@bp.app_template_global()
-def on_behalf(item: WorkItem) -> dict | None:
-    """{username, name} of the person the signed-in viewer works this item for, through a
-    delegation; None for their own items."""
-    me = viewer()
-    if not me.covers:
-        return None
-    username = on_behalf_of(db.session, me, item)
-    if username is None:
-        return None
-    return {"username": username, "name": display_names([username]).get(username, username)}
-
-
 # ------------------------------------------------------------------ the API
 
 
@@ -210,13 +191,9 @@ def api_create():
     delegation.check_may_delegate(g.person)  # who may, before what was sent (DESIGN §4)
     body = parse(schemas.DelegationIn)
     moment = now()
-    try:
-        row = delegation.create(
-            db.session, g.person, body["delegate"], body["from_"], body["to"], moment
-        )
-    except Invalid:
-        db.session.rollback()
-        raise
+    row = delegation.create(
+        db.session, g.person, body["delegate"], body["from_"], body["to"], moment
+    )
     db.session.commit()
     names = display_names([row.delegator, row.delegate])
     return jsonify(delegation_json(row, names, moment)), 201

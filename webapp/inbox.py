@@ -110,11 +110,19 @@ def index():
         group["items"].append(item)
     filters = {"category": category or None, "overdue": "1" if overdue else None}
     watched = [] if cursor else watch_items(db.session, me)
+    # 代理: whom each item is worked for, when it is through a delegation (asked once a page).
+    behalf = {}
+    if me.covers:
+        for item in items:
+            holder = acting_for(db.session, me, item)
+            if holder not in (None, me.username):
+                behalf[item.id] = holder
     return render_template(
         "inbox/index.html",
         groups=list(groups.values()),
         watched=watched,
-        names=display_names({i.claimed_by for i in items + watched}),
+        behalf=behalf,
+        names=display_names({i.claimed_by for i in items + watched} | set(behalf.values())),
         categories=categories,
         category=category,
         overdue=overdue,
