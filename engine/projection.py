@@ -94,7 +94,7 @@ COMPLETE_AND_CLOSE = (
         claimed_by=case(
             (
                 ITEMS.c.id == bindparam("b_done"),
-                func.coalesce(ITEMS.c.claimed_by, bindparam("b_actor", type_=String)),
+                func.coalesce(ITEMS.c.claimed_by, bindparam("b_holder", type_=String)),
             ),
             else_=ITEMS.c.claimed_by,
         ),
@@ -248,9 +248,11 @@ def write(
     workflow_blob: str,
     on_new_items: Callable[[list[SimpleNamespace]], Iterable[Event]] | None = None,
     completed: Any = None,
+    holder: str | None = None,
 ) -> dict[str, Any]:
     """Write a step's outcome; returns the case row's new values (also set on `case`).
-    `completed` is the work item the step completed (by `actor`), if any. `on_new_items` may
+    `completed` is the work item the step completed (by `actor`, in `holder`'s name: a
+    delegator's, through a delegation; an unclaimed item is claimed in that name), if any. `on_new_items` may
     change the new items (claim the accept item) and return events of its own, appended after
     the step's."""
     conn = session.connection()
@@ -263,7 +265,10 @@ def write(
         if completed is None:
             conn.execute(CLOSE_ITEMS, params)
         else:
-            conn.execute(COMPLETE_AND_CLOSE, {**params, "b_done": completed.id, "b_actor": actor})
+            conn.execute(
+                COMPLETE_AND_CLOSE,
+                {**params, "b_done": completed.id, "b_actor": actor, "b_holder": holder or actor},
+            )
     new_items = [_new_item(session, case, ready, outcome.escalated, now) for ready in outcome.ready]
     events = list(outcome.events)
     if on_new_items is not None:

@@ -270,7 +270,7 @@ class Runtime:
                     session.execute(
                         insert(CaseDepartment.__table__).values(case_id=case.id, unit_id=unit.id)
                     )
-            self._write(ctx, case, spec, outcome, completed=item)
+            self._write(ctx, case, spec, outcome, completed=item, holder=holder)
             return case.id
 
         case_id = self._run(session, None, actor.username, step)
@@ -457,11 +457,21 @@ class Runtime:
         outcome: Outcome,
         on_new_items=None,
         completed=None,
+        holder=None,
     ):
         blob = self.serializer.serialize_json(outcome.workflow)
         read = case.version
         values = projection.write(
-            ctx.session, case, spec, outcome, ctx.now, ctx.actor, blob, on_new_items, completed
+            ctx.session,
+            case,
+            spec,
+            outcome,
+            ctx.now,
+            ctx.actor,
+            blob,
+            on_new_items,
+            completed,
+            holder,
         )
         ctx.written = (case.id, read, values)
         ctx.hot = (case.id, case.version, outcome.workflow)

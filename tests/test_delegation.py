@@ -479,3 +479,21 @@ def test_a_delegation_passes_nothing_on_once_the_colleague_holds_another_post(gl
     gl.session.expire_all()
     off1b = gl.session.scalars(select(Person).where(Person.username == "off1b")).one()
     assert viewer_of(gl.session, off1b, START).covers == ()
+
+
+def test_completing_an_unclaimed_item_for_a_delegator_claims_it_in_their_name(gl):
+    """As a claim through a delegation does: the item is held in the delegator's name, while the
+    completion names who did it."""
+    gl1 = gl.session.scalars(select(Person).where(Person.username == "gl1")).one()
+    today = delegation_engine.today(START)
+    delegation_engine.create(gl.session, gl1, "dl1", today, today + timedelta(days=2), START)
+    gl.session.commit()
+    case = gl.accepted()
+    handle = gl.item(case)
+    dl1 = gl.session.scalars(select(Person).where(Person.username == "dl1")).one()
+    gl.runtime.complete(
+        gl.session, viewer_of(gl.session, dl1, START), handle.id, {"outcome": "resolved"}
+    )
+    done = gl.session.get(type(handle), handle.id)
+    gl.session.refresh(done)
+    assert (done.claimed_by, done.completed_by) == ("gl1", "dl1")
