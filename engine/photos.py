@@ -192,6 +192,8 @@ def prepare(data: bytes, keep_location: bool) -> tuple[str, bytes, bool]:
     if kind is None:
         raise _refused(NOT_AN_IMAGE)
     try:
+        if kind == "JPEG":
+            data = primary_jpeg(data)
         stripped = strip_location(kind, data)
     except _Malformed:
         raise _refused(UNREADABLE) from None
@@ -260,6 +262,51 @@ def strip_location(kind: str, data: bytes) -> bytes:
 
 XMP_HEADERS = (b"http://ns.adobe.com/xap/1.0/\x00", b"http://ns.adobe.com/xmp/extension/\x00")
 EXIF_HEADER = b"Exif\x00\x00"
+
+
+MPF_HEADER = b"MPF\x00"
+RST = range(0xD0, 0xD8)
+
+
+def primary_jpeg(data: bytes) -> bytes:
+    """The file's first picture alone, up to its end-of-image marker, without a multi-picture
+    (MPF) directory. Phones put more after it: the other frames of a multi-picture JPEG, a
+    motion photo's video, an HDR gain map, a picture appended whole; each may carry metadata of
+    its own, a location included, which stripping the first picture's would not reach. A plain
+    JPEG comes back unchanged."""
+    drop: list[tuple[int, int]] = []
+    pos = 2
+    while pos + 2 <= len(data):
+        if data[pos] != 0xFF:
+            raise _Malformed("no marker")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # end of the first picture: nothing after it is kept
+            end = pos + 2
+            out = bytearray(data[:end])
+            for start, stop in reversed(drop):
+                del out[start:stop]
+            return data if end == len(data) and not drop else bytes(out)
+        if marker in (0x01, 0xD8) or marker in RST:  # markers without a length
+            pos += 2
+            continue
+        if pos + 4 > len(data):
+            break
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        end = pos + 2 + length
+        if length < 2 or end > len(data):
+            raise _Malformed("segment past the end")
+        if marker == 0xE2 and data.startswith(MPF_HEADER, pos + 4):
+            drop.append((pos, end))
+        pos = end
+        if marker == 0xDA:  # entropy-coded data up to the next marker (FF 00 and RSTn are data)
+            while pos + 1 < len(data) and not (
+                data[pos] == 0xFF and data[pos + 1] not in (0x00, 0xFF) and data[pos + 1] not in RST
+            ):
+                pos += 1
+    raise _Malformed("no end of image")
 
 
 def _strip_jpeg(data: bytes) -> bytes:

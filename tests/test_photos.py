@@ -220,6 +220,31 @@ def test_png_and_webp_lose_their_location_too(fmt):
         img.load()
 
 
+def test_a_location_in_a_picture_after_the_first_is_not_stored():
+    """A phone's file may carry more after the first picture (another frame, an appended
+    picture), with a location of its own: only the first picture is kept, without its own."""
+    first, second = jpeg_with_gps(), jpeg_with_gps()
+    _type, stored, _kept = photos.prepare(first + second, keep_location=False)
+    assert stored == photos.prepare(first, keep_location=False)[1]
+    assert gps_of(stored) == {} and b"GridPhone" in stored
+    assert len(stored) == len(first)  # the location blanked in place; the second picture gone
+
+
+def test_a_multi_picture_jpeg_is_taken_as_its_first_picture():
+    """Pillow calls a JPEG with an MPF directory and two frames MPO; such phone photos are
+    stored as the plain JPEG of their first frame, not refused."""
+    frames = [Image.new("RGB", (32, 24), c) for c in ((200, 0, 0), (0, 0, 200))]
+    out = io.BytesIO()
+    frames[0].save(out, "MPO", save_all=True, append_images=frames[1:])
+    with Image.open(io.BytesIO(out.getvalue())) as img:
+        assert img.format == "MPO"
+    content_type, stored, _kept = photos.prepare(out.getvalue(), keep_location=False)
+    assert content_type == "image/jpeg"
+    with Image.open(io.BytesIO(stored)) as img:
+        assert img.format == "JPEG" and getattr(img, "n_frames", 1) == 1
+        assert img.getpixel((5, 5))[0] > 150  # the first (red) frame
+
+
 def test_xmp_is_dropped_with_the_location():
     xmp = (
         b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
