@@ -84,6 +84,7 @@ class PhotoFiles:
         return self.root / sha256[:2] / sha256
 
     def thumb_path(self, sha256: str) -> Path:
+        self.path(sha256)  # refuses anything but a sha256, as for the photo itself
         return self.root / "thumbs" / sha256[:2] / f"{sha256}.jpg"
 
     def write(self, data: bytes) -> str:
@@ -93,9 +94,6 @@ class PhotoFiles:
         if not (path.is_file() and _file_sha256(path) == sha256):
             _write_atomically(path, data)
         return sha256
-
-    def read(self, sha256: str) -> bytes:
-        return self.path(sha256).read_bytes()
 
     def thumbnail(self, sha256: str) -> bytes:
         """A small JPEG of a stored photo (made once, then kept beside it): upright, no metadata.
@@ -159,12 +157,9 @@ def store(
     stores nothing."""
     content_type, stored, kept = prepare(data, keep_location)
     sha256 = PhotoFiles(root).write(stored)
-    waiting = session.scalars(
-        select(Photo).where(
-            Photo.sha256 == sha256, Photo.uploaded_by == uploader, Photo.case_id.is_(None)
-        )
-    ).first()
-    if waiting is None:  # the same file uploaded again before it was attached: one row
+    if (
+        _waiting(session, uploader, sha256) is None
+    ):  # the same file uploaded again before it was attached: one row
         session.add(
             Photo(
                 sha256=sha256,
@@ -488,7 +483,7 @@ def attach_problems(
         elif sha256 in seen:
             problems[key] = REPEATED
         elif (
-            _on_case(session, case_id, sha256) is None
+            case_photo(session, case_id, sha256) is None
             and _waiting(session, uploader, sha256) is None
         ):
             problems[key] = NOT_YOURS
@@ -502,28 +497,15 @@ def attach(
     """Link the uploaded photos to the case, in the caller's transaction (the step's). Checked
     again here: a photo another step attached meanwhile is refused, not taken from its case."""
     for i, sha256 in enumerate(hashes or []):
-        if _on_case(session, case_id, sha256) is not None:
+        if case_photo(session, case_id, sha256) is not None:
             continue
-        row = _waiting(session, uploader, sha256)
-        moved = (
-            session.execute(
-                update(Photo)
-                .where(Photo.id == row.id, Photo.case_id.is_(None))
-                .values(case_id=case_id)
-            ).rowcount
-            if row is not None
-            else 0
-        )
+        moved = session.execute(
+            update(Photo)
+            .where(Photo.sha256 == sha256, Photo.uploaded_by == uploader, Photo.case_id.is_(None))
+            .values(case_id=case_id)
+        ).rowcount
         if moved != 1:
             raise Invalid("the photos have errors", {f"{field}[{i}]": NOT_YOURS})
-
-
-def _on_case(session: Session, case_id: int | None, sha256: str) -> int | None:
-    if case_id is None:
-        return None
-    return session.scalar(
-        select(Photo.id).where(Photo.case_id == case_id, Photo.sha256 == sha256).limit(1)
-    )
 
 
 def _waiting(session: Session, uploader: str, sha256: str) -> Photo | None:
@@ -538,9 +520,9 @@ def _waiting(session: Session, uploader: str, sha256: str) -> Photo | None:
 # ----------------------------------------------------------------------------- reading
 
 
-def case_photo(session: Session, case_id: int, sha256: str) -> Photo | None:
+def case_photo(session: Session, case_id: int | None, sha256: str) -> Photo | None:
     """The photo with this hash on this case, if it is one of the case's."""
-    if not HEX64.fullmatch(sha256 or ""):
+    if case_id is None or not HEX64.fullmatch(sha256 or ""):
         return None
     return session.scalars(
         select(Photo).where(Photo.case_id == case_id, Photo.sha256 == sha256).limit(1)

@@ -21,14 +21,13 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
 from flask_babel import gettext as _
-from flask_wtf.csrf import validate_csrf
+from flask_wtf.csrf import CSRFError
 from sqlalchemy import select
-from wtforms import ValidationError
 
 from engine import photos as engine_photos
-from engine.access import Viewer, can_see_case
+from engine.access import Viewer, case_scope
 from engine.errors import Forbidden, Invalid, NotFound
-from engine.models import Case
+from engine.models import Case, Photo
 from engine.photos import MAX_BYTES, MAX_PER_STEP, PhotoFiles, Upload
 
 from .extensions import csrf, db
@@ -38,7 +37,9 @@ from .web import login_required, now, viewer
 bp = Blueprint("photos", __name__)
 # An upload's body: one photo at the limit, and room for the multipart wrapping and the fields.
 UPLOAD_BODY = MAX_BYTES + 1024 * 1024
-CACHE = "private, max-age=3600"  # a file never changes under its hash; who may see it can
+# A file never changes under its hash, but who may see it can (a transfer, a delegation ending):
+# a browser may keep it, and asks again (a 304 by its ETag) each time, so access is checked.
+CACHE = "private, no-cache"
 
 
 def photo_root() -> Path:
@@ -89,8 +90,8 @@ def upload_page():
     request.max_content_length = UPLOAD_BODY
     if current_app.config.get("WTF_CSRF_ENABLED", True):
         try:
-            validate_csrf(request.headers.get("X-CSRFToken") or request.form.get("csrf_token"))
-        except ValidationError:
+            csrf.protect()  # Flask-WTF's own check (token, and the referrer over HTTPS)
+        except CSRFError:
             return _page_error(400, "csrf", _("The page has expired. Reload it and try again."))
     try:
         stored = upload(viewer())
@@ -104,7 +105,9 @@ def upload_page():
 
 
 def _page_error(status: int, code: str, message: str):
-    return jsonify({"error": {"code": code, "message": message}}), status
+    from .api import error  # the API's error shape; api.py imports this module
+
+    return error(status, code, message)
 
 
 # ------------------------------------------------------------------ serving
@@ -112,10 +115,12 @@ def _page_error(status: int, code: str, message: str):
 
 def serve_case_photo(me: Viewer, number: str, sha256: str, thumb: bool = False) -> Response:
     """A case's photo, for someone who may see the case; NotFound for everyone else."""
-    case = db.session.scalars(select(Case).where(Case.number == number)).first()
-    if case is None or not can_see_case(db.session, me, case):
-        raise NotFound("no such photo")
-    photo = engine_photos.case_photo(db.session, case.id, sha256)
+    photo = db.session.scalars(
+        select(Photo)
+        .join(Case, Case.id == Photo.case_id)
+        .where(Case.number == number, Photo.sha256 == sha256, case_scope(me))
+        .limit(1)
+    ).first()
     if photo is None:
         raise NotFound("no such photo")
     return _file(photo.sha256, photo.content_type, thumb)

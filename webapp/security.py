@@ -3,8 +3,9 @@
 Headers: a Content-Security-Policy that lets a page run only its own files and the inline <style>
 and <script> blocks carrying this request's nonce (templates write `nonce="{{ csp_nonce() }}"`),
 nosniff, no framing, a same-origin referrer, and `Cache-Control: no-store` on everything that is
-not a static file (pages carry personal data; the API always, but for a case's photo, which is
-`private`: webapp/photos.py). Cookies are SameSite=Lax and HttpOnly, and Secure behind TLS
+not a static file and whose view chose no rule of its own (pages and the API carry personal
+data; a photo or a diagram is `private` and revalidated or short-lived: webapp/photos.py,
+webapp/inbox.py). Cookies are SameSite=Lax and HttpOnly, and Secure behind TLS
 (GRIDLOOP_SECURE_COOKIES=1). GRIDLOOP_TRUSTED_PROXIES=N trusts N reverse proxies'
 X-Forwarded-For and X-Forwarded-Proto, so per-address sign-in limits see the client; by default
 no proxy is trusted. Request bodies are bounded (MAX_CONTENT_LENGTH, 1 MiB by default: 413 before
@@ -98,11 +99,8 @@ def secure_headers(response: Response) -> Response:
     headers["X-Content-Type-Options"] = "nosniff"
     headers["X-Frame-Options"] = "DENY"
     headers.setdefault("Referrer-Policy", "same-origin")
-    if request.path.startswith("/api/"):
-        if not headers.get("Cache-Control", "").startswith("private"):  # a case's photo keeps it
-            headers["Cache-Control"] = "no-store"
-    elif request.endpoint != "static" and "Cache-Control" not in headers:
-        headers["Cache-Control"] = "no-store"
+    if request.endpoint != "static":  # unless a view chose its own (a photo, a diagram)
+        headers.setdefault("Cache-Control", "no-store")
     return response
 
 
