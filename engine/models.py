@@ -20,6 +20,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 
@@ -175,6 +176,15 @@ class Case(Base):
         Index("ix_case_grid_opened", "grid_id", "id"),
         Index("ix_case_district", "district_id", "id"),
         Index("ix_case_village", "village_id", "id"),
+        Index("ix_case_opened_at", "opened_at", "id"),
+        # The cases whose chain grew since the latest digest that names them: a digest reads
+        # only these, however many cases are closed (DESIGN §6).
+        Index(
+            "ix_case_undigested",
+            "id",
+            sqlite_where=text("event_seq > digested_seq"),
+            postgresql_where=text("event_seq > digested_seq"),
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[str] = mapped_column(String(32), unique=True)
@@ -201,6 +211,9 @@ class Case(Base):
     # extra read, and two steps can never both append the same seq.
     event_seq: Mapped[int] = mapped_column(Integer, default=0)
     event_head: Mapped[str] = mapped_column(String(64), default="0" * 64)
+    # The seq of this case's head in the latest digest that names it (0: in none yet).
+    digested_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    escalations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     diagram_id: Mapped[int] = mapped_column(ForeignKey("diagram_version.id"))
     workflow: Mapped[str] = deferred(mapped_column(Text))
     version: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -313,7 +326,10 @@ class CaseEvent(Base):
     """Append-only and hash-chained (DESIGN §6). `at` and `data` keep the exact text that was hashed."""
 
     __tablename__ = "case_event"
-    __table_args__ = (UniqueConstraint("case_id", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("case_id", "seq"),
+        Index("ix_case_event_actor", "actor", "case_id"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("case.id"))
     seq: Mapped[int] = mapped_column(Integer)
@@ -387,3 +403,47 @@ class Photo(Base):
     content_type: Mapped[str] = mapped_column(String(32))
     size: Mapped[int] = mapped_column(Integer)
     kept_location: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Digest(Base):
+    """A daily anchor (DESIGN §6): the heads of the chains that grew since the digest before,
+    hashed with that digest's hash. `made_at` and `heads` keep the exact text that was hashed."""
+
+    __tablename__ = "digest"
+    n: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    made_at: Mapped[str] = mapped_column(String(32))
+    made_by: Mapped[str] = mapped_column(String(64))
+    prev: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    cases: Mapped[int] = mapped_column(Integer)
+    heads: Mapped[str] = mapped_column(Text)
+
+
+class CaseAccess(Base):
+    """A case an auditor opened: who, which case, when and how (page, api, events, dossier,
+    replay). Auditors read every case, so what they read is itself on the record (DESIGN §4)."""
+
+    __tablename__ = "case_access"
+    __table_args__ = (Index("ix_case_access_at", "at", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    case_id: Mapped[int] = mapped_column(ForeignKey("case.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    how: Mapped[str] = mapped_column(String(16))
+
+
+class Job(Base):
+    """A background job that people watch: its progress (done of total) and, when it ends, its
+    result. Whoever runs it (a thread of the web server, an rq worker) writes the row as it goes."""
+
+    __tablename__ = "job"
+    __table_args__ = (Index("ix_job_kind", "kind", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))  # queued, running, done, failed
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[dict | None] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -295,6 +295,9 @@ def write(
         values["closed_at"] = now
     if outcome.overdue_marked:
         values["overdue_marked"] = True
+    escalated = sum(1 for type_, _task, _data in outcome.events if type_ == "escalated")
+    if escalated:
+        values["escalations"] = (case.escalations or 0) + escalated
     if outcome.ready or outcome.closed:
         # Deadlines are fixed when an item becomes ready; the case's is its earliest open one.
         dues = [i.due_at for i in new_items if i.due_at is not None]

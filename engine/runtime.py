@@ -183,6 +183,8 @@ class Runtime:
                 "overdue_marked": False,
                 "event_seq": 0,
                 "event_head": GENESIS,
+                "digested_seq": 0,
+                "escalations": 0,
                 "diagram_id": version.id,
                 "workflow": "",
                 "version": 1,

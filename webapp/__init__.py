@@ -82,12 +82,15 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
         jobs=jobs,
     )
 
-    from . import api, auth, delegation, errors, web  # delegation adds routes to api.bp
+    # delegation, audit and dossier add routes to api.bp: imported before it is registered.
+    from . import api, audit, auth, delegation, dossier, errors, web
 
     csrf.exempt(api.bp)  # token-authenticated, no cookies: nothing to forge
     app.register_blueprint(api.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(delegation.bp)
+    app.register_blueprint(audit.bp)
+    app.register_blueprint(dossier.bp)
     for name in ("inbox", "cases", "admin", "photos"):
         module = import_module(f"webapp.{name}")
         app.register_blueprint(module.bp)

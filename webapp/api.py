@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import HTTPException
 
+from engine import access_log
 from engine.access import case_scope, viewer_of
 from engine.clock import iso
 from engine.deadlines import case_deadline, item_overdue
@@ -310,6 +311,7 @@ def _in_unit(code: str):
 @token_required
 def get_case(number: str):
     case = visible_case(number)
+    access_log.record(db.session, g.viewer, case.id, "api", now())
     return jsonify(case_json(case, open_items_of([case.id])[case.id]))
 
 
@@ -317,6 +319,7 @@ def get_case(number: str):
 @token_required
 def case_events_api(number: str):
     case = visible_case(number)
+    access_log.record(db.session, g.viewer, case.id, "events", now())
     rows = case_events(db.session, case)
     events = [{**as_dict(case.number, row), "hash": row.hash} for row in rows]
     return jsonify({"events": events, "head": rows[-1].hash if rows else "0" * 64})

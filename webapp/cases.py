@@ -17,6 +17,7 @@ from marshmallow import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
+from engine import access_log
 from engine.access import acting_for, case_scope, sees_reporter_phone
 from engine.deadlines import case_deadline
 from engine.errors import Forbidden, Invalid, NotFound
@@ -34,6 +35,7 @@ from .web import (
     TIER_NAMES,
     case_list_title,
     login_required,
+    now,
     powers,
     runtime,
     severity_label,
@@ -176,6 +178,7 @@ def _may_take(me, item) -> bool:
 def show(number: str):
     me = viewer()
     case = _visible(number)
+    access_log.record(db.session, me, case.id, "page", now())
     items = open_items_of([case.id])[case.id]
     summary = _summary(case, items)
     rows = case_events(db.session, case)
