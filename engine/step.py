@@ -123,6 +123,7 @@ class Outcome:
     escalated: bool = False  # the new items arrived by escalation
     overdue_marked: bool = False
     owner_cleared: bool = False  # a task with the `owner=clear` property ran (a transfer)
+    ran: list = field(default_factory=list)  # the automatic tasks the step ran, in order
 
 
 Deadline = Callable[[float, str], str]
@@ -244,6 +245,7 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
         escalated=any(kind == "escalated" for kind, _t, _d in events),
         overdue_marked=overdue_marked,
         owner_cleared=owner_cleared,
+        ran=ran,
     )
 
 
