@@ -149,24 +149,36 @@ def case_events(session: Session, case: Case) -> list[CaseEvent]:
 def verify(session: Session, case: Case) -> Verification:
     """Recompute the chain from the stored fields; name the first event that does not match. A
     chain a migration recomputed must also lead, rebuilt as it was, to the head it had then."""
-    prev = GENESIS
     rows = case_events(session, case)
+    bad = check_chain(case.number, rows)
+    if bad is None:
+        rewrites = session.scalars(select(ChainRewrite).where(ChainRewrite.case_id == case.id))
+        for rewrite in rewrites:
+            bad = check_rewrite(session, case, rows, rewrite)
+            if bad is not None:
+                break
+    head = rows[-1].hash if rows else GENESIS
+    if bad is not None:
+        good = [row.hash for row in rows if row.seq < bad[0]]
+        return Verification(False, len(rows), good[-1] if good else GENESIS, bad[0], bad[1])
+    return Verification(True, len(rows), head)
+
+
+def check_chain(case_number: str, rows: list[CaseEvent]) -> tuple[int, str] | None:
+    """A chain on its own: seqs from 1 without a gap, each hash recomputed from the stored
+    fields. None when it holds, else (the first bad seq, why)."""
+    prev = GENESIS
     for expected_seq, row in enumerate(rows, start=1):
         if row.seq != expected_seq:
-            return Verification(False, len(rows), prev, expected_seq, "missing event")
+            return expected_seq, "missing event"
         try:
-            digest = chain_hash(prev, as_dict(case.number, row))
+            digest = chain_hash(prev, as_dict(case_number, row))
         except ValueError:
-            return Verification(False, len(rows), prev, row.seq, "unreadable data")
+            return row.seq, "unreadable data"
         if digest != row.hash:
-            return Verification(False, len(rows), prev, row.seq, "hash mismatch")
+            return row.seq, "hash mismatch"
         prev = row.hash
-    rewrites = session.scalars(select(ChainRewrite).where(ChainRewrite.case_id == case.id))
-    for rewrite in rewrites:
-        bad = check_rewrite(session, case, rows, rewrite)
-        if bad is not None:
-            return Verification(False, len(rows), prev, bad[0], bad[1])
-    return Verification(True, len(rows), prev)
+    return None
 
 
 def check_rewrite(

@@ -1,5 +1,5 @@
 """The embedded ticker: without Redis, the web server fires due timers once a second; with or
-without, it delivers notifications from the outbox. Also the catch-up of `gridloop timers
+without, it delivers notifications from the outbox and makes the daily digest after midnight. Also the catch-up of `gridloop timers
 fire-due`, which fires through the same engine path.
 
 Firing is safe beside other processes (`gridloop timers fire-due`, a second server, rq workers):
@@ -14,6 +14,8 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime
+
+from engine import digests
 
 from . import outbox
 from .root import Root
@@ -39,6 +41,20 @@ def catch_up(root: Root, as_of: datetime | None = None) -> int:
     return total
 
 
+def make_daily_digest(root: Root) -> int:
+    """The daily anchor (DESIGN §6), made by whichever process asks first after midnight: the
+    web server's ticker, or the ticker thread of `gridloop worker`'s scheduler. Two processes
+    asking at once collide on the digest's number, and the one that loses makes nothing."""
+    from sqlalchemy.exc import IntegrityError
+
+    with root.session() as session:
+        try:
+            return 1 if digests.make_daily(session, root.clock.now()) is not None else 0
+        except IntegrityError:
+            session.rollback()
+            return 0
+
+
 class Ticker:
     def __init__(
         self,
@@ -46,6 +62,7 @@ class Ticker:
         interval: float = 1.0,
         delivery_interval: float = 5.0,
         fire_timers: bool | None = None,
+        digest_interval: float = 60.0,
     ):
         """`fire_timers` defaults to whether the root has no Redis: with GRIDLOOP_REDIS_URL set,
         rq workers fire timers (`gridloop worker`) and the ticker only delivers notifications."""
@@ -53,7 +70,8 @@ class Ticker:
         self.fires_timers = root.redis_url is None if fire_timers is None else fire_timers
         self._stop = threading.Event()
         jobs: list[tuple[Callable[[], int], float, str]] = [
-            (self.deliver, delivery_interval, "gridloop-delivery")
+            (self.deliver, delivery_interval, "gridloop-delivery"),
+            (self.anchor, digest_interval, "gridloop-digest"),
         ]
         if self.fires_timers:
             jobs.append((self.tick, interval, "gridloop-ticker"))
@@ -78,6 +96,10 @@ class Ticker:
     def deliver(self) -> int:
         """Post the notifications that are due; how many were delivered."""
         return outbox.deliver(self.root)
+
+    def anchor(self) -> int:
+        """Make the day's digest once it is past midnight in Asia/Shanghai; 1 if one was made."""
+        return make_daily_digest(self.root)
 
     def _loop(self, work: Callable[[], int], interval: float) -> None:
         while not self._stop.wait(interval):

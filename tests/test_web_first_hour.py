@@ -108,9 +108,9 @@ MENUS = {
     "off1": ["inbox.index", "cases.mine", "cases.new"],
     "gl1": ["inbox.index", "cases.index"],
     "tl1": ["inbox.index", "cases.index"],
-    "aud": ["cases.index"],
+    "aud": ["cases.index", "audit.index"],
     "ps1": ["cases.index"],
-    "adm": ["admin.ops"],
+    "adm": ["admin.ops", "audit.index"],
 }
 LANDING = {"off1": None, "gl1": None, "aud": "/cases", "ps1": "/cases", "adm": "/admin/ops"}
 

@@ -1,7 +1,235 @@
-"""(being written)"""
+"""Auditors' pages and API (DESIGN §4, §6, §8): replay a case, the daily digests, verification
+runs with progress, and the log of cases auditors opened.
+
+Auditors and administrators run replays, digests and verifications; anyone signed in may read the
+digests (their hashes are meant to be published). The API routes live on the api blueprint, as
+webapp/delegation.py's do.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import gettext as _
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
-bp = Blueprint("audit", __name__)
+from engine import access_log, digests
+from engine.access import Viewer
+from engine.errors import Conflict, Forbidden, NotFound
+from engine.models import Case, Digest, Job
+from engine.replay import replay
+from jobs import audit as audit_jobs
+
+from . import services
+from .api import bp as api_bp
+from .api import token_required
+from .extensions import db
+from .web import login_required, now, runtime, viewer
+
+bp = Blueprint("audit", __name__, url_prefix="/audit")
+PAGE = 50
+
+
+def _may_audit(me: Viewer) -> None:
+    if not (me.is_auditor or me.is_admin):
+        raise Forbidden(_("Only auditors and administrators may do this."))
+
+
+def _case(number: str) -> Case:
+    """Auditors and administrators replay any case by its number."""
+    case = db.session.scalars(select(Case).where(Case.number == number)).first()
+    if case is None:
+        raise NotFound("no such case")
+    return case
+
+
+def _replay(me: Viewer, number: str) -> dict:
+    case = _case(number)
+    access_log.record(db.session, me, case.id, "replay", now())
+    return replay(db.session, db.session.get(Case, case.id), runtime().registry).as_json()
+
+
+def _make_digest(me: Viewer) -> Digest:
+    try:
+        made = digests.make(db.session, now(), me.username)
+        db.session.commit()
+    except IntegrityError as exc:  # another digest was made at the same moment
+        db.session.rollback()
+        raise Conflict("another digest was being made; try again") from exc
+    return made
+
+
+def _start_verification(me: Viewer) -> int:
+    root = services(current_app).jobs
+    return audit_jobs.start_verification(
+        root, me.username, inline=current_app.config.get("GRIDLOOP_INLINE_JOBS", False)
+    )
+
+
+def _digest_page(before: int | None) -> tuple[list[Digest], int | None]:
+    query = select(Digest).order_by(Digest.n.desc()).limit(PAGE + 1)
+    if before is not None:
+        query = query.where(Digest.n < before)
+    rows = list(db.session.scalars(query))
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    return rows, rows[-1].n if more else None
+
+
+def _last_verification() -> Job | None:
+    return db.session.scalars(
+        select(Job).where(Job.kind == audit_jobs.KIND).order_by(Job.id.desc()).limit(1)
+    ).first()
+
+
+def _job(job_id: int) -> Job:
+    job = db.session.get(Job, job_id) if 0 < job_id < 2**31 else None
+    if job is None:
+        raise NotFound("no such job")
+    return job
+
+
+# ------------------------------------------------------------------ API
+
+
+@api_bp.post("/cases/<number>/replay")
+@token_required
+def replay_api(number: str):
+    _may_audit(g.viewer)
+    return jsonify(_replay(g.viewer, number))
+
+
+@api_bp.get("/digests")
+@token_required
+def digests_api():
+    before = request.args.get("cursor", type=int)
+    rows, next_n = _digest_page(before)
+    return jsonify(
+        {
+            "items": [digests.as_json(d) for d in rows],
+            "next_cursor": str(next_n) if next_n else None,
+        }
+    )
+
+
+@api_bp.get("/digests/<int:n>")
+@token_required
+def digest_api(n: int):
+    digest = db.session.get(Digest, n) if 0 < n < 2**31 else None
+    if digest is None:
+        raise NotFound("no such digest")
+    return jsonify(digests.as_json(digest, heads=True))
+
+
+@api_bp.post("/digests")
+@token_required
+def make_digest_api():
+    _may_audit(g.viewer)
+    return jsonify(digests.as_json(_make_digest(g.viewer), heads=True)), 201
+
+
+@api_bp.post("/verifications")
+@token_required
+def verify_api():
+    _may_audit(g.viewer)
+    job_id = _start_verification(g.viewer)
+    return jsonify({"job": job_id}), 202
+
+
+@api_bp.get("/jobs/<int:job_id>")
+@token_required
+def job_api(job_id: int):
+    _may_audit(g.viewer)
+    return jsonify(audit_jobs.as_json(_job(job_id)))
+
+
+# ------------------------------------------------------------------ pages
+
+
+@bp.get("")
+@login_required
+def index():
+    me = viewer()
+    _may_audit(me)
+    rows, next_n = _digest_page(request.args.get("before", type=int))
+    return render_template(
+        "audit/index.html",
+        digests=rows,
+        next_n=next_n,
+        job=_last_verification(),
+        accesses=access_log.recent(db.session, limit=20),
+    )
+
+
+@bp.post("/digests")
+@login_required
+def make_digest():
+    made = _make_digest(_audit_viewer())
+    flash(_("Digest %(n)s made: %(count)s case(s).", n=made.n, count=made.cases), "ok")
+    return redirect(url_for("audit.index"))
+
+
+@bp.post("/verifications")
+@login_required
+def verify():
+    _start_verification(_audit_viewer())
+    return redirect(url_for("audit.index") + "#verification")
+
+
+@bp.get("/jobs/<int:job_id>.json")
+@login_required
+def job(job_id: int):
+    _may_audit(viewer())
+    return jsonify(audit_jobs.as_json(_job(job_id)))
+
+
+@bp.get("/digests/<int:n>")
+@login_required
+def digest(n: int):
+    _may_audit(viewer())
+    row = db.session.get(Digest, n) if 0 < n < 2**31 else None
+    if row is None:
+        raise NotFound(_("No such digest."))
+    return render_template("audit/digest.html", d=digests.as_json(row, heads=True))
+
+
+@bp.get("/access")
+@login_required
+def access():
+    _may_audit(viewer())
+    before = request.args.get("before", type=int)
+    rows = access_log.recent(db.session, limit=PAGE + 1, before=before)
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    return render_template(
+        "audit/access.html", rows=rows, next_before=rows[-1].id if more and rows else None
+    )
+
+
+@bp.post("/replay")
+@login_required
+def replay_page():
+    me = _audit_viewer()
+    number = (request.form.get("number") or "").strip().upper()
+    try:
+        result = _replay(me, number)
+    except NotFound:
+        flash(_("No case %(number)s.", number=number), "error")
+        return redirect(url_for("audit.index"))
+    return render_template("audit/replay.html", number=number, r=result)
+
+
+def _audit_viewer() -> Viewer:
+    me = viewer()
+    _may_audit(me)
+    return me

@@ -14,9 +14,11 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
+from engine import digests
 from engine.clock import iso, parse_iso
-from engine.events import verify
+from engine.digests import verify_all
 from engine.models import Case, Unit
+from engine.replay import replay
 from engine.specs import DiagramError, deploy, latest_version, load_bundle
 from engine.storage import upgrade_schema
 from engine.workcal import CalendarFileError, import_calendar
@@ -316,27 +318,87 @@ def audit() -> None:
     pass
 
 
-@audit.command("verify", help="Recompute event chains; name the first altered event.")
+@audit.command("verify", help="Check every chain on its own and against every digest.")
 @click.argument("case_number", required=False)
 def audit_verify(case_number: str | None) -> None:
     _app()
-    query = select(Case).order_by(Case.id)
-    if case_number:
-        query = query.where(Case.number == case_number)
-    bad = checked = 0
-    for case in db.session.scalars(query):
-        checked += 1
-        result = verify(db.session, case)
-        if not result.ok:
-            bad += 1
-            click.echo(f"{case.number}: BROKEN at seq {result.bad_seq} ({result.reason})")
-        elif case_number:
-            click.echo(f"{case.number}: ok, {result.events} events, head {result.head}")
-    if case_number and checked == 0:
+    if case_number and db.session.scalar(select(Case.id).where(Case.number == case_number)) is None:
         raise click.ClickException(f"no case {case_number}")
-    click.echo(f"{checked} case(s) checked, {bad} broken")
-    if bad:
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=total, label="verifying", file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        report = verify_all(db.session, case_number, progress)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    for problem in report.problems:
+        if problem.case == "digest":
+            click.echo(f"digest {problem.seq}: BROKEN ({problem.reason})")
+        else:
+            click.echo(f"{problem.case}: BROKEN at seq {problem.seq} ({problem.reason})")
+    if case_number and report.ok:
+        click.echo(f"{case_number}: ok, {report.events} events")
+    click.echo(
+        f"{report.cases} case(s) checked, {len(report.problems)} broken "
+        f"({report.events} events, {report.digests} digest(s))"
+    )
+    if not report.ok:
         sys.exit(1)
+
+
+@audit.command("replay", help="Rebuild a case from its events and compare with what is stored.")
+@click.argument("case_number")
+def audit_replay(case_number: str) -> None:
+    app = _app()
+    case = db.session.scalars(select(Case).where(Case.number == case_number)).first()
+    if case is None:
+        raise click.ClickException(f"no case {case_number}")
+    result = replay(db.session, case, services(app).runtime.registry)
+    click.echo(json.dumps(result.as_json(), ensure_ascii=False))
+    if not result.ok:
+        sys.exit(1)
+
+
+@audit.command("digest", help="Append a digest of the chains that grew since the last one.")
+def audit_digest() -> None:
+    app = _app()
+    made = digests.make(db.session, services(app).jobs.clock.now(), REPOSITORY)
+    db.session.commit()
+    click.echo(f"digest {made.n}: {made.hash} ({made.cases} case(s))")
+
+
+# ------------------------------------------------------------------ audit export (the dossier)
+
+
+@audit.command("export", help="Write a case's dossier (DESIGN §6) as JSON, to FILE or stdout.")
+@click.argument("case_number")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write here instead of stdout.",
+)
+def audit_export(case_number: str, out: Path | None) -> None:
+    """The same dossier as GET /api/v1/cases/{number}/dossier; check it with
+    tools/verify_dossier.py. Whoever runs the command holds the database: nothing is logged."""
+    from .dossier import dossier_of
+
+    _app()
+    case = db.session.scalars(select(Case).where(Case.number == case_number)).first()
+    if case is None:
+        raise click.ClickException(f"no case {case_number}")
+    text = json.dumps(dossier_of(case), ensure_ascii=False, indent=1)
+    if out is None:
+        click.echo(text)
+        return
+    out.write_text(text + "\n", encoding="utf-8")
+    click.echo(f"{case.number}: dossier written to {out}", err=True)
 
 
 if __name__ == "__main__":

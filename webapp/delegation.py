@@ -27,7 +27,7 @@ from .api import bp as api_bp
 from .api import flatten_messages, parse, token_required
 from .cases import display_names
 from .extensions import db
-from .web import TIER_NAMES, login_required, now, powers
+from .web import TIER_NAMES, login_required, now, powers, writes
 
 bp = Blueprint("delegation", __name__)
 
@@ -59,6 +59,7 @@ STATUS_NAMES = {"active": _l("In force"), "upcoming": _l("Not begun")}
 
 @bp.route("/account/delegations", methods=["GET", "POST"])
 @login_required
+@writes
 def index():
     person = current_user.person
     delegation.check_may_delegate(person)
@@ -112,6 +113,7 @@ def index():
 
 @bp.post("/account/delegations/<int:delegation_id>/revoke")
 @login_required
+@writes
 def revoke(delegation_id: int):
     row = delegation.revoke(db.session, current_user.person, delegation_id, now())
     db.session.commit()
@@ -187,6 +189,7 @@ def api_list():
 
 @api_bp.post("/delegations")
 @token_required
+@writes
 def api_create():
     delegation.check_may_delegate(g.person)  # who may, before what was sent (DESIGN §4)
     body = parse(schemas.DelegationIn)
@@ -201,6 +204,7 @@ def api_create():
 
 @api_bp.delete("/delegations/<int:delegation_id>")
 @token_required
+@writes
 def api_revoke(delegation_id: int):
     """Revoke (the row stays, with revoked_at): only its delegator may."""
     delegation.revoke(db.session, g.person, delegation_id, now())

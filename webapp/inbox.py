@@ -45,6 +45,7 @@ from .web import (
     viewer,
     when,
     words,
+    writes,
 )
 
 bp = Blueprint("inbox", __name__)
@@ -151,6 +152,7 @@ def category_options() -> list[tuple[str, str]]:
 
 @bp.post("/work-items/<int:item_id>/claim")
 @login_required
+@writes
 def claim(item_id: int):
     item = _engine(item_id, lambda: runtime().claim(db.session, viewer(), item_id))
     flash(_("You claimed the task of %(number)s.", number=item.case.number))
@@ -159,6 +161,7 @@ def claim(item_id: int):
 
 @bp.post("/work-items/<int:item_id>/release")
 @login_required
+@writes
 def release(item_id: int):
     item = _engine(item_id, lambda: runtime().release(db.session, viewer(), item_id))
     flash(
@@ -187,6 +190,7 @@ class FormField:
 
 @bp.route("/tasks/<int:item_id>", methods=["GET", "POST"])
 @login_required
+@writes
 def task(item_id: int):
     item = _visible_item(item_id)
     if item.completed_at is not None:
@@ -211,6 +215,7 @@ def task(item_id: int):
 
 @bp.post("/tasks/<int:item_id>/transfer")
 @login_required
+@writes
 def transfer(item_id: int):
     """转办: send the case to the grid it belongs to. The sender usually cannot see it afterwards,
     so they land back in their inbox."""

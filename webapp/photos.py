@@ -32,7 +32,7 @@ from engine.photos import MAX_BYTES, MAX_PER_STEP, PhotoFiles, Upload
 
 from .extensions import csrf, db
 from .security import DOWNLOAD_POLICY, TRUE
-from .web import login_required, now, viewer
+from .web import login_required, now, viewer, writes
 
 bp = Blueprint("photos", __name__)
 # An upload's body: one photo at the limit, and room for the multipart wrapping and the fields.
@@ -84,6 +84,7 @@ def upload_json(stored: Upload) -> dict:
 
 @bp.post("/photos")
 @login_required
+@writes
 @csrf.exempt  # checked below, once the body may be as large as a photo
 def upload_page():
     """The pages' upload (fetch from photos.js): JSON, with messages in the page's language."""

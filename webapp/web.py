@@ -14,6 +14,7 @@ from sqlalchemy import exists, select
 
 from engine.access import Viewer, viewer_of
 from engine.deadlines import item_overdue
+from engine.errors import Forbidden
 from engine.models import Case
 from engine.runtime import Runtime
 from engine.words import Vocabulary, vocabulary
@@ -100,6 +101,7 @@ class Powers:
     owns_cases: bool  # follows cases to the end (首接负责)
     reads_cases: bool  # a case list to browse: auditors, departments, leaders of units
     administers: bool
+    audits: bool = False  # replays, digests, verification: auditors and administrators
 
     @property
     def landing(self) -> str:
@@ -125,6 +127,7 @@ def powers() -> Powers:
             reads_cases=me.is_auditor
             or any(role not in ("admin", "info_officer") for role in me.roles),
             administers=me.is_admin,
+            audits=me.is_auditor or me.is_admin,
         )
     return g.web_powers
 
@@ -143,6 +146,8 @@ def menu() -> list[tuple[str, str]]:
         links.append(("cases.index", case_list_title()))
     if p.administers:
         links.append(("admin.ops", gettext("Operations")))
+    if p.audits:
+        links.append(("audit.index", gettext("Audit")))
     return links
 
 
@@ -173,6 +178,25 @@ def login_required(view):
     def wrapper(*args, **kwargs):
         if not current_user.is_authenticated:
             return redirect(url_for("auth.login", next=request.full_path))
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def writes(view):
+    """A route that changes a case or the organisation (DESIGN §4): auditors read every case and
+    change none, so theirs answers 403 before anything they sent is read. Goes under the route's
+    sign-in decorator (`login_required` or the API's `token_required`); GET stays open."""
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if request.method not in SAFE_METHODS:
+            me = g.viewer if "viewer" in g else viewer()
+            if me.is_auditor:
+                raise Forbidden(gettext("Auditors read cases and change none."))
         return view(*args, **kwargs)
 
     return wrapper
