@@ -16,19 +16,20 @@ from werkzeug.exceptions import HTTPException
 
 from engine import access_log
 from engine.access import case_scope, viewer_of
+from engine.case_search import case_page, covered_unit, search_query, unit_filter
 from engine.clock import iso
 from engine.deadlines import case_deadline, item_overdue
 from engine.errors import Conflict, Forbidden, GridloopError, Invalid, NotFound
 from engine.events import as_dict, case_events
 from engine.inbox import inbox_page
-from engine.models import ApiToken, Case, CaseDepartment, Person, Unit, WorkItem, case_unit
+from engine.models import ApiToken, Case, Person, WorkItem
 
 from . import photos, schemas
 from . import services as app_services
 from .extensions import db
 from .openapi import build_openapi
 from .paging import decode_cursor, decode_inbox_key, encode_cursor, encode_inbox_key
-from .web import now, runtime, words
+from .web import now, runtime, words, writes
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 PAGE = 50
@@ -261,6 +262,7 @@ def me():
 
 @bp.post("/cases")
 @token_required
+@writes
 def open_case():
     body = parse(schemas.CaseIn)
     case = runtime().open_case(db.session, g.viewer, **body)
@@ -270,23 +272,21 @@ def open_case():
 @bp.get("/cases")
 @token_required
 def list_cases():
+    """The case browser (engine/case_search.py): the caller's cases narrowed by the query's
+    filters, newest first in keyset pages."""
     args = parse(schemas.CaseListArgs, request.args.to_dict())
-    query = select(Case).options(joinedload(Case.grid)).where(case_scope(g.viewer))
-    if "status" in args:
-        query = query.where(Case.status == args["status"])
-    if "unit" in args:
-        query = query.where(_in_unit(args["unit"]))
-    if "cursor" in args:
-        (last_id,) = decode_cursor(args["cursor"], int)
-        query = query.where(Case.id < last_id)
-    cases = list(db.session.scalars(query.order_by(Case.id.desc()).limit(PAGE + 1)))
-    more = len(cases) > PAGE
-    cases = cases[:PAGE]
+    if "category" in args and args["category"] not in words().known["category"]:
+        raise Invalid("the request has errors", {"category": "not a category of any version"})
+    unit = covered_unit(db.session, g.viewer, args["unit"]) if "unit" in args else None
+    filters = schemas.CaseListArgs.filters(args, unit)
+    after = decode_cursor(args["cursor"], int)[0] if "cursor" in args else None
+    query = search_query(g.viewer, filters, now()).options(joinedload(Case.grid))
+    cases, last = case_page(db.session, query, after, PAGE)
     items = open_items_of([c.id for c in cases])
     return jsonify(
         {
             "items": [case_json(c, items[c.id]) for c in cases],
-            "next_cursor": encode_cursor([cases[-1].id]) if more else None,
+            "next_cursor": encode_cursor([last]) if last else None,
         }
     )
 
@@ -294,17 +294,7 @@ def list_cases():
 def _in_unit(code: str):
     """The cases under a unit the caller covers. A code that names no unit and one outside the
     caller's units both answer 404 (DESIGN §4), so the filter does not tell which codes exist."""
-    unit = db.session.scalars(select(Unit).where(Unit.code == code)).first()
-    viewer = g.viewer
-    mine = {unit_id for role, unit_id, _l in viewer.positions if role not in ("auditor", "admin")}
-    covered, node = viewer.is_auditor, unit
-    while node is not None and not covered:  # one of the caller's units, or one below it
-        covered, node = node.id in mine, node.parent
-    if unit is None or not covered:
-        raise NotFound("no such unit", {"unit": "no such unit"})
-    if unit.level == "department":
-        return Case.id.in_(select(CaseDepartment.case_id).where(CaseDepartment.unit_id == unit.id))
-    return case_unit(Case, unit.level) == unit.id
+    return unit_filter(db.session, g.viewer, code)
 
 
 @bp.get("/cases/<number>")
@@ -347,6 +337,7 @@ def inbox():
 
 @bp.post("/work-items/<int:item_id>/claim")
 @token_required
+@writes
 def claim(item_id: int):
     item = runtime().claim(db.session, g.viewer, item_id)
     return jsonify(item_json(item))
@@ -354,6 +345,7 @@ def claim(item_id: int):
 
 @bp.post("/work-items/<int:item_id>/release")
 @token_required
+@writes
 def release(item_id: int):
     item = runtime().release(db.session, g.viewer, item_id)
     return jsonify(item_json(item))
@@ -361,6 +353,7 @@ def release(item_id: int):
 
 @bp.post("/work-items/<int:item_id>/complete")
 @token_required
+@writes
 def complete(item_id: int):
     body = parse(schemas.CompleteIn)
     case = runtime().complete(db.session, g.viewer, item_id, body["data"])
@@ -369,6 +362,7 @@ def complete(item_id: int):
 
 @bp.post("/work-items/<int:item_id>/transfer")
 @token_required
+@writes
 def transfer(item_id: int):
     """转办: send the case of this item (accept, or handling at the grid) to another grid."""
     body = parse(schemas.TransferIn)
@@ -383,6 +377,7 @@ def openapi():
 
 @bp.post("/photos")
 @token_required
+@writes
 def upload_photo():
     """One photo (multipart: `file`, optional `keep_location`), before the step that attaches it
     by its sha256 (webapp/photos.py)."""

@@ -19,6 +19,8 @@ from sqlalchemy.orm import joinedload
 
 from engine import access_log
 from engine.access import acting_for, case_scope, sees_reporter_phone
+from engine.case_search import STATUSES as SEARCH_STATUSES
+from engine.case_search import CaseFilters, case_page, covered_unit, covered_units, search_query
 from engine.deadlines import case_deadline
 from engine.errors import Forbidden, Invalid, NotFound
 from engine.events import as_dict, case_events
@@ -30,16 +32,21 @@ from .extensions import db
 from .paging import decode_cursor, encode_cursor
 from .photos import photo_errors, submitted
 from .web import (
+    STATUS_NAMES,
     STEPS,
     TASK_NAMES,
     TIER_NAMES,
     case_list_title,
+    category_label,
+    language,
     login_required,
     now,
     powers,
     runtime,
     severity_label,
     viewer,
+    words,
+    writes,
 )
 
 bp = Blueprint("cases", __name__)
@@ -224,13 +231,9 @@ MINE_FILTERS = {
 
 def _page_of(query, cursor: str | None) -> tuple[list[Case], str | None]:
     """One page of cases, newest first, and the cursor of the next page (None on the last)."""
-    if cursor:
-        (last_id,) = decode_cursor(cursor, int)
-        query = query.where(Case.id < last_id)
-    cases = list(db.session.scalars(query.order_by(Case.id.desc()).limit(PAGE + 1)))
-    more = len(cases) > PAGE
-    cases = cases[:PAGE]
-    return cases, encode_cursor([cases[-1].id]) if more else None
+    after = decode_cursor(cursor, int)[0] if cursor else None
+    cases, last = case_page(db.session, query, after, PAGE)
+    return cases, encode_cursor([last]) if last else None
 
 
 def _chosen(filters: dict) -> str:
@@ -238,34 +241,164 @@ def _chosen(filters: dict) -> str:
     return value if value in filters else next(iter(filters))
 
 
+# ------------------------------------------------------------------ the case browser
+
+# The search form's fields, named as GET /api/v1/cases names them (engine/case_search.py).
+SEARCH_FIELDS = (
+    "number",
+    "unit",
+    "person",
+    "person_as",
+    "category",
+    "status",
+    "from",
+    "to",
+    "overdue",
+    "escalated",
+)
+ANY_STATUS = "all"  # the form's "every status"; without a status the list shows open cases
+PERSON_AS_NAMES = {
+    "any": _l("Owner, handler or actor"),
+    "owner": _l("Owner"),
+    "handler": _l("Handler"),
+    "actor": _l("Took a step"),
+}
+SEARCH_MESSAGES = {
+    "number": _l("Type the start of a case number, at most 32 characters."),
+    "person": _l("Type a username or a full name, at most 100 characters."),
+    "person_as": _l("Choose from the list."),
+    "unit": _l("Choose from the list."),
+    "category": _l("Choose a category from the list."),
+    "status": _l("Choose a status from the list."),
+    "from": _l("Give a day as YYYY-MM-DD."),
+    "to": _l("Give a day as YYYY-MM-DD."),
+    "overdue": _l("Choose from the list."),
+    "escalated": _l("Give a whole number from 1 to 1000."),
+}
+
+
+def _search_form() -> dict[str, str]:
+    """The filters as the query gives them, blanks left out; the legacy ?show= tabs choose the
+    status when the form did not, and with neither the list shows open cases."""
+    form = {
+        name: request.args[name].strip()
+        for name in SEARCH_FIELDS
+        if request.args.get(name, "").strip()
+    }
+    if "status" not in form:
+        show = _chosen(LIST_FILTERS)
+        form["status"] = ANY_STATUS if show == "all" else show
+    if form.get("person_as") == "any" or "person" not in form:
+        form.pop("person_as", None)
+    return form
+
+
+def _search_filters(me, form: dict[str, str]) -> CaseFilters:
+    """CaseFilters from the form, validated as the API validates its query; Invalid with one
+    translated message per bad field. A unit outside the viewer's units is NotFound (404)."""
+    given = {k: v for k, v in form.items() if not (k == "status" and v == ANY_STATUS)}
+    try:
+        args = schemas.CaseListArgs().load(given)
+    except ValidationError as exc:
+        raise Invalid(_("Check the filters."), _search_messages(exc.messages)) from exc
+    if "category" in args and args["category"] not in words().known["category"]:
+        raise Invalid(_("Check the filters."), {"category": str(SEARCH_MESSAGES["category"])})
+    unit = covered_unit(db.session, me, args["unit"]) if "unit" in args else None
+    return schemas.CaseListArgs.filters(args, unit)
+
+
+def _search_messages(messages: dict) -> dict[str, str]:
+    """marshmallow's English messages, replaced by the page's own for each field."""
+    found = {}
+    for field, texts in flatten_messages(messages).items():
+        if field == "to" and texts == schemas.CaseListArgs.DAYS_OUT_OF_ORDER:
+            found[field] = _("The last day is before the first.")
+        else:
+            found[field] = str(SEARCH_MESSAGES.get(field, _("Choose from the list.")))
+    return found
+
+
+def _unit_label(unit: Unit) -> str:
+    """A unit with the units above it up to the village: 一村 · 一片 · 一组."""
+    names, node = [], unit
+    while node is not None and node.level != "town":
+        names.append(node.name)
+        node = node.parent
+    return " · ".join(reversed(names))
+
+
+def _search_choices(me, form: dict[str, str]) -> dict:
+    """The options of the form's lists: the viewer's units, the live bundle's categories (and a
+    retired one the query names), the statuses and the ways a person is linked to a case."""
+    categories = [(c.value, c.label(language())) for c in words().options("category")]
+    chosen = form.get("category")
+    if chosen and chosen not in dict(categories) and chosen in words().known["category"]:
+        categories.append((chosen, category_label(chosen)))
+    statuses = [(ANY_STATUS, _("All statuses")), ("open", LIST_FILTERS["open"])]
+    return {
+        "units": [(u.code, _unit_label(u)) for u in covered_units(db.session, me)],
+        "categories": categories,
+        "statuses": statuses + [(key, STATUS_NAMES[key]) for key in SEARCH_STATUSES],
+        "person_as": list(PERSON_AS_NAMES.items()),
+    }
+
+
+def _search_links(form: dict[str, str], next_cursor: str | None) -> dict:
+    """Where the tabs and the pager lead (each keeps the other filters), and the way back to the
+    list as it first opens."""
+    tabs = [
+        (value, label, url_for("cases.index", **{**form, "status": value}))
+        for value, label in LIST_FILTERS.items()
+    ]
+    return {
+        "tabs": tabs,
+        "newest": url_for("cases.index", **form),
+        "next": url_for("cases.index", **form, cursor=next_cursor) if next_cursor else None,
+        "reset": url_for("cases.index"),
+        "all": url_for("cases.index", **{**form, "status": ANY_STATUS}),
+    }
+
+
+def _narrowed(form: dict[str, str]) -> int:
+    """How many filters the list is narrowed by beyond the open cases it shows at first."""
+    return len(set(form) - {"status", "person_as"}) + (form["status"] != "open")
+
+
 @bp.get("/cases")
 @login_required
 def index():
-    """Every case the viewer's positions cover: all of them for auditors, the joint cases of a
-    department, the cases of a leader's units."""
+    """The case browser: every case the viewer's positions cover (all of them for auditors, the
+    joint cases of a department, the cases of a leader's units), narrowed by the search form."""
     me = viewer()
-    show = _chosen(LIST_FILTERS)
-    query = select(Case).options(joinedload(Case.grid)).where(case_scope(me))
-    if show == "open":
-        query = query.where(Case.status.not_in(CLOSED))
-    elif show != "all":
-        query = query.where(Case.status == show)
+    form = _search_form()
     cursor = request.args.get("cursor")
-    cases, next_cursor = _page_of(query, cursor)
-    items = open_items_of([c.id for c in cases])
-    rows = [_summary(c, items[c.id]) for c in cases]
-    return render_template(
+    errors: dict[str, str] = {}
+    rows: list[dict] = []
+    next_cursor = None
+    try:
+        filters = _search_filters(me, form)
+    except Invalid as exc:
+        errors = exc.fields or {}
+    else:
+        query = search_query(me, filters, now()).options(joinedload(Case.grid))
+        cases, next_cursor = _page_of(query, cursor)
+        items = open_items_of([c.id for c in cases])
+        rows = [_summary(c, items[c.id]) for c in cases]
+    page = render_template(
         "cases/index.html",
         title=case_list_title(),
         rows=rows,
         names=display_names(s["holder"] for s in rows),
-        filters=LIST_FILTERS,
-        show=show,
+        form=form,
+        errors=errors,
+        choices=_search_choices(me, form),
+        links=_search_links(form, next_cursor),
+        narrowed=_narrowed(form),
         first_page=not cursor,
-        next_cursor=next_cursor,
         auditor=me.is_auditor,
         department=me.roles <= {"department_officer", "admin"} and not me.is_auditor,
     )
+    return page, 400 if errors else 200
 
 
 @bp.get("/cases/mine")
@@ -404,6 +537,7 @@ def _field_message(field: str, value: str) -> str:
 
 @bp.route("/cases/new", methods=["GET", "POST"])
 @login_required
+@writes
 def new():
     grids = _officer_grids()
     if not grids:

@@ -91,10 +91,10 @@ def build_openapi() -> dict:
         "/cases": {
             "post": _op("Open a case", ("201", "CaseOut"), "CaseIn", errors=("400", "401")),
             "get": _op(
-                "Cases in my units",
+                "Cases in my units, newest first, narrowed by any of the filters",
                 ("200", "CasePage"),
-                params=[_q("status"), _q("unit"), _q("cursor")],
-                errors=("400", "401"),
+                params=_case_filters(),
+                errors=("400", "401", "404"),
             ),
         },
         "/cases/{number}": {
@@ -151,6 +151,55 @@ def build_openapi() -> dict:
     document = spec.to_dict()
     document["servers"] = [{"url": "/api/v1"}]
     return document
+
+
+def _case_filters() -> list[dict]:
+    """The query of GET /cases, the case browser (engine/case_search.py): every filter is
+    optional and they combine with AND. A bad value answers 400 naming the parameter; a unit
+    that is unknown or outside the caller's units answers 404."""
+
+    def described(param: dict, text: str, **schema) -> dict:
+        param["description"] = text
+        param["schema"].update(schema)
+        return param
+
+    return [
+        described(_q("number"), "a prefix of the case number, any case (XDK-2026-0000)"),
+        described(
+            _q("unit"),
+            "a unit code the caller covers: cases in that village, district or grid, or the "
+            "cases a department was named on",
+        ),
+        described(_q("person"), "a username, or a person's full name"),
+        described(
+            _q("person_as"),
+            "how the person is linked: owner (首接), handler (completed or holds a handle "
+            "item), actor (named by any event) or any of these",
+            enum=["any", "owner", "handler", "actor"],
+            default="any",
+        ),
+        described(_q("category"), "a category of any diagram version"),
+        described(
+            _q("status"),
+            "one status, or open (neither archived nor rejected)",
+            enum=[*schemas.STATUSES, "open"],
+        ),
+        described(
+            _q("from"), "opened on or after this day (Asia/Shanghai, inclusive)", format="date"
+        ),
+        described(
+            _q("to"),
+            "opened on or before this day (Asia/Shanghai, inclusive); not before from",
+            format="date",
+        ),
+        described(
+            _q("overdue", "boolean"),
+            "true: an open item of the case is past its deadline (as `overdue` in a case); "
+            "false: none is",
+        ),
+        described(_q("escalated", "integer"), "escalated at least this many times", minimum=1),
+        described(_q("cursor"), "next_cursor of the page before, with the same filters"),
+    ]
 
 
 def _delegation_paths() -> dict:

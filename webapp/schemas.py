@@ -5,8 +5,9 @@ Output schemas exist for the OpenAPI document; answers are built by the serializ
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from engine.case_search import PERSON_ROLES, CaseFilters, UnitRef
 from engine.photos import MAX_PER_STEP
 
 # Categories and severities are the live bundle's (engine/words.py); the engine checks them when
@@ -61,9 +62,44 @@ class TransferIn(Schema):
 
 
 class CaseListArgs(Schema):
-    status = fields.String(validate=validate.OneOf(STATUSES))
+    """GET /cases: the case browser's filters (engine/case_search.py), each optional. `from` and
+    `to` are days in Asia/Shanghai, both inclusive; `escalated` is "escalated at least N times"."""
+
+    number = fields.String(validate=validate.Length(min=1, max=32))  # a prefix, any case
     unit = fields.String(validate=validate.Length(min=1, max=64))
+    person = fields.String(validate=validate.Length(min=1, max=100))  # a username or full name
+    person_as = fields.String(load_default="any", validate=validate.OneOf(PERSON_ROLES))
+    category = fields.String(validate=validate.Length(min=1, max=32))
+    status = fields.String(validate=validate.OneOf((*STATUSES, "open")))
+    from_ = fields.Date(data_key="from")
+    to = fields.Date()
+    overdue = fields.Boolean()
+    escalated = fields.Integer(validate=validate.Range(min=1, max=1000))
     cursor = fields.String()
+
+    DAYS_OUT_OF_ORDER = "must not be before from"
+
+    @validates_schema
+    def _days_in_order(self, data: dict, **_kwargs) -> None:
+        if "from_" in data and "to" in data and data["from_"] > data["to"]:
+            raise ValidationError(self.DAYS_OUT_OF_ORDER, field_name="to")
+
+    @staticmethod
+    def filters(args: dict, unit: UnitRef | None) -> CaseFilters:
+        """The engine's filters from loaded args, with the unit the adapter resolved (and
+        checked the caller covers): the API and the page build them the same way."""
+        return CaseFilters(
+            number=args.get("number"),
+            unit=unit,
+            person=args.get("person"),
+            person_as=args.get("person_as", "any"),
+            category=args.get("category"),
+            status=args.get("status"),
+            opened_from=args.get("from_"),
+            opened_to=args.get("to"),
+            overdue=args.get("overdue"),
+            escalated_min=args.get("escalated"),
+        )
 
 
 class InboxArgs(Schema):
