@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -310,8 +311,8 @@ class _Replay:
             raise _Diverged(Divergence(stored["seq"], "hash", "an opened event first", kind))
         try:
             outcome = run_step(self.workflow, spec, command, at, self._deadline)
-        except Conflict as exc:
-            raise _Diverged(Divergence(stored["seq"], "hash", str(exc), kind)) from exc
+        except (Conflict, SpiffWorkflowException) as exc:  # the diagram cannot run this event
+            raise _Diverged(Divergence(stored["seq"], "hash", str(exc)[:300], kind)) from exc
         self.workflow = outcome.workflow
         if isinstance(command, Transfer):
             self.rows.grid = data.get("to")

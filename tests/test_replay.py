@@ -228,3 +228,22 @@ def test_steps_taken_through_a_delegation_replay(gl):
     result = replay(gl.session, gl.reload(case), gl.runtime.registry)
     assert result.ok, result.as_json()
     assert json.loads(gl.last(case, "task_completed").data)["on_behalf_of"] == "gl1"
+
+
+def test_an_event_the_diagram_cannot_run_is_a_divergence_not_an_error(gl):
+    """Data altered so that the diagram fails on it (accept without `valid`) is named by seq."""
+    case = gl.accepted()
+    target = gl.last(case, "task_completed")
+    data = {k: v for k, v in json.loads(target.data).items() if k != "valid"}
+    gl.session.execute(
+        update(CaseEvent)
+        .where(CaseEvent.id == target.id)
+        .values(data=json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":")))
+    )
+    gl.session.commit()
+    result = replay(gl.session, gl.reload(case), gl.runtime.registry)
+    assert (result.ok, result.divergence.seq, result.divergence.field) == (
+        False,
+        target.seq,
+        "hash",
+    )

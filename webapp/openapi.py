@@ -144,6 +144,7 @@ def build_openapi() -> dict:
     for name in ("DelegationIn", "DelegationOut", "DelegationPage"):
         spec.components.schema(name, schema=getattr(schemas, name))
     paths.update(_delegation_paths())
+    paths.update(_audit_paths())
     spec.components.schema("PhotoOut", schema=schemas.PhotoOut)
     paths.update(_photo_paths())
     for path, operations in paths.items():
@@ -200,6 +201,66 @@ def _case_filters() -> list[dict]:
         described(_q("escalated", "integer"), "escalated at least this many times", minimum=1),
         described(_q("cursor"), "next_cursor of the page before, with the same filters"),
     ]
+
+
+def _audit_paths() -> dict:
+    """Auditors' calls (webapp/audit.py, webapp/dossier.py; DESIGN §6): replay, dossier, digests,
+    verification runs. Replays, new digests and verifications are for auditors and administrators."""
+    number = [_p("number")]
+    return {
+        "/cases/{number}/replay": {
+            "post": _op(
+                "Rebuild the case from its events and compare: {ok, events_replayed, divergence}",
+                ("200", None),
+                params=number,
+                errors=("401", "403", "404"),
+            )
+        },
+        "/cases/{number}/dossier": {
+            "get": _op(
+                "The case's dossier (DESIGN §6): check it offline with tools/verify_dossier.py",
+                ("200", None),
+                params=number,
+                errors=("401", "404"),
+            )
+        },
+        "/digests": {
+            "get": _op(
+                "The daily digests, newest first: {items: [{n, made_at, prev, hash, cases}], "
+                "next_cursor}",
+                ("200", None),
+                params=[_q("cursor")],
+            ),
+            "post": _op(
+                "Make a digest now of the chains that grew since the last one",
+                ("201", None),
+                errors=("401", "403", "409"),
+            ),
+        },
+        "/digests/{n}": {
+            "get": _op(
+                "One digest with its heads [[case, seq, hash], ...]",
+                ("200", None),
+                params=[_p("n", "integer")],
+                errors=("401", "404"),
+            )
+        },
+        "/verifications": {
+            "post": _op(
+                "Verify every chain against every digest, as a background job: 202 {job}",
+                ("202", None),
+                errors=("401", "403"),
+            )
+        },
+        "/jobs/{job_id}": {
+            "get": _op(
+                "A background job: {state, done, total, results}",
+                ("200", None),
+                params=[_p("job_id", "integer")],
+                errors=("401", "403", "404"),
+            )
+        },
+    }
 
 
 def _delegation_paths() -> dict:
