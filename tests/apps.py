@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flask import Flask
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from engine.clock import Clock
 from engine.models import Person
@@ -155,3 +155,25 @@ def bearer(client, username: str, password: str = "pw") -> dict[str, str]:
     response = client.post("/api/v1/tokens", json={"username": username, "password": password})
     assert response.status_code == 201, response.get_json()
     return {"Authorization": f"Bearer {response.get_json()['token']}"}
+
+
+def web_client(app: Flask, username: str, lang: str | None = None):
+    """A test client signed in as `username` (password "pw"), in `lang` if given."""
+    client = app.test_client()
+    response = client.post("/login", data={"username": username, "password": "pw"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    if lang:
+        client.set_cookie("lang", lang)
+    return client
+
+
+def case_accesses(app: Flask) -> list[tuple[str, str]]:
+    """The access log (engine/access_log.py) as (username, how), oldest first."""
+    from engine.models import CaseAccess
+
+    with app.app_context():
+        rows = db.session.execute(
+            select(CaseAccess.username, CaseAccess.how).order_by(CaseAccess.id)
+        ).all()
+        db.session.remove()
+    return [tuple(row) for row in rows]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from apps import bearer
+from apps import bearer, web_client
 from conftest import ACCEPT_NORMAL, Loop
 from sqlalchemy import delete, func, select, update
 
@@ -81,13 +81,6 @@ def _counts(gl: Loop) -> tuple:
     ) + (gl.session.scalar(select(func.max(Case.version))),)
 
 
-def _web(app, username: str):
-    client = app.test_client()
-    response = client.post("/login", data={"username": username, "password": "pw"})
-    assert response.status_code == 302
-    return client
-
-
 def test_an_auditor_is_refused_every_change_before_the_body_is_read(town):
     app, gl = town
     case = gl.accepted()
@@ -95,7 +88,7 @@ def test_an_auditor_is_refused_every_change_before_the_body_is_read(town):
     before = _counts(gl)
     api = app.test_client()
     headers = bearer(api, "aud")
-    web = _web(app, "aud")
+    web = web_client(app, "aud")
     values = {"item_id": item.id, "number": case.number, "delegation_id": 1, "sha256": "0" * 64}
     bodies = [None, {"title": "x", "grid": "V01-D1-G01"}, {"data": {"outcome": "resolved"}}]
     refused = []
@@ -133,7 +126,7 @@ def test_each_case_an_auditor_opens_is_logged_and_the_auditor_sees_the_log(town)
         headers = bearer(api, user)
         assert api.get(f"/api/v1/cases/{case.number}", headers=headers).status_code == 200
         assert api.get(f"/api/v1/cases/{case.number}/events", headers=headers).status_code == 200
-        assert _web(app, user).get(f"/cases/{case.number}").status_code == 200
+        assert web_client(app, user).get(f"/cases/{case.number}").status_code == 200
     gl.session.rollback()
     rows = gl.session.scalars(select(CaseAccess).order_by(CaseAccess.id)).all()
     assert [(r.username, r.case_id, r.how) for r in rows] == [
@@ -142,9 +135,9 @@ def test_each_case_an_auditor_opens_is_logged_and_the_auditor_sees_the_log(town)
         ("aud", case.id, "page"),
     ]
     assert all(r.at == gl.clock.now() for r in rows)
-    page = _web(app, "aud").get("/audit/access").get_data(as_text=True)
+    page = web_client(app, "aud").get("/audit/access").get_data(as_text=True)
     assert page.count(case.number) >= 3
-    assert _web(app, "gl1").get("/audit/access").status_code == 403
+    assert web_client(app, "gl1").get("/audit/access").status_code == 403
 
 
 def test_digests_list_only_the_chains_that_grew_and_chain_to_each_other(town):
@@ -276,7 +269,7 @@ def test_verification_runs_as_a_job_with_progress(town):
     job = api.get(f"/api/v1/jobs/{started.get_json()['job']}", headers=aud).get_json()
     assert (job["state"], job["done"], job["total"]) == ("done", 2, 2)
     assert job["results"]["ok"] is True and job["results"]["events"] > 0
-    page = _web(app, "aud")
+    page = web_client(app, "aud")
     assert page.post("/audit/verifications").status_code == 302
     html = page.get("/audit").get_data(as_text=True)
     assert 'data-testid="verify-ok"' in html
@@ -332,19 +325,19 @@ def test_replay_through_the_api_is_for_auditors_and_administrators(town):
         api.post("/api/v1/cases/XDK-2026-999999/replay", headers=bearer(api, "aud")).status_code
         == 404
     )
-    page = _web(app, "aud").post("/audit/replay", data={"number": case.number.lower()})
+    page = web_client(app, "aud").post("/audit/replay", data={"number": case.number.lower()})
     assert 'data-testid="replay-ok"' in page.get_data(as_text=True)
 
 
 def test_the_auditors_page_works_in_both_languages_with_nothing_yet(town):
     app, _gl = town
-    page = _web(app, "aud")
+    page = web_client(app, "aud")
     html = page.get("/audit").get_data(as_text=True)
     assert 'data-testid="no-digests"' in html and 'data-testid="never-verified"' in html
     assert "审计" in html
     page.set_cookie("lang", "en")
     assert "Daily digests" in page.get("/audit").get_data(as_text=True)
-    assert _web(app, "gl1").get("/audit").status_code == 403
+    assert web_client(app, "gl1").get("/audit").status_code == 403
 
 
 def test_an_honest_history_replays_after_a_digest(town):

@@ -15,16 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from apps import bearer
+from apps import bearer, case_accesses, web_client
 from conftest import GRID, REPO, changed
-from sqlalchemy import select
 
 from engine import dossier as dossiers
 from engine.clock import iso
 from engine.events import GENESIS, Chain
-from engine.models import CaseAccess
 from engine.specs import Bundle, deploy
-from webapp.extensions import db
 
 API = "/api/v1"
 CHECKER = REPO / "tools" / "verify_dossier.py"
@@ -121,22 +118,6 @@ def api(app) -> Api:
 @pytest.fixture
 def done(api) -> str:
     return api.archived()
-
-
-def web(app, username: str, lang: str | None = None):
-    client = app.test_client()
-    response = client.post("/login", data={"username": username, "password": "pw"})
-    assert response.status_code == 302, response.get_data(as_text=True)
-    if lang:
-        client.set_cookie("lang", lang)
-    return client
-
-
-def accesses(app) -> list[tuple[str, str]]:
-    with app.app_context():
-        rows = db.session.execute(select(CaseAccess.username, CaseAccess.how)).all()
-        db.session.remove()
-    return [tuple(row) for row in rows]
 
 
 # ------------------------------------------------------------------ the file and its checker
@@ -279,22 +260,22 @@ def test_audit_export_writes_the_apis_dossier(app, api, done, gridloop, tmp_path
 def test_outside_a_grid_leaders_units_the_dossier_does_not_exist(app, api, done):
     response = api.get("gl3", f"/cases/{done}/dossier")
     assert response.status_code == 404 and response.get_json()["error"]["code"]
-    client = web(app, "gl3")
+    client = web_client(app, "gl3")
     assert client.get(f"/cases/{done}/dossier").status_code == 404
     assert client.get(f"/cases/{done}/dossier.json").status_code == 404
-    assert accesses(app) == []
+    assert case_accesses(app) == []
 
 
 def test_an_auditors_reading_is_logged_a_grid_leaders_is_not(app, api, done):
     api.dossier("gl1", done)
-    web(app, "gl1").get(f"/cases/{done}/dossier")
-    assert accesses(app) == []
+    web_client(app, "gl1").get(f"/cases/{done}/dossier")
+    assert case_accesses(app) == []
     api.dossier("aud", done)
-    assert accesses(app) == [("aud", "dossier")]
-    auditor = web(app, "aud")
+    assert case_accesses(app) == [("aud", "dossier")]
+    auditor = web_client(app, "aud")
     assert auditor.get(f"/cases/{done}/dossier").status_code == 200
     assert auditor.get(f"/cases/{done}/dossier.json").status_code == 200
-    assert accesses(app) == [("aud", "dossier")] * 3
+    assert case_accesses(app) == [("aud", "dossier")] * 3
 
 
 # ------------------------------------------------------------------ the page
@@ -302,7 +283,7 @@ def test_an_auditors_reading_is_logged_a_grid_leaders_is_not(app, api, done):
 
 def test_the_page_shows_every_event_and_the_head_in_chinese_by_default(app, api, done):
     dossier = api.dossier("gl1", done)
-    client = web(app, "gl1")
+    client = web_client(app, "gl1")
     page = client.get(f"/cases/{done}/dossier")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
@@ -328,7 +309,7 @@ def test_the_page_shows_every_event_and_the_head_in_chinese_by_default(app, api,
 
 def test_the_page_is_in_english_on_request(app, api, done):
     dossier = api.dossier("gl1", done)
-    html = web(app, "gl1", lang="en").get(f"/cases/{done}/dossier").get_data(as_text=True)
+    html = web_client(app, "gl1", lang="en").get(f"/cases/{done}/dossier").get_data(as_text=True)
     assert "Case dossier" in html and "Head hash" in html and "链头哈希" not in html
     assert dossier["head"]["hash"] in html
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from apps import bearer
+from apps import bearer, case_accesses, web_client
 from conftest import GRID
 from sqlalchemy import select
 
 from engine.clock import iso
-from engine.models import Case, CaseAccess, CaseEvent, WorkItem
+from engine.models import Case, CaseEvent, WorkItem
 from webapp.extensions import db
 
 API = "/api/v1"
@@ -106,22 +106,6 @@ def done(driver) -> str:
     return driver.archived()
 
 
-def web(app, username: str, lang: str | None = None):
-    client = app.test_client()
-    response = client.post("/login", data={"username": username, "password": "pw"})
-    assert response.status_code == 302, response.get_data(as_text=True)
-    if lang:
-        client.set_cookie("lang", lang)
-    return client
-
-
-def accesses(app) -> list[tuple[str, str]]:
-    with app.app_context():
-        rows = db.session.execute(select(CaseAccess.username, CaseAccess.how)).all()
-        db.session.remove()
-    return [tuple(row) for row in rows]
-
-
 def frames_of(client, number: str) -> dict:
     response = client.get(f"/cases/{number}/steps.json")
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -133,7 +117,7 @@ def frames_of(client, number: str) -> dict:
 
 
 def test_one_frame_per_event_each_showing_the_items_open_after_it(app, driver, done):
-    body = frames_of(web(app, "gl1"), done)
+    body = frames_of(web_client(app, "gl1"), done)
     events = driver.client.get(f"{API}/cases/{done}/events", headers=driver.headers("gl1"))
     seqs = [e["seq"] for e in events.get_json()["events"]]
     frames = body["frames"]
@@ -158,7 +142,7 @@ def test_one_frame_per_event_each_showing_the_items_open_after_it(app, driver, d
 
 
 def test_the_dispatch_and_the_time_limit_rows_are_named(app, done):
-    frames = frames_of(web(app, "gl1"), done)["frames"]
+    frames = frames_of(web_client(app, "gl1"), done)["frames"]
     accepted = next(f for f in frames if f["task"] == "accept" and f["type"] == "task_completed")
     decided = {d["element"]: d for f in frames for d in f["decisions"]}
     assert {"dispatch", "time_limit"} <= set(decided)
@@ -177,7 +161,7 @@ def completed(frames: list[dict], task: str) -> dict:
 
 
 def test_a_frame_tells_the_event_as_the_case_page_does(app, done):
-    frames = frames_of(web(app, "gl1"), done)["frames"]
+    frames = frames_of(web_client(app, "gl1"), done)["frames"]
     opened, accepted = frames[0], completed(frames, "accept")
     assert opened["actor"] == "off1" and opened["actor_name"] == "周信息员"
     assert opened["at_text"] == "2026-11-23 10:00:00", "in Asia/Shanghai"
@@ -213,7 +197,7 @@ def tamper(app, number: str, seq: int, change) -> None:
 
 def test_a_record_that_stops_agreeing_gives_the_frames_up_to_there(app, done):
     tamper(app, done, 3, lambda data: {**data, "note": "未核实"})
-    body = frames_of(web(app, "aud"), done)
+    body = frames_of(web_client(app, "aud"), done)
     assert [f["seq"] for f in body["frames"]] == [1, 2]
     assert body["divergence"]["seq"] == 3 and body["divergence"]["field"] == "hash"
     assert "第 3 条事件" in body["divergence"]["text"]
@@ -222,7 +206,7 @@ def test_a_record_that_stops_agreeing_gives_the_frames_up_to_there(app, done):
 def test_a_record_the_diagram_cannot_run_still_answers(app, done):
     """accept's data without `valid`: the diagram's gateway cannot decide, so the step raises."""
     tamper(app, done, 3, lambda data: {"outcome": "resolved"})
-    body = frames_of(web(app, "aud"), done)
+    body = frames_of(web_client(app, "aud"), done)
     assert body["divergence"]["text"]
     assert [f["seq"] for f in body["frames"]] in ([], [1, 2])
 
@@ -231,21 +215,21 @@ def test_a_record_the_diagram_cannot_run_still_answers(app, done):
 
 
 def test_outside_a_grid_leaders_units_the_viewer_does_not_exist(app, done):
-    client = web(app, "gl3")
+    client = web_client(app, "gl3")
     assert client.get(f"/cases/{done}/steps").status_code == 404
     assert client.get(f"/cases/{done}/steps.json").status_code == 404
-    assert accesses(app) == []
+    assert case_accesses(app) == []
 
 
 def test_an_auditors_viewing_is_logged_once_a_page_a_leaders_is_not(app, done):
-    leader = web(app, "gl1")
+    leader = web_client(app, "gl1")
     assert leader.get(f"/cases/{done}/steps").status_code == 200
     frames_of(leader, done)
-    assert accesses(app) == []
-    auditor = web(app, "aud")
+    assert case_accesses(app) == []
+    auditor = web_client(app, "aud")
     assert auditor.get(f"/cases/{done}/steps").status_code == 200
     frames_of(auditor, done)  # the page's own fetch: not a second opening
-    assert accesses(app) == [("aud", "steps")]
+    assert case_accesses(app) == [("aud", "steps")]
 
 
 def test_the_viewer_needs_a_sign_in(app, done):
@@ -258,7 +242,7 @@ def test_the_viewer_needs_a_sign_in(app, done):
 
 
 def test_the_page_is_in_chinese_and_the_case_page_links_to_it(app, done):
-    client = web(app, "gl1")
+    client = web_client(app, "gl1")
     html = client.get(f"/cases/{done}/steps").get_data(as_text=True)
     assert "逐步回放" in html and "上一步" in html and "Step through" not in html
     assert f'data-frames-url="/cases/{done}/steps.json"' in html
@@ -270,7 +254,7 @@ def test_the_page_is_in_chinese_and_the_case_page_links_to_it(app, done):
 
 
 def test_the_page_and_its_frames_are_in_english_on_request(app, done):
-    client = web(app, "gl1", lang="en")
+    client = web_client(app, "gl1", lang="en")
     html = client.get(f"/cases/{done}/steps").get_data(as_text=True)
     assert "Step through" in html and "Previous step" in html and "逐步回放" not in html
     assert 'data-msg-pause="Pause"' in html
