@@ -348,9 +348,9 @@ ROLE_MENUS = {
     "off1": ["inbox.index", "cases.mine", "cases.new"],
     "gl1": ["inbox.index", "cases.index"],
     "tl1": ["inbox.index", "cases.index"],
-    "aud": ["cases.index"],
+    "aud": ["cases.index", "audit.index"],
     "ps1": ["cases.index"],
-    "adm": ["admin.ops"],
+    "adm": ["admin.ops", "audit.index"],
 }
 
 
