@@ -447,3 +447,43 @@ class Job(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CaseFact(Base):
+    """What the figures (DESIGN §11) count about a case, kept by each step that changes it, so
+    that figures are indexed aggregates and never read workflows or events. A case counts under
+    the units it was opened in; durations are kept in seconds, summed portably by any database."""
+
+    __tablename__ = "case_fact"
+    __table_args__ = (
+        Index("ix_case_fact_town", "town_id", "accepted_at"),
+        Index("ix_case_fact_village", "village_id", "accepted_at"),
+        Index("ix_case_fact_district", "district_id", "accepted_at"),
+        Index("ix_case_fact_grid", "grid_id", "accepted_at"),
+    )
+    case_id: Mapped[int] = mapped_column(ForeignKey("case.id"), primary_key=True)
+    town_id: Mapped[int] = mapped_column(Integer)
+    village_id: Mapped[int] = mapped_column(Integer)
+    district_id: Mapped[int] = mapped_column(Integer)
+    grid_id: Mapped[int] = mapped_column(Integer)
+    category: Mapped[str | None] = mapped_column(String(32))
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # accept completed
+    valid: Mapped[bool | None] = mapped_column(Boolean)  # what accept said
+    dispatch_seconds: Mapped[int | None] = mapped_column(Integer)  # opened → accepted
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolution_seconds: Mapped[int | None] = mapped_column(Integer)  # accepted → archived
+    resolved_tier: Mapped[str | None] = mapped_column(String(32))
+    late_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # first escalation or overdue
+    reopened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # first reopening
+
+
+class FeedbackFact(Base):
+    """One feedback completion (回访): when, and whether the resident was satisfied."""
+
+    __tablename__ = "feedback_fact"
+    __table_args__ = (Index("ix_feedback_fact_at", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("case.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    satisfied: Mapped[bool] = mapped_column(Boolean)

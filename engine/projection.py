@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from . import notify
+from . import casefacts, notify
 from .access import eligible_town_leaders
 from .clock import iso
 from .events import GENESIS, canonical, next_event
@@ -319,6 +319,7 @@ def write(
                     for due, kind, name in sorted(outcome.timers)
                 ],
             )
+    casefacts.on_step(session, case, events, facts.tier, now)
     values["workflow"] = workflow_blob
     _update_case(session, case, values)
     notify.on_step(

@@ -82,8 +82,9 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
         jobs=jobs,
     )
 
-    # delegation, audit and dossier add routes to api.bp: imported before it is registered.
-    from . import api, audit, auth, delegation, dossier, errors, web
+    # delegation, audit, dossier and figures add routes to api.bp: imported before it is
+    # registered.
+    from . import api, audit, auth, delegation, dossier, errors, figures, web  # noqa: F401
 
     csrf.exempt(api.bp)  # token-authenticated, no cookies: nothing to forge
     app.register_blueprint(api.bp)

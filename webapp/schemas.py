@@ -244,3 +244,18 @@ class DelegationOut(Schema):
 
 class DelegationPage(Schema):
     items = fields.List(fields.Nested(DelegationOut))
+
+
+class StatsArgs(Schema):
+    """GET /stats (DESIGN §11): a unit the caller covers (default: the widest), two Asia/Shanghai
+    days, both inclusive (default: this year up to today), and optionally one category."""
+
+    unit = fields.String(validate=validate.Length(min=1, max=64))
+    from_ = fields.Date(data_key="from")
+    to = fields.Date()
+    category = fields.String(validate=validate.Length(min=1, max=32))
+
+    @validates_schema
+    def _days_in_order(self, data: dict, **_kwargs) -> None:
+        if "from_" in data and "to" in data and data["from_"] > data["to"]:
+            raise ValidationError(CaseListArgs.DAYS_OUT_OF_ORDER, field_name="to")
