@@ -20,7 +20,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from .case_search import overdue_condition
 from .clock import SHANGHAI
@@ -147,11 +147,12 @@ def _satisfaction(session: Session, where: list, period: Period, group=None) -> 
 
 
 def _overdue_open(session: Session, where: list, now: datetime, group=None) -> dict[Any, int]:
+    item = aliased(WorkItem)  # the counted items; overdue_condition reads WorkItem on its own
     query = (
-        select(*([group.label("g")] if group is not None else []), func.count(WorkItem.id))
-        .join(Case, Case.id == WorkItem.case_id)
+        select(*([group.label("g")] if group is not None else []), func.count(item.id))
+        .join(Case, Case.id == item.case_id)
         .join(CaseFact, CaseFact.case_id == Case.id)
-        .where(*where, WorkItem.completed_at.is_(None), overdue_condition(now))
+        .where(*where, item.completed_at.is_(None), overdue_condition(now))
     )
     if group is not None:
         query = query.group_by(group)
