@@ -92,10 +92,55 @@ def _mean(total: int | None, count: int, unit: int, places: str) -> float | int 
     return int(value) if places == "1" else float(value)
 
 
-def _counts(session: Session, where: list, period: Period, group=None) -> dict[Any, dict]:
-    """The case counts of every figure but satisfaction, by `group` (None: one row)."""
+@dataclass
+class Tally:
+    """The additive counts behind the figures: tallies of finer groups (a child unit × a
+    category) add up to those of coarser ones, so one grouped query serves the unit, its
+    children and its categories at once."""
+
+    received: int = 0
+    rejected: int = 0
+    resolved: int = 0
+    on_time: int = 0
+    reopened: int = 0
+    dispatch_seconds: int = 0
+    resolution_seconds: int = 0
+    satisfied: int = 0
+    answered: int = 0
+    overdue_open: int = 0
+
+    def add(self, other: Tally) -> Tally:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "rejected": self.rejected,
+            "resolved": self.resolved,
+            "resolution_rate": rate(self.resolved, self.received),
+            "on_time_rate": rate(self.on_time, self.resolved),
+            "satisfaction_rate": rate(self.satisfied, self.answered),
+            "reopen_rate": rate(self.reopened, self.received),
+            "avg_dispatch_minutes": _mean(self.dispatch_seconds, self.received, 60, "1"),
+            "avg_resolution_hours": _mean(self.resolution_seconds, self.resolved, 3600, "0.1"),
+            "overdue_open": self.overdue_open,
+        }
+
+
+def _select(groups: list, *columns):
+    return select(*[g.label(f"g{i}") for i, g in enumerate(groups)], *columns)
+
+
+def _key(row, groups: list) -> tuple:
+    return tuple(row[i] for i in range(len(groups)))
+
+
+def _counts(session: Session, where: list, period: Period, groups: list, into: dict) -> None:
+    """The case counts of every figure but satisfaction and overdue, by `groups`."""
     end = period.ends
-    received = and_(CaseFact.valid.is_(True))
+    received = CaseFact.valid.is_(True)
     resolved = and_(received, CaseFact.archived_at < end)
     on_time = and_(resolved, or_(CaseFact.late_at.is_(None), CaseFact.late_at >= end))
     reopened = and_(received, CaseFact.reopened_at < end)
@@ -104,89 +149,79 @@ def _counts(session: Session, where: list, period: Period, group=None) -> dict[A
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
     def total(condition, column):
-        return func.sum(case((condition, column), else_=None))
+        return func.coalesce(func.sum(case((condition, column), else_=0)), 0)
 
-    columns = [
-        count(received).label("received"),
-        count(CaseFact.valid.is_(False)).label("rejected"),
-        count(resolved).label("resolved"),
-        count(on_time).label("on_time"),
-        count(reopened).label("reopened"),
-        total(received, CaseFact.dispatch_seconds).label("dispatch_seconds"),
-        total(resolved, CaseFact.resolution_seconds).label("resolution_seconds"),
-    ]
-    query = select(*([group.label("g")] if group is not None else []), *columns).where(
-        *where,
-        CaseFact.accepted_at >= period.begins,
-        CaseFact.accepted_at < end,
-    )
-    if group is not None:
-        query = query.group_by(group)
-    return {
-        (row.g if group is not None else None): dict(row._mapping) for row in session.execute(query)
-    }
+    query = _select(
+        groups,
+        count(received),
+        count(CaseFact.valid.is_(False)),
+        count(resolved),
+        count(on_time),
+        count(reopened),
+        total(received, CaseFact.dispatch_seconds),
+        total(resolved, CaseFact.resolution_seconds),
+    ).where(*where, CaseFact.accepted_at >= period.begins, CaseFact.accepted_at < end)
+    if groups:
+        query = query.group_by(*groups)
+    n = len(groups)
+    for row in session.execute(query):
+        tally = into.setdefault(_key(row, groups), Tally())
+        (
+            tally.received,
+            tally.rejected,
+            tally.resolved,
+            tally.on_time,
+            tally.reopened,
+            tally.dispatch_seconds,
+            tally.resolution_seconds,
+        ) = (int(v or 0) for v in row[n:])
 
 
-def _satisfaction(session: Session, where: list, period: Period, group=None) -> dict[Any, tuple]:
+def _satisfaction(session: Session, where: list, period: Period, groups: list, into: dict) -> None:
     satisfied = func.coalesce(func.sum(case((FeedbackFact.satisfied.is_(True), 1), else_=0)), 0)
     query = (
-        select(
-            *([group.label("g")] if group is not None else []),
-            satisfied.label("satisfied"),
-            func.count().label("all"),
-        )
+        _select(groups, satisfied, func.count())
         .join(CaseFact, CaseFact.case_id == FeedbackFact.case_id)
         .where(*where, FeedbackFact.at >= period.begins, FeedbackFact.at < period.ends)
     )
-    if group is not None:
-        query = query.group_by(group)
-    return {
-        (row.g if group is not None else None): (row.satisfied, row.all)
-        for row in session.execute(query)
-    }
+    if groups:
+        query = query.group_by(*groups)
+    for row in session.execute(query):
+        tally = into.setdefault(_key(row, groups), Tally())
+        tally.satisfied, tally.answered = int(row[-2] or 0), int(row[-1] or 0)
 
 
-def _overdue_open(session: Session, where: list, now: datetime, group=None) -> dict[Any, int]:
+def _overdue_open(session: Session, where: list, now: datetime, groups: list, into: dict) -> None:
     item = aliased(WorkItem)  # the counted items; overdue_condition reads WorkItem on its own
     query = (
-        select(*([group.label("g")] if group is not None else []), func.count(item.id))
+        _select(groups, func.count(item.id))
         .join(Case, Case.id == item.case_id)
         .join(CaseFact, CaseFact.case_id == Case.id)
         .where(*where, item.completed_at.is_(None), overdue_condition(now))
     )
-    if group is not None:
-        query = query.group_by(group)
-    return {(row[0] if group is not None else None): row[-1] for row in session.execute(query)}
+    if groups:
+        query = query.group_by(*groups)
+    for row in session.execute(query):
+        into.setdefault(_key(row, groups), Tally()).overdue_open = int(row[-1] or 0)
 
 
-def _assemble(counts: dict, satisfaction: tuple, overdue: int) -> dict[str, Any]:
-    received, resolved = counts.get("received", 0), counts.get("resolved", 0)
-    satisfied, answered = satisfaction
-    return {
-        "received": received,
-        "rejected": counts.get("rejected", 0),
-        "resolved": resolved,
-        "resolution_rate": rate(resolved, received),
-        "on_time_rate": rate(counts.get("on_time", 0), resolved),
-        "satisfaction_rate": rate(satisfied, answered),
-        "reopen_rate": rate(counts.get("reopened", 0), received),
-        "avg_dispatch_minutes": _mean(counts.get("dispatch_seconds"), received, 60, "1"),
-        "avg_resolution_hours": _mean(counts.get("resolution_seconds"), resolved, 3600, "0.1"),
-        "overdue_open": overdue,
-    }
+def _tallies(
+    session: Session, where: list, period: Period, now: datetime, groups: list
+) -> dict[tuple, Tally]:
+    """Every tally by `groups`, in three queries (cases, feedback, open items)."""
+    found: dict[tuple, Tally] = {}
+    _counts(session, where, period, groups, found)
+    _satisfaction(session, where, period, groups, found)
+    _overdue_open(session, where, now, groups, found)
+    return found
 
 
-def _grouped(
-    session: Session, where: list, period: Period, now: datetime, group
-) -> dict[Any, dict[str, Any]]:
-    counts = _counts(session, where, period, group)
-    satisfaction = _satisfaction(session, where, period, group)
-    overdue = _overdue_open(session, where, now, group)
-    keys = set(counts) | set(satisfaction) | set(overdue)
-    return {
-        key: _assemble(counts.get(key, {}), satisfaction.get(key, (0, 0)), overdue.get(key, 0))
-        for key in keys
-    }
+def _rollup(tallies: dict[tuple, Tally], position: int | None) -> dict[Any, Tally]:
+    """Tallies added up by one part of their key (None: all of them)."""
+    out: dict[Any, Tally] = {}
+    for key, tally in tallies.items():
+        out.setdefault(key[position] if position is not None else None, Tally()).add(tally)
+    return out
 
 
 def figures(
@@ -204,31 +239,36 @@ def figures(
     where = [LEVEL_COLUMN[unit.level] == unit.id]
     if category is not None:
         where.append(CaseFact.category == category)
-    mine = _grouped(session, where, period, now, None).get(None) or _assemble({}, (0, 0), 0)
-    result: dict[str, Any] = {**mine}
+    child_level = CHILD_LEVEL.get(unit.level) if children else None
+    groups = [LEVEL_COLUMN[child_level]] if child_level else []
+    groups.append(CaseFact.category)
+    tallies = _tallies(session, where, period, now, groups)
+    result: dict[str, Any] = _rollup(tallies, None).get(None, Tally()).figures()
     if children:
-        result["children"] = _children(session, unit, where, period, now)
+        per_child = _rollup(tallies, 0) if child_level else {}
+        kids = (
+            session.scalars(
+                select(Unit)
+                .where(Unit.parent_id == unit.id, Unit.level == child_level)
+                .order_by(Unit.code)
+            ).all()
+            if child_level
+            else []
+        )
+        result["children"] = [
+            {
+                "unit": {"code": kid.code, "name": kid.name, "level": kid.level},
+                **per_child.get(kid.id, Tally()).figures(),
+            }
+            for kid in kids
+        ]
     if by_category:
-        per = _grouped(session, where, period, now, CaseFact.category)
+        per = _rollup(tallies, -1)
         result["by_category"] = [
-            {"category": key, **per[key]} for key in sorted(per, key=lambda k: (k is None, k or ""))
+            {"category": key, **per[key].figures()}
+            for key in sorted(per, key=lambda k: (k is None, k or ""))
         ]
     return result
-
-
-def _children(session: Session, unit: Unit, where: list, period: Period, now: datetime) -> list:
-    level = CHILD_LEVEL.get(unit.level)
-    if level is None:
-        return []
-    kids = session.scalars(
-        select(Unit).where(Unit.parent_id == unit.id, Unit.level == level).order_by(Unit.code)
-    ).all()
-    per = _grouped(session, where, period, now, LEVEL_COLUMN[level])
-    empty = _assemble({}, (0, 0), 0)
-    return [
-        {"unit": {"code": kid.code, "name": kid.name, "level": kid.level}, **per.get(kid.id, empty)}
-        for kid in kids
-    ]
 
 
 def widest_units(session: Session, viewer) -> list[Unit]:
@@ -251,3 +291,170 @@ def widest_units(session: Session, viewer) -> list[Unit]:
         return False
 
     return sorted((u for u in units if not above(u.id)), key=lambda u: u.code)
+
+
+# ------------------------------------------------------------------ the dashboards' series
+#
+# What the dashboards draw beside the §11 figures: a trend, where cases got resolved, and the
+# open items that have waited longest. They count the same `case_fact` rows as `figures()`, with
+# the same meaning of received and resolved, so every chart adds up to a tile on the same page.
+
+BUCKETS = ("week", "month")
+
+
+def bucket_start(day: date, bucket: str) -> date:
+    """The first day of the week (Monday, as Chinese calendars start it) or month holding `day`."""
+    if bucket == "week":
+        return day - timedelta(days=day.weekday())
+    if bucket == "month":
+        return day.replace(day=1)
+    raise ValueError(f"a bucket is a week or a month: {bucket}")
+
+
+def bucket_count(period: Period, bucket: str) -> int:
+    """How many points a trend of the period has, worked out without listing them, so that a
+    caller can refuse a period too long to draw before anything is counted."""
+    first, last = bucket_start(period.start, bucket), bucket_start(period.end, bucket)
+    if bucket == "week":
+        return (last - first).days // 7 + 1
+    return (last.year - first.year) * 12 + last.month - first.month + 1
+
+
+def _bucket_starts(period: Period, bucket: str) -> list[date]:
+    starts, current = [], bucket_start(period.start, bucket)
+    while current <= period.end:
+        starts.append(current)
+        if bucket == "week":
+            current += timedelta(days=7)
+        else:  # the 28th plus four days is always in the next month
+            current = (current.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return starts
+
+
+def _shanghai_day(moment: datetime) -> date:
+    return moment.astimezone(SHANGHAI).date()
+
+
+def _unit_where(unit: Unit, category: str | None) -> list:
+    if unit.level not in LEVEL_COLUMN:
+        raise ValueError(f"figures are kept for towns, villages, districts and grids: {unit.level}")
+    where = [LEVEL_COLUMN[unit.level] == unit.id]
+    if category is not None:
+        where.append(CaseFact.category == category)
+    return where
+
+
+def _resolved_in(period: Period) -> list:
+    """The conditions of `resolved` in §11: received in the period, archived before its end."""
+    return [
+        CaseFact.valid.is_(True),
+        CaseFact.accepted_at >= period.begins,
+        CaseFact.accepted_at < period.ends,
+        CaseFact.archived_at < period.ends,
+    ]
+
+
+def trend(
+    session: Session, unit: Unit, period: Period, bucket: str, category: str | None = None
+) -> list[dict[str, Any]]:
+    """received and resolved per week or month of the period: [{start, received, resolved}].
+
+    The rows are the period's received cases: each counts as received in the bucket of its
+    accept and, when it was archived before the period's end, as resolved in the bucket of its
+    archiving. So the buckets sum to the `received` and `resolved` of `figures()` for the same
+    unit and period. The first and last buckets may be partial (`start` is the bucket's own
+    Monday or first of the month, which may precede the period). Buckets are made here from
+    Shanghai dates because SQLite and PostgreSQL spell date arithmetic differently; a period
+    holds at most a town's year or so of cases, two timestamps each.
+    """
+    points = {
+        start: {"start": start, "received": 0, "resolved": 0}
+        for start in _bucket_starts(period, bucket)
+    }
+    rows = session.execute(
+        select(CaseFact.accepted_at, CaseFact.archived_at).where(
+            *_unit_where(unit, category),
+            CaseFact.valid.is_(True),
+            CaseFact.accepted_at >= period.begins,
+            CaseFact.accepted_at < period.ends,
+        )
+    )
+    for accepted_at, archived_at in rows:
+        points[bucket_start(_shanghai_day(accepted_at), bucket)]["received"] += 1
+        if archived_at is not None and archived_at < period.ends:
+            points[bucket_start(_shanghai_day(archived_at), bucket)]["resolved"] += 1
+    return list(points.values())
+
+
+def resolved_tiers(
+    session: Session, unit: Unit, period: Period, category: str | None = None
+) -> list[dict[str, Any]]:
+    """For the heat map: per child unit (a grid: the grid itself), how many of its cases resolved
+    in the period were resolved at each tier: [{unit {code, name, level}, tiers {tier: n}}].
+
+    Resolved means what it means in `figures()`, so a row's counts add up to that child's
+    `resolved`. Every tier of the loop is listed (0 when none), bottom to top, so the map's
+    columns do not move between units; a tier an older diagram used is added after them.
+    """
+    from .models import TIERS  # the five tiers, fixed by the contract (DESIGN §1)
+
+    level = CHILD_LEVEL.get(unit.level)
+    if level is None:
+        rows_of, column = [unit], LEVEL_COLUMN[unit.level]
+    else:
+        column = LEVEL_COLUMN[level]
+        rows_of = list(
+            session.scalars(
+                select(Unit)
+                .where(Unit.parent_id == unit.id, Unit.level == level)
+                .order_by(Unit.code)
+            )
+        )
+    counts: dict[int, dict[str, int]] = {}
+    query = (
+        select(column, CaseFact.resolved_tier, func.count())
+        .where(*_unit_where(unit, category), *_resolved_in(period))
+        .where(CaseFact.resolved_tier.is_not(None))
+        .group_by(column, CaseFact.resolved_tier)
+    )
+    for unit_id, tier, count in session.execute(query):
+        counts.setdefault(unit_id, {})[tier] = count
+    extra = sorted({t for per in counts.values() for t in per} - set(TIERS))
+    return [
+        {
+            "unit": {"code": kid.code, "name": kid.name, "level": kid.level},
+            "tiers": {tier: counts.get(kid.id, {}).get(tier, 0) for tier in (*TIERS, *extra)},
+        }
+        for kid in rows_of
+    ]
+
+
+def slowest_open(session: Session, unit: Unit, now: datetime, limit: int = 5) -> list[dict]:
+    """The open work items of cases under the unit that have waited longest (earliest made
+    ready first), for the dashboards' "slowest open" list: what a leader should ask about. Like
+    `overdue_open`, it is about now, whatever the period; `overdue` is the one definition of
+    engine/deadlines.py, so the list agrees with the inbox and the case page."""
+    from .deadlines import item_overdue
+
+    query = (
+        select(WorkItem, Case.number, Case.title, Unit.code, Unit.name)
+        .join(Case, Case.id == WorkItem.case_id)
+        .join(CaseFact, CaseFact.case_id == WorkItem.case_id)
+        .join(Unit, Unit.id == WorkItem.unit_id)
+        .where(*_unit_where(unit, None), WorkItem.completed_at.is_(None))
+        .order_by(WorkItem.created_at, WorkItem.id)
+        .limit(limit)
+    )
+    return [
+        {
+            "case": number,
+            "title": title,
+            "task": item.task,
+            "role": item.role,
+            "unit": {"code": code, "name": name},
+            "created_at": item.created_at,
+            "due_at": item.due_at,
+            "overdue": item_overdue(item, now),
+        }
+        for item, number, title, code, name in session.execute(query)
+    ]
