@@ -279,3 +279,25 @@ def test_the_facts_filled_in_from_the_events_equal_those_kept_step_by_step(town)
     gl.session.commit()
     assert rows() == kept
     assert len(kept[0]) == 3 and len(kept[1]) == 2
+
+
+def test_the_xlsx_export_and_the_page_show_the_same_84_8(year):
+    """The same figure through the other doors: the xlsx export and the dashboard page."""
+    import io
+
+    from apps import web_client
+    from openpyxl import load_workbook
+
+    app, _gl, _per_grid = year
+    client = web_client(app, "tl1")
+    answer = client.get("/figures/export.xlsx")
+    assert answer.status_code == 200
+    sheet = load_workbook(io.BytesIO(answer.data))["figures"]
+    names = [cell.value for cell in sheet[2]]
+    town = dict(zip(names, [cell.value for cell in sheet[3]], strict=True))
+    assert (town["unit"], town["received"], town["resolved"]) == ("XDK", 231, 196)
+    assert town["resolution_rate"] == 84.8
+    villages = [dict(zip(names, [c.value for c in row], strict=True)) for row in sheet.iter_rows(4)]
+    assert sum(v["received"] for v in villages) == 231
+    page = client.get("/figures").get_data(as_text=True)
+    assert "84.8" in page and "231" in page
