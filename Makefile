@@ -10,6 +10,9 @@ NPM_STAMP := node_modules/.installed-$(shell cat package.json package-lock.json 
 BPMN_JS   := node_modules/bpmn-js/dist
 VENDOR    := webapp/static/vendor/bpmn-js
 VENDOR_STAMP := $(VENDOR)/.copied-$(shell cat package-lock.json | sha1sum | cut -c1-12)
+ECHARTS   := node_modules/echarts/dist
+ECHARTS_VENDOR := webapp/static/vendor/echarts
+ECHARTS_STAMP  := $(ECHARTS_VENDOR)/.copied-$(shell cat package-lock.json | sha1sum | cut -c1-12)
 # Browser tests use Debian's Chromium and CJK fonts; as root on CI, otherwise through sudo.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT    := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
@@ -34,7 +37,13 @@ $(VENDOR_STAMP): $(NPM_STAMP)
 	cp -R $(BPMN_JS)/assets $(VENDOR)/assets
 	@touch $@
 
-vendor: $(VENDOR_STAMP)
+# The dashboards draw their charts with ECharts, from here too.
+$(ECHARTS_STAMP): $(NPM_STAMP)
+	rm -rf $(ECHARTS_VENDOR) && mkdir -p $(ECHARTS_VENDOR)
+	cp $(ECHARTS)/echarts.min.js $(ECHARTS_VENDOR)/
+	@touch $@
+
+vendor: $(VENDOR_STAMP) $(ECHARTS_STAMP)
 
 install: $(STAMP) vendor
 

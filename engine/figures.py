@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session, aliased
 
 from .case_search import overdue_condition
 from .clock import SHANGHAI
-from .models import Case, CaseFact, FeedbackFact, Unit, WorkItem
+from .deadlines import item_overdue
+from .models import TIERS, Case, CaseFact, FeedbackFact, Unit, WorkItem
 
 CHILD_LEVEL = {"town": "village", "village": "district", "district": "grid"}
 LEVEL_COLUMN = {
@@ -396,7 +397,6 @@ def resolved_tiers(
     `resolved`. Every tier of the loop is listed (0 when none), bottom to top, so the map's
     columns do not move between units; a tier an older diagram used is added after them.
     """
-    from .models import TIERS  # the five tiers, fixed by the contract (DESIGN §1)
 
     level = CHILD_LEVEL.get(unit.level)
     if level is None:
@@ -434,7 +434,6 @@ def slowest_open(session: Session, unit: Unit, now: datetime, limit: int = 5) ->
     ready first), for the dashboards' "slowest open" list: what a leader should ask about. Like
     `overdue_open`, it is about now, whatever the period; `overdue` is the one definition of
     engine/deadlines.py, so the list agrees with the inbox and the case page."""
-    from .deadlines import item_overdue
 
     query = (
         select(WorkItem, Case.number, Case.title, Unit.code, Unit.name)
@@ -447,7 +446,7 @@ def slowest_open(session: Session, unit: Unit, now: datetime, limit: int = 5) ->
     )
     return [
         {
-            "case": number,
+            "number": number,
             "title": title,
             "task": item.task,
             "role": item.role,

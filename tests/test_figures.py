@@ -132,6 +132,8 @@ def test_bad_requests_name_their_field(year):
     headers = bearer(api, "tl1")
     for query, field in (
         ("from=2026-13-01", "from"),
+        ("from=0001-01-01", "from"),
+        ("to=9999-12-31", "to"),
         ("from=2026-05-01&to=2026-04-01", "to"),
         ("category=nonsense", "category"),
         ("unit=PS", "unit"),

@@ -103,12 +103,14 @@ def test_a_town_item_fired_ahead_of_the_clock_is_overdue_everywhere(web_town, we
 
 # ------------------------------------------------------------------ menus and landings
 
-# Who may use which page, by the positions in test_web_inbox's organisation.
+# Who may use which page, by the positions in test_web_inbox's organisation. Leaders of units
+# and auditors also get the figures and the overdue board.
+FIGURES = ["dashboards.index", "board.index"]
 MENUS = {
     "off1": ["inbox.index", "cases.mine", "cases.new"],
-    "gl1": ["inbox.index", "cases.index"],
-    "tl1": ["inbox.index", "cases.index"],
-    "aud": ["cases.index", "audit.index"],
+    "gl1": ["inbox.index", "cases.index", *FIGURES],
+    "tl1": ["inbox.index", "cases.index", *FIGURES],
+    "aud": ["cases.index", *FIGURES, "audit.index"],
     "ps1": ["cases.index"],
     "adm": ["admin.ops", "audit.index"],
 }

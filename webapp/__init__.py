@@ -92,7 +92,7 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
     app.register_blueprint(delegation.bp)
     app.register_blueprint(audit.bp)
     app.register_blueprint(dossier.bp)
-    for name in ("inbox", "cases", "admin", "photos", "steps"):
+    for name in ("inbox", "cases", "admin", "photos", "steps", "board", "dashboards"):
         module = import_module(f"webapp.{name}")
         app.register_blueprint(module.bp)
     web.register_filters(app)

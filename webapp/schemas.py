@@ -5,10 +5,18 @@ Output schemas exist for the OpenAPI document; answers are built by the serializ
 
 from __future__ import annotations
 
+from datetime import date
+
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from engine.case_search import PERSON_ROLES, CaseFilters, UnitRef
 from engine.photos import MAX_PER_STEP
+
+# The days a filter or a period may name: wide enough for any record, narrow enough that a day
+# before or after it is still a date.
+DAYS = validate.Range(
+    min=date(2000, 1, 1), max=date(2099, 12, 31), error="must be a day from 2000 to 2099"
+)
 
 # Categories and severities are the live bundle's (engine/words.py); the engine checks them when
 # a case is opened. The six statuses are fixed by the contract (DESIGN §5).
@@ -71,8 +79,8 @@ class CaseListArgs(Schema):
     person_as = fields.String(load_default="any", validate=validate.OneOf(PERSON_ROLES))
     category = fields.String(validate=validate.Length(min=1, max=32))
     status = fields.String(validate=validate.OneOf((*STATUSES, "open")))
-    from_ = fields.Date(data_key="from")
-    to = fields.Date()
+    from_ = fields.Date(data_key="from", validate=DAYS)
+    to = fields.Date(validate=DAYS)
     overdue = fields.Boolean()
     escalated = fields.Integer(validate=validate.Range(min=1, max=1000))
     cursor = fields.String()
@@ -251,8 +259,8 @@ class StatsArgs(Schema):
     days, both inclusive (default: this year up to today), and optionally one category."""
 
     unit = fields.String(validate=validate.Length(min=1, max=64))
-    from_ = fields.Date(data_key="from")
-    to = fields.Date()
+    from_ = fields.Date(data_key="from", validate=DAYS)
+    to = fields.Date(validate=DAYS)
     category = fields.String(validate=validate.Length(min=1, max=32))
 
     @validates_schema

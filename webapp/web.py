@@ -144,6 +144,9 @@ def menu() -> list[tuple[str, str]]:
         links.append(("cases.new", gettext("New case")))
     if p.reads_cases:
         links.append(("cases.index", case_list_title()))
+    if p.reads_cases and (p.handles or p.audits):  # covers a unit (a leader) or audits
+        links.append(("dashboards.index", gettext("Figures")))
+        links.append(("board.index", gettext("Overdue board")))
     if p.administers:
         links.append(("admin.ops", gettext("Operations")))
     if p.audits:

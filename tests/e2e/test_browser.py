@@ -343,12 +343,14 @@ def test_english_after_switching_language(login, step):
 
 # ------------------------------------------------------------------ every role's pages
 
-# What each role's menu offers (by endpoint), in the e2e organisation.
+# What each role's menu offers (by endpoint), in the e2e organisation. Leaders of units and
+# auditors also get the figures and the overdue board.
+FIGURES = ["dashboards.index", "board.index"]
 ROLE_MENUS = {
     "off1": ["inbox.index", "cases.mine", "cases.new"],
-    "gl1": ["inbox.index", "cases.index"],
-    "tl1": ["inbox.index", "cases.index"],
-    "aud": ["cases.index", "audit.index"],
+    "gl1": ["inbox.index", "cases.index", *FIGURES],
+    "tl1": ["inbox.index", "cases.index", *FIGURES],
+    "aud": ["cases.index", *FIGURES, "audit.index"],
     "ps1": ["cases.index"],
     "adm": ["admin.ops", "audit.index"],
 }
