@@ -80,11 +80,6 @@ def covered_unit(session: Session, viewer: Viewer, code: str) -> UnitRef:
     return UnitRef(unit.id, unit.level)
 
 
-def unit_filter(session: Session, viewer: Viewer, code: str) -> ColumnElement[bool]:
-    """SQL condition: the cases under the unit `code`, which the viewer must cover."""
-    return unit_condition(covered_unit(session, viewer, code))
-
-
 def unit_condition(unit: UnitRef) -> ColumnElement[bool]:
     """The cases under a unit: by the case's column at its level, or for a department the
     cases a town leader named it on (联办)."""

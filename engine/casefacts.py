@@ -50,10 +50,17 @@ def on_step(
                 },
             )
         elif type_ == "task_completed" and task == "accept":
-            values.update(
-                accepted_at=now,
-                valid=data.get("valid") is True,
-                dispatch_seconds=_seconds(case.opened_at, now),
+            # The first acceptance counts: a case sent to another grid while it was handled
+            # (转办) is accepted again there, and must not move out of the period it was
+            # received in.
+            conn.execute(
+                update(FACTS)
+                .where(FACTS.c.case_id == case.id, FACTS.c.accepted_at.is_(None))
+                .values(
+                    accepted_at=now,
+                    valid=data.get("valid") is True,
+                    dispatch_seconds=_seconds(case.opened_at, now),
+                )
             )
             if data.get("category"):
                 values["category"] = data["category"]

@@ -176,6 +176,12 @@ def verify_all(
                 report.problems.append(Problem(number, seq, reason))
         if progress:
             progress(min(start + CHUNK, total), total)
+    if case_number is None:  # a case a digest names must still exist
+        present = {number for _id, number in cases}
+        for number, heads in sorted(expected.items()):
+            if number not in present:
+                seq, _head, n = min(heads)
+                report.problems.append(Problem(number, 1, f"named by digest {n}, missing"))
     return report
 
 
@@ -185,7 +191,11 @@ def _digested_heads(session: Session, report: Report) -> dict[str, list[tuple[in
     prev = GENESIS
     for digest in session.scalars(select(Digest).order_by(Digest.n)):
         report.digests += 1
-        heads = json.loads(digest.heads)
+        heads = _heads(digest.heads)
+        if heads is None:
+            report.problems.append(Problem("digest", digest.n, "heads unreadable"))
+            prev = digest.hash
+            continue
         if digest.n != report.digests:
             report.problems.append(Problem("digest", digest.n, f"digest {report.digests} missing"))
         elif digest.prev != prev:
@@ -196,6 +206,23 @@ def _digested_heads(session: Session, report: Report) -> dict[str, list[tuple[in
         for number, seq, head in heads:
             expected.setdefault(number, []).append((seq, head, digest.n))
     return expected
+
+
+def _heads(text: str) -> list | None:
+    """A digest's stored heads, or None when they are not a list of [number, seq, hash]."""
+    try:
+        heads = json.loads(text)
+    except ValueError:
+        return None
+    ok = isinstance(heads, list) and all(
+        isinstance(h, list)
+        and len(h) == 3
+        and isinstance(h[0], str)
+        and isinstance(h[1], int)
+        and isinstance(h[2], str)
+        for h in heads
+    )
+    return heads if ok else None
 
 
 def _events_of(session: Session, case_ids: list[int]) -> dict[int, list[CaseEvent]]:

@@ -22,10 +22,11 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from .access import Viewer, case_scope
 from .case_search import overdue_condition
 from .clock import SHANGHAI
 from .deadlines import item_overdue
-from .models import TIERS, Case, CaseFact, FeedbackFact, Unit, WorkItem
+from .models import TIERS, Case, CaseFact, FeedbackFact, Unit, WorkItem, case_unit
 
 CHILD_LEVEL = {"town": "village", "village": "district", "district": "grid"}
 LEVEL_COLUMN = {
@@ -225,6 +226,16 @@ def _rollup(tallies: dict[tuple, Tally], position: int | None) -> dict[Any, Tall
     return out
 
 
+def _unit_where(unit: Unit, category: str | None) -> list:
+    """The facts under a unit (by the units a case was opened in), of one category or all."""
+    if unit.level not in LEVEL_COLUMN:
+        raise ValueError(f"figures are kept for towns, villages, districts and grids: {unit.level}")
+    where = [LEVEL_COLUMN[unit.level] == unit.id]
+    if category is not None:
+        where.append(CaseFact.category == category)
+    return where
+
+
 def figures(
     session: Session,
     unit: Unit,
@@ -235,11 +246,7 @@ def figures(
     by_category: bool = True,
 ) -> dict[str, Any]:
     """A unit's figures for a period, with the same figures per child unit and per category."""
-    if unit.level not in LEVEL_COLUMN:
-        raise ValueError(f"figures are kept for towns, villages, districts and grids: {unit.level}")
-    where = [LEVEL_COLUMN[unit.level] == unit.id]
-    if category is not None:
-        where.append(CaseFact.category == category)
+    where = _unit_where(unit, category)
     child_level = CHILD_LEVEL.get(unit.level) if children else None
     groups = [LEVEL_COLUMN[child_level]] if child_level else []
     groups.append(CaseFact.category)
@@ -277,9 +284,13 @@ def widest_units(session: Session, viewer) -> list[Unit]:
     tier positions (and those they cover for a delegator) that no other of them lies under."""
     if viewer.is_auditor:
         return list(session.scalars(select(Unit).where(Unit.level == "town").order_by(Unit.code)))
-    held = {unit for _role, unit, level in viewer.positions if level in LEVEL_COLUMN}
-    for cover in viewer.covers:
-        held |= {unit for _role, unit, level in cover.positions if level in LEVEL_COLUMN}
+    # Auditor and administrator posts sit on the town but open no cases (DESIGN §4).
+    positions = [*viewer.positions, *(p for cover in viewer.covers for p in cover.positions)]
+    held = {
+        unit
+        for role, unit, level in positions
+        if level in LEVEL_COLUMN and role not in ("auditor", "admin")
+    }
     units = list(session.scalars(select(Unit).where(Unit.id.in_(held)))) if held else []
     parents = dict(session.execute(select(Unit.id, Unit.parent_id)).tuples().all())
 
@@ -334,15 +345,6 @@ def _bucket_starts(period: Period, bucket: str) -> list[date]:
 
 def _shanghai_day(moment: datetime) -> date:
     return moment.astimezone(SHANGHAI).date()
-
-
-def _unit_where(unit: Unit, category: str | None) -> list:
-    if unit.level not in LEVEL_COLUMN:
-        raise ValueError(f"figures are kept for towns, villages, districts and grids: {unit.level}")
-    where = [LEVEL_COLUMN[unit.level] == unit.id]
-    if category is not None:
-        where.append(CaseFact.category == category)
-    return where
 
 
 def _resolved_in(period: Period) -> list:
@@ -429,18 +431,25 @@ def resolved_tiers(
     ]
 
 
-def slowest_open(session: Session, unit: Unit, now: datetime, limit: int = 5) -> list[dict]:
+def slowest_open(
+    session: Session, viewer: Viewer, unit: Unit, now: datetime, limit: int = 5
+) -> list[dict]:
     """The open work items of cases under the unit that have waited longest (earliest made
     ready first), for the dashboards' "slowest open" list: what a leader should ask about. Like
     `overdue_open`, it is about now, whatever the period; `overdue` is the one definition of
-    engine/deadlines.py, so the list agrees with the inbox and the case page."""
+    engine/deadlines.py, so the list agrees with the inbox and the case page. Unlike the
+    counts, it names cases: those under the unit now (a transferred case is its new grid's), and
+    only those the viewer may see (DESIGN §4)."""
 
     query = (
         select(WorkItem, Case.number, Case.title, Unit.code, Unit.name)
         .join(Case, Case.id == WorkItem.case_id)
-        .join(CaseFact, CaseFact.case_id == WorkItem.case_id)
         .join(Unit, Unit.id == WorkItem.unit_id)
-        .where(*_unit_where(unit, None), WorkItem.completed_at.is_(None))
+        .where(
+            case_unit(Case, unit.level) == unit.id,
+            case_scope(viewer),
+            WorkItem.completed_at.is_(None),
+        )
         .order_by(WorkItem.created_at, WorkItem.id)
         .limit(limit)
     )

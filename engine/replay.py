@@ -234,13 +234,14 @@ class _Replay:
     def run(self, events: list) -> ReplayResult:
         prev, pending = GENESIS, deque()
         replayed = 0
-        stored_events = [as_dict(self.case.number, row) for row in events]
         try:
-            for expected_seq, (row, stored) in enumerate(
-                zip(events, stored_events, strict=True), start=1
-            ):
+            for expected_seq, row in enumerate(events, start=1):
                 if row.seq != expected_seq:
                     raise _Diverged(Divergence(expected_seq, "hash", None, "missing event"))
+                try:
+                    stored = as_dict(self.case.number, row)
+                except ValueError:
+                    raise _Diverged(Divergence(row.seq, "hash", None, "unreadable data")) from None
                 ran: list[str] = []
                 decisions: list[dict] = []
                 if stored["type"] in BOOKKEEPING:
@@ -251,6 +252,10 @@ class _Replay:
                         outcome = self._step_at(stored)
                         pending = deque(outcome.events)
                         ran, decisions = self._ran(outcome)
+                        if not pending:  # the step records nothing: no such event can be
+                            raise _Diverged(
+                                Divergence(row.seq, "hash", "no event from this step", row.type)
+                            )
                     type_, task, data = pending.popleft()
                     recomputed = self._event(stored, type_, task, data)
                 digest = chain_hash(prev, recomputed)

@@ -160,7 +160,10 @@ def test_digests_list_only_the_chains_that_grew_and_chain_to_each_other(town):
     gl.complete("gl1", gl.reload(first), {"outcome": "resolved"})
     three = api.post("/api/v1/digests", headers=aud).get_json()
     assert [h[0] for h in three["heads"]] == [first.number]
-    listed = api.get("/api/v1/digests", headers=bearer(api, "gl1")).get_json()["items"]
+    # A digest's heads name every case that grew: for auditors and administrators only.
+    assert api.get("/api/v1/digests", headers=bearer(api, "gl1")).status_code == 403
+    assert api.get("/api/v1/digests/1", headers=bearer(api, "off1")).status_code == 403
+    listed = api.get("/api/v1/digests", headers=bearer(api, "adm")).get_json()["items"]
     assert [d["n"] for d in listed] == [3, 2, 1]
     assert listed[1]["prev"] == one["hash"] and listed[0]["prev"] == listed[1]["hash"]
     assert api.get("/api/v1/digests/3", headers=aud).get_json()["heads"] == three["heads"]
@@ -347,3 +350,43 @@ def test_an_honest_history_replays_after_a_digest(town):
     gl.session.commit()
     assert digests.verify_all(gl.session).ok
     assert gl.reload(case).digested_seq == gl.reload(case).event_seq
+
+
+def test_a_deleted_case_is_caught_against_the_digest_that_named_it(town):
+    _app, gl = town
+    gone, kept = gl.accepted(), gl.accepted()
+    digests.make(gl.session, gl.clock.now(), "aud")
+    gl.session.commit()
+    for table in (CaseAccess, CaseEvent):
+        gl.session.execute(delete(table).where(table.case_id == gone.id))
+    from engine.models import CaseFact, Reporter, Timer, WorkItem
+
+    for table in (WorkItem, Timer, Reporter, CaseFact):
+        gl.session.execute(delete(table).where(table.case_id == gone.id))
+    gl.session.execute(delete(Case).where(Case.id == gone.id))
+    gl.session.commit()
+    problems = digests.verify_all(gl.session).problems
+    assert [(p.case, p.reason) for p in problems] == [(gone.number, "named by digest 1, missing")]
+    assert kept.number not in {p.case for p in problems}
+
+
+def test_an_auditor_opening_a_task_page_or_the_steps_is_logged(town):
+    app, gl = town
+    case = gl.accepted()
+    item = gl.item(case)
+    auditor = web_client(app, "aud")
+    assert auditor.get(f"/tasks/{item.id}").status_code == 200
+    assert auditor.get(f"/cases/{case.number}/steps.json").status_code == 200
+    gl.session.rollback()
+    rows = gl.session.scalars(select(CaseAccess).order_by(CaseAccess.id)).all()
+    assert [(r.case_id, r.how) for r in rows] == [(case.id, "page"), (case.id, "steps")]
+
+
+def test_odd_paging_values_are_a_first_page_not_an_error(town):
+    app, _gl = town
+    api = app.test_client()
+    huge = "99999999999999999999"
+    assert api.get(f"/api/v1/digests?cursor={huge}", headers=bearer(api, "aud")).status_code == 200
+    page = web_client(app, "aud")
+    assert page.get(f"/audit?before={huge}").status_code == 200
+    assert page.get(f"/audit/access?before={huge}").status_code == 200

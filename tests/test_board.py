@@ -392,3 +392,22 @@ def test_the_monthly_report_renders_in_both_languages(town):
 
     assert web_client(app, "dl1").get("/figures/report?month=2026-13").status_code == 400
     assert web_client(app, "gl1").get("/figures/report?unit=V02").status_code == 404
+
+
+def test_a_title_with_a_control_character_still_exports(town):
+    """A title pasted from Word may hold a vertical tab, which xlsx cannot: it is left out."""
+    app, gl = town
+    case = gl.open("off1", title="路灯\x0b坏了")
+    gl.fire(gl.item(case).due_at)
+    response = web_client(app, "gl1").get("/board.xlsx")
+    assert response.status_code == 200
+    sheet = load_workbook(io.BytesIO(response.get_data()))["board"]
+    assert sheet["B2"].value == "路灯坏了"
+
+
+def test_odd_page_and_month_values_are_refused_not_crashed(town):
+    app, _gl = town
+    client = web_client(app, "tl1")
+    assert client.get("/board?page=%C2%B2").status_code == 400
+    assert client.get("/figures/report?month=9999-12").status_code == 400
+    assert client.get("/figures/report?month=2026-10").status_code == 200

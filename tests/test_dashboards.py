@@ -293,7 +293,7 @@ def test_slowest_open_lists_the_items_waiting_longest_first(gl):
     gl.session.commit()
     now = gl.clock.now()
 
-    village = slowest_open(gl.session, unit(gl, "V01"), now)
+    village = slowest_open(gl.session, gl.viewer("aud"), unit(gl, "V01"), now)
     assert [(s["number"], s["task"]) for s in village] == [
         (first.number, "accept"),
         (second.number, "handle"),
@@ -304,8 +304,13 @@ def test_slowest_open_lists_the_items_waiting_longest_first(gl):
     assert village[1]["unit"]["code"] == "V01-D1-G02" and village[1]["role"] == "grid_leader"
     assert [s["created_at"] for s in village] == sorted(s["created_at"] for s in village)
     assert not any(s["overdue"] for s in village)
-    assert len(slowest_open(gl.session, unit(gl, "XDK"), now, limit=2)) == 2
-    assert [s["title"] for s in slowest_open(gl.session, unit(gl, "V02"), now)] == ["二村的"]
+    assert len(slowest_open(gl.session, gl.viewer("aud"), unit(gl, "XDK"), now, limit=2)) == 2
+    assert [
+        s["title"] for s in slowest_open(gl.session, gl.viewer("aud"), unit(gl, "V02"), now)
+    ] == ["二村的"]
     # Past its deadline the oldest item is overdue, by the one definition.
     later = first.opened_at + timedelta(days=3)
-    assert slowest_open(gl.session, unit(gl, "V01-D1-G01"), later)[0]["overdue"] is True
+    assert (
+        slowest_open(gl.session, gl.viewer("aud"), unit(gl, "V01-D1-G01"), later)[0]["overdue"]
+        is True
+    )

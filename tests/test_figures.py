@@ -303,3 +303,45 @@ def test_the_xlsx_export_and_the_page_show_the_same_84_8(year):
     assert sum(v["received"] for v in villages) == 231
     page = client.get("/figures").get_data(as_text=True)
     assert "84.8" in page and "231" in page
+
+
+def test_administrators_have_no_figures_of_their_own(town):
+    """An administrator's post sits on the town but opens no case (DESIGN §4)."""
+    app, gl = town
+    gl.accepted()
+    api = app.test_client()
+    assert api.get(f"{API}/stats", headers=bearer(api, "adm")).status_code == 404
+    assert api.get(f"{API}/stats?unit=XDK", headers=bearer(api, "adm")).status_code == 404
+
+
+def test_a_case_accepted_again_after_a_transfer_stays_received_when_it_first_was(town):
+    """转办 during handling sends the case back to accept at another grid: the first acceptance
+    is the one the figures count, so an earlier period's report does not change."""
+    app, gl = town
+    case = gl.accepted()  # Monday 2026-11-23
+    handle = gl.item(case)
+    gl.clock.advance(days=10)
+    gl.runtime.transfer(gl.session, gl.viewer("gl1"), handle.id, "V01-D1-G02", "属二组")
+    accept = gl.item(gl.reload(case))
+    gl.runtime.claim(gl.session, gl.viewer("off2"), accept.id)
+    gl.runtime.complete(gl.session, gl.viewer("off2"), accept.id, {"valid": False, "note": "重复"})
+    week = _stats(app, **{"from": "2026-11-23", "to": "2026-11-29"})
+    assert (week["received"], week["rejected"], week["avg_dispatch_minutes"]) == (1, 0, 0)
+    later = _stats(app, **{"from": "2026-11-30", "to": "2026-12-31"})
+    assert (later["received"], later["rejected"]) == (0, 0)
+
+
+def test_the_slowest_open_items_name_only_cases_the_viewer_may_see_where_they_are_now(town):
+    from engine.figures import slowest_open
+
+    app, gl = town
+    case = gl.open(None)  # a resident's report, sent on to another village's grid
+    gl.runtime.transfer(gl.session, gl.viewer("off1"), gl.item(case).id, "V02-D1-G01", "属二村")
+    v01, v02 = (
+        gl.session.scalars(select(Unit).where(Unit.code == c)).one() for c in ("V01", "V02")
+    )
+    now = gl.clock.now()
+    assert slowest_open(gl.session, gl.viewer("vs1"), v01, now) == []
+    assert [s["number"] for s in slowest_open(gl.session, gl.viewer("vs2"), v02, now)] == [
+        case.number
+    ]

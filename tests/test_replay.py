@@ -247,3 +247,28 @@ def test_an_event_the_diagram_cannot_run_is_a_divergence_not_an_error(gl):
         target.seq,
         "hash",
     )
+
+
+def test_an_event_whose_type_was_changed_is_a_divergence_not_an_error(gl):
+    """A bookkeeping event made to look like a process event produces nothing when replayed."""
+    case = gl.accepted()
+    claimed = gl.last(case, "claimed")
+    gl.session.execute(
+        update(CaseEvent).where(CaseEvent.id == claimed.id).values(type="supervised")
+    )
+    gl.session.commit()
+    result = replay(gl.session, gl.reload(case), gl.runtime.registry)
+    assert (result.ok, result.divergence.seq) == (False, claimed.seq)
+
+
+def test_unreadable_event_data_is_a_divergence_not_an_error(gl):
+    case = gl.accepted()
+    last = gl.events(case)[-1]
+    gl.session.execute(update(CaseEvent).where(CaseEvent.id == last.id).values(data="{not json"))
+    gl.session.commit()
+    result = replay(gl.session, gl.reload(case), gl.runtime.registry)
+    assert (result.ok, result.divergence.seq, result.divergence.found) == (
+        False,
+        last.seq,
+        "unreadable data",
+    )

@@ -222,13 +222,16 @@ def test_outside_a_grid_leaders_units_the_viewer_does_not_exist(app, done):
 
 
 def test_an_auditors_viewing_is_logged_once_a_page_a_leaders_is_not(app, done):
+    """The page's fetch of its events is the opening that is logged (the page alone shows only
+    the case's number and title, as the case list does)."""
     leader = web_client(app, "gl1")
     assert leader.get(f"/cases/{done}/steps").status_code == 200
     frames_of(leader, done)
     assert case_accesses(app) == []
     auditor = web_client(app, "aud")
     assert auditor.get(f"/cases/{done}/steps").status_code == 200
-    frames_of(auditor, done)  # the page's own fetch: not a second opening
+    assert case_accesses(app) == []
+    frames_of(auditor, done)  # the page's own fetch of the events
     assert case_accesses(app) == [("aud", "steps")]
 
 

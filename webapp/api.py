@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from engine import access_log
 from engine.access import case_scope, viewer_of
-from engine.case_search import case_page, covered_unit, search_query, unit_filter
+from engine.case_search import case_page, covered_unit, search_query
 from engine.clock import iso
 from engine.deadlines import case_deadline, item_overdue
 from engine.errors import Conflict, Forbidden, GridloopError, Invalid, NotFound
@@ -289,12 +289,6 @@ def list_cases():
             "next_cursor": encode_cursor([last]) if last else None,
         }
     )
-
-
-def _in_unit(code: str):
-    """The cases under a unit the caller covers. A code that names no unit and one outside the
-    caller's units both answer 404 (DESIGN §4), so the filter does not tell which codes exist."""
-    return unit_filter(db.session, g.viewer, code)
 
 
 @bp.get("/cases/<number>")

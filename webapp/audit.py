@@ -92,6 +92,11 @@ def _last_verification() -> Job | None:
     ).first()
 
 
+def _bounded(value: int | None) -> int | None:
+    """A keyset position from the query string, if it is one an id can be (else the first page)."""
+    return value if value is not None and 0 < value < 2**31 else None
+
+
 def _job(job_id: int) -> Job:
     job = db.session.get(Job, job_id) if 0 < job_id < 2**31 else None
     if job is None:
@@ -112,7 +117,8 @@ def replay_api(number: str):
 @api_bp.get("/digests")
 @token_required
 def digests_api():
-    before = request.args.get("cursor", type=int)
+    _may_audit(g.viewer)  # heads name every case that grew: not for every signed-in person
+    before = _bounded(request.args.get("cursor", type=int))
     rows, next_n = _digest_page(before)
     return jsonify(
         {
@@ -125,6 +131,7 @@ def digests_api():
 @api_bp.get("/digests/<int:n>")
 @token_required
 def digest_api(n: int):
+    _may_audit(g.viewer)
     digest = db.session.get(Digest, n) if 0 < n < 2**31 else None
     if digest is None:
         raise NotFound("no such digest")
@@ -161,7 +168,7 @@ def job_api(job_id: int):
 def index():
     me = viewer()
     _may_audit(me)
-    rows, next_n = _digest_page(request.args.get("before", type=int))
+    rows, next_n = _digest_page(_bounded(request.args.get("before", type=int)))
     return render_template(
         "audit/index.html",
         digests=rows,
@@ -207,7 +214,7 @@ def digest(n: int):
 @login_required
 def access():
     _may_audit(viewer())
-    before = request.args.get("before", type=int)
+    before = _bounded(request.args.get("before", type=int))
     rows = access_log.recent(db.session, limit=PAGE + 1, before=before)
     more = len(rows) > PAGE
     rows = rows[:PAGE]

@@ -91,7 +91,7 @@ def _board_args(me) -> tuple[UnitRef | None, str, str]:
 
 def _page_number() -> int:
     text = request.args.get("page", "1").strip()
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:
         raise Invalid(_("Choose from the list."), {"page": _("Choose from the list.")})
     return int(text)
 
@@ -293,7 +293,7 @@ def _month(text: str | None, moment: datetime) -> date:
         first = moment.astimezone(SHANGHAI).date().replace(day=1)
         return (first - timedelta(days=1)).replace(day=1)
     match = MONTH.match(text.strip())
-    if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 2000:
+    if not match or not 1 <= int(match.group(2)) <= 12 or not 2000 <= int(match.group(1)) <= 2099:
         raise Invalid(_("Give a month as YYYY-MM."), {"month": _("Give a month as YYYY-MM.")})
     return date(int(match.group(1)), int(match.group(2)), 1)
 

@@ -19,8 +19,15 @@ from sqlalchemy.orm import joinedload
 
 from engine import access_log
 from engine.access import acting_for, case_scope, sees_reporter_phone
+from engine.case_search import (
+    CLOSED,
+    CaseFilters,
+    case_page,
+    covered_unit,
+    covered_units,
+    search_query,
+)
 from engine.case_search import STATUSES as SEARCH_STATUSES
-from engine.case_search import CaseFilters, case_page, covered_unit, covered_units, search_query
 from engine.deadlines import case_deadline
 from engine.errors import Forbidden, Invalid, NotFound
 from engine.events import as_dict, case_events
@@ -215,7 +222,6 @@ def show(number: str):
 
 
 # What the case lists filter by: open cases first, then the closed ones.
-CLOSED = ("archived", "rejected")
 LIST_FILTERS = {
     "open": _l("Open"),
     "archived": _l("Archived"),

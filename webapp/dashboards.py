@@ -316,7 +316,7 @@ def index():
         point_label=_point_label,
         tiers=tiers,
         category_name_of=_category_name,
-        slowest=slowest_open(db.session, unit, moment, SLOWEST),
+        slowest=slowest_open(db.session, me, unit, moment, SLOWEST),
         chart=_chart_data(found, points, bucket, tiers),
         value=_value,
         empty=found["received"] == 0,

@@ -27,6 +27,7 @@ from typing import Any
 
 from flask import Response
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
@@ -119,7 +120,7 @@ def _write(ws, sheet: Sheet) -> None:
             cell.font = bold
     first = len(sheet.header_rows) + 1
     for index, values in enumerate(sheet.rows):
-        ws.append([local(v) if isinstance(v, datetime) else v for v in values])
+        ws.append([_cell(v) for v in values])
         for column, cell in enumerate(ws[first + index]):
             value = values[column]
             if isinstance(value, str):
@@ -152,3 +153,13 @@ def xlsx_bytes(sheets: Sequence[Sheet]) -> bytes:
 
 def xlsx_response(sheets: Sequence[Sheet], filename: str) -> Response:
     return download(Response(xlsx_bytes(sheets), content_type=XLSX_TYPE), filename)
+
+
+def _cell(value):
+    """A value as an xlsx cell takes it: times in Shanghai, and text without the control
+    characters the format cannot hold (a title pasted from Word may carry a vertical tab)."""
+    if isinstance(value, datetime):
+        return local(value)
+    if isinstance(value, str):
+        return ILLEGAL_CHARACTERS_RE.sub("", value)
+    return value

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import aliased, joinedload
 from werkzeug.datastructures import MultiDict
 
+from engine import access_log
 from engine.access import acting_for, can_see_case, case_scope, sees_reporter_phone, unit_by_code
 from engine.deadlines import case_deadline, item_overdue
 from engine.errors import Conflict, Forbidden, Invalid, NotFound
@@ -197,6 +198,9 @@ def task(item_id: int):
         raise _conflict(item_id)
     schema = runtime().registry.get(item.case.diagram).forms[item.form]
     if request.method == "GET":
+        # The task page shows the whole case: an auditor's opening is logged, as on the case page.
+        access_log.record(db.session, viewer(), item.case_id, "page", now())
+        item = _visible_item(item_id)  # the log's commit expired it
         return _task_page(item, schema, _initial_values(item, schema))
     number = item.case.number
     try:

@@ -9,7 +9,7 @@ from datetime import date
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from engine.case_search import PERSON_ROLES, CaseFilters, UnitRef
+from engine.case_search import PERSON_ROLES, STATUSES, CaseFilters, UnitRef
 from engine.photos import MAX_PER_STEP
 
 # The days a filter or a period may name: wide enough for any record, narrow enough that a day
@@ -19,8 +19,7 @@ DAYS = validate.Range(
 )
 
 # Categories and severities are the live bundle's (engine/words.py); the engine checks them when
-# a case is opened. The six statuses are fixed by the contract (DESIGN §5).
-STATUSES = ("accepting", "handling", "feedback", "reporting", "archived", "rejected")
+# a case is opened. The six statuses are engine/case_search.py's, fixed by the contract (DESIGN §5).
 
 
 class TokenIn(Schema):

@@ -61,9 +61,10 @@ UNREPLAYABLE = ReplayResult(False, 0, None)  # a record the diagram could not ru
 @bp.get("/cases/<number>/steps")
 @login_required
 def show(number: str):
-    """The viewer's page. Logged here and not in steps.json: one line per page view."""
+    """The viewer's page: the case's number and title, and the player. The events come from
+    steps.json, which is where an auditor's opening is logged (the page shows no more than the
+    case list does)."""
     case = _visible(number)
-    access_log.record(db.session, viewer(), case.id, "steps", now())
     return render_template("steps/show.html", case=case)
 
 
@@ -72,6 +73,8 @@ def show(number: str):
 def frames(number: str):
     """Every frame the page draws, from one replay of the case with frames kept."""
     case = _visible(number)
+    access_log.record(db.session, viewer(), case.id, "steps", now())
+    case = db.session.get(Case, case.id)  # the log's commit expired it
     response = jsonify(walk(case))
     response.headers["Cache-Control"] = "private, no-store"  # the case may move on
     return response

@@ -123,8 +123,10 @@ def _backfill(conn) -> None:
         if fact is None:
             continue
         if type_ == "task_completed" and task == "accept":
-            fact["accepted_at"], fact["valid"] = when, data.get("valid") is True
-            fact["dispatch_seconds"] = max(0, int((when - fact["opened_at"]).total_seconds()))
+            if fact["accepted_at"] is None:  # the first acceptance counts (a transfer repeats it)
+                fact["accepted_at"], fact["valid"] = when, data.get("valid") is True
+                seconds = (when - fact["opened_at"]).total_seconds()
+                fact["dispatch_seconds"] = max(0, int(seconds))
             if data.get("category"):
                 fact["category"] = data["category"]
         elif type_ == "task_completed" and task == "feedback":
