@@ -23,7 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from SpiffWorkflow.bpmn import BpmnWorkflow
-from sqlalchemy import event, exists, insert, select, update
+from sqlalchemy import and_, bindparam, event, exists, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -66,6 +66,35 @@ MAX_NOTE = 500  # characters of a transfer note
 
 # What a step writes with Core: ORM objects of these kinds that the caller holds go stale.
 WRITTEN = (Case, WorkItem, Timer, CaseEvent, CaseDepartment, Reporter)
+
+# The timer table as fire_due_timers reads it: due rows oldest first, DUE_ROWS_PER_READ at a time
+# (then on from the last row read), with FOR UPDATE SKIP LOCKED or without any lock; and one
+# case's due rows, locked by the step that fires them. SQLAlchemy renders no locking on SQLite.
+DUE_ROWS_PER_READ = 500
+_AFTER_DUE = bindparam("b_after_due")
+
+
+def _due_rows(after: bool, skip_locked: bool):
+    query = select(Timer.id, Timer.case_id, Timer.due_at).where(
+        Timer.due_at <= bindparam("b_as_of")
+    )
+    if after:
+        query = query.where(
+            or_(
+                Timer.due_at > _AFTER_DUE,
+                and_(Timer.due_at == _AFTER_DUE, Timer.id > bindparam("b_after_id")),
+            )
+        )
+    query = query.order_by(Timer.due_at, Timer.id).limit(DUE_ROWS_PER_READ)
+    return query.with_for_update(skip_locked=True) if skip_locked else query
+
+
+DUE_TIMER_ROWS = {(a, s): _due_rows(a, s) for a in (False, True) for s in (False, True)}
+CLAIM_DUE_TIMERS = (
+    select(Timer.id)
+    .where(Timer.case_id == bindparam("b_case"), Timer.due_at <= bindparam("b_now"))
+    .with_for_update(skip_locked=True)
+)
 
 
 @dataclass
@@ -318,33 +347,116 @@ class Runtime:
         self, session: Session, as_of: datetime | None = None, limit: int = 500
     ) -> int:
         """Fire, once per case, every timer due at or before `as_of` (default: now), with the
-        engine clock set to that instant. Returns how many cases moved."""
+        engine clock set to that instant, for up to `limit` cases, oldest due first. Returns how
+        many cases moved.
+
+        Several processes may fire at once (the server's ticker, `gridloop timers fire-due`, a
+        second server). What makes each timer fire once is the case's step, not this method: the
+        step consumes the case's timer rows in its own transaction, under the case's version check,
+        so a second firing of the same case finds nothing due or loses the race and is retried.
+        What is here only keeps concurrent firers off each other's cases, on PostgreSQL with
+        `FOR UPDATE SKIP LOCKED` (SQLAlchemy renders nothing on SQLite, which runs one writer at
+        a time anyway):
+
+        - The batch is picked from the timer rows, oldest first, locking them and skipping rows
+          another transaction holds (PostgreSQL refuses FOR UPDATE with DISTINCT or GROUP BY, so
+          the rows are read and their case ids deduplicated here). Those locks end with the
+          pick's short transaction. Holding them for the batch is not sound: each case's step
+          must run in a transaction of its own (`_run` begins one, which on this session ends the
+          pick's), and from another connection the step would wait on them for good, since it
+          deletes and rewrites exactly those rows, and PostgreSQL cannot see a wait on a
+          transaction that is idle in this process as a deadlock.
+        - So the claim that lasts is taken again in each case's own transaction: its first
+          statement locks the case's due rows with SKIP LOCKED, and the lock lives until the
+          commit that consumes them. Another firer's pick skips those rows meanwhile, and its
+          step on the case finds them locked and puts the case aside; two firers walking the
+          same batch thus take turns instead of computing each case twice.
+        - The cases put aside are fired again at the end of the batch, waiting for the lock
+          holder, and a pick that skipped everything is done again without skipping: a round
+          then reports 0 only when nothing it could see was due, and `catch_up` (round after
+          round until one moves nothing) stops only then.
+
+        A user's step on a case whose timers are being fired may meet the firing in the other
+        lock order (the firing locks the timer rows first, a step only as it writes them, near
+        its end): PostgreSQL then detects the deadlock, and the one it aborts is retried by
+        `_run` like any step that lost a race."""
         as_of = as_of or self.clock.now()
-        case_ids = list(
-            session.scalars(
-                select(Timer.case_id)
-                .where(Timer.due_at <= as_of)
-                .group_by(Timer.case_id)
-                .order_by(Timer.case_id)
-                .limit(limit)
-            )
-        )
-        session.rollback()  # end the read transaction before the steps begin
+        locking = session.connection().dialect.name != "sqlite"
+        case_ids = self._due_cases(session, as_of, limit, skip_locked=True)
+        if locking and not case_ids:  # every due row is held by a step in flight, or none is due
+            case_ids = self._due_cases(session, as_of, limit, skip_locked=False)
+        session.rollback()  # end the pick's transaction (and its locks) before the steps begin
         fired = 0
+        aside: list[int] = []
         for case_id in case_ids:
-            try:
-                fired += self.fire_case_timers(session, case_id, as_of)
-            except Conflict:
-                log.info("case %s changed while its timers fired; skipped", case_id)
-            except Exception:  # one broken case must not stop every other escalation
-                log.exception("firing the timers of case %s failed; retried next time", case_id)
+            moved = self._fire_batched(session, case_id, as_of, claim=locking)
+            if moved is None:
+                aside.append(case_id)
+            else:
+                fired += moved
+        for case_id in aside:  # their steps elsewhere are done by now, or about to be: wait
+            fired += bool(self._fire_batched(session, case_id, as_of, claim=False))
         return fired
 
+    def _due_cases(
+        self, session: Session, as_of: datetime, limit: int, skip_locked: bool
+    ) -> list[int]:
+        """Up to `limit` ids of cases with a timer due at `as_of`, by their oldest due row. With
+        `skip_locked`, rows another transaction holds are skipped (and the rows read are locked
+        until the caller's transaction ends); without, nothing is locked or waited for."""
+        conn = session.connection()
+        picked: dict[int, None] = {}  # insertion-ordered: the oldest due case first
+        after: dict[str, Any] = {}
+        while len(picked) < limit:
+            query = DUE_TIMER_ROWS[bool(after), skip_locked]
+            rows = conn.execute(query, {"b_as_of": as_of, **after}).all()
+            for row in rows:
+                picked.setdefault(row.case_id)
+                if len(picked) == limit:
+                    break
+            if len(rows) < DUE_ROWS_PER_READ:
+                break
+            after = {"b_after_due": rows[-1].due_at, "b_after_id": rows[-1].id}
+        return list(picked)
+
+    def _fire_batched(
+        self, session: Session, case_id: int, as_of: datetime, claim: bool
+    ) -> bool | None:
+        """One case of a batch: True if it moved, None if put aside (claim taken elsewhere).
+        Errors are logged, not raised: one broken case must not stop every other escalation."""
+        try:
+            return self._fire_case(session, case_id, as_of, claim)
+        except Conflict:
+            log.info("case %s changed while its timers fired; skipped", case_id)
+        except Exception:
+            log.exception("firing the timers of case %s failed; retried next time", case_id)
+        return False
+
     def fire_case_timers(self, session: Session, case_id: int, as_of: datetime) -> bool:
-        def step(ctx: StepContext) -> bool:
+        """Fire one case's timers due at `as_of` in one step (the rq job's way in); a step on the
+        case in flight elsewhere is waited for, not skipped. True if the case moved."""
+        return bool(self._fire_case(session, case_id, as_of, claim=False))
+
+    def _fire_case(
+        self, session: Session, case_id: int, as_of: datetime, claim: bool
+    ) -> bool | None:
+        """Fire the case's timers due at `as_of` in one step. With `claim` (PostgreSQL), the step
+        first locks the case's due timer rows, skipping rows another transaction holds; when
+        some are due but none could be locked, the case is left alone and None returned."""
+
+        def step(ctx: StepContext) -> bool | None:
             session = ctx.session
+            claimed = (
+                claim
+                and session.connection()
+                .execute(CLAIM_DUE_TIMERS, {"b_case": case_id, "b_now": ctx.now})
+                .first()
+                is not None
+            )
             found = projection.due_case(session, case_id, ctx.now, case_id not in self._hot)
             case, due, stored = found if found is not None else (None, False, None)
+            if claim and due and not claimed:
+                return None  # another transaction is consuming them right now
             if case is None or case.status not in OPEN:
                 projection.drop_timers(session, case_id)
                 return False

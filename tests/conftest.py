@@ -94,27 +94,29 @@ admins: [{username: adm, name: 朱管理, password: pw}]
 ACCEPT_NORMAL = {"valid": True, "category": "resident_request", "severity": "normal"}
 
 
-_SQLITE_ONLY: list[str] = []
+# The tests the other pass runs: about SQLite itself, or about PostgreSQL's row locks.
+_OTHER_PASS: dict[str, list[str]] = {"sqlite_only": [], "postgresql_only": []}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """On PostgreSQL, deselect the tests that are about SQLite itself (they ran in the SQLite
-    pass); the summary line counts them as deselected, never as skipped."""
-    if BACKEND == "sqlite":
-        return
-    sqlite_only = [item for item in items if item.get_closest_marker("sqlite_only")]
-    if sqlite_only:
-        config.hook.pytest_deselected(items=sqlite_only)
-        items[:] = [item for item in items if not item.get_closest_marker("sqlite_only")]
-        _SQLITE_ONLY[:] = [item.nodeid for item in sqlite_only]
+    """Each pass deselects the tests that belong to the other backend (they run there); the
+    summary line counts them as deselected, never as skipped."""
+    marker = "sqlite_only" if BACKEND == "postgresql" else "postgresql_only"
+    other = [item for item in items if item.get_closest_marker(marker)]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = [item for item in items if not item.get_closest_marker(marker)]
+        _OTHER_PASS[marker] = [item.nodeid for item in other]
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
     """Which backend this pass ran on (with -q pytest prints no header), and what it left to the
-    SQLite pass."""
+    other pass."""
     line = f"database: {BACKEND} (GRIDLOOP_TEST_DATABASE)"
-    if _SQLITE_ONLY:
-        line += f"; {len(_SQLITE_ONLY)} sqlite_only test(s) deselected, run in the SQLite pass"
+    for marker, pass_name in (("sqlite_only", "SQLite"), ("postgresql_only", "PostgreSQL")):
+        if _OTHER_PASS[marker]:
+            count = len(_OTHER_PASS[marker])
+            line += f"; {count} {marker} test(s) deselected, run in the {pass_name} pass"
     terminalreporter.write_line(line)
 
 

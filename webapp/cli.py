@@ -147,13 +147,25 @@ def demo() -> None:
     click.echo(login_table())
 
 
-@main.command(help="Serve Gridloop with the in-process timer ticker.")
+@main.command(help="Serve Gridloop: one process with the in-process ticker, or N web processes.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Web processes. Above 1: gunicorn, with the ticker in its master process.",
+)
+def serve(host: str, port: int, workers: int) -> None:
     from jobs.ticker import Ticker
 
     _check_port(host, port)
+    if workers > 1:
+        from . import server
+
+        server.serve(host, port, workers, echo=click.echo)
+        return
     app = _app()
     # The app's background root: without Redis the ticker fires timers; with it, rq workers do
     # (`gridloop worker`) and the ticker only delivers the outbox.
