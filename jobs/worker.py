@@ -8,6 +8,10 @@ keeps one Root (and its Runtime: parsed specs, recently used workflows) for all 
 forking Worker would make a process per job and throw those away each time. A worker process
 builds its root from the environment, with no web app: it needs none.
 
+Each worker beats a heartbeat in Redis while it lives (`Heartbeat`), from a thread of its own, so
+it beats in the middle of a job too: when it stops, the scheduler knows within seconds that the
+worker died, and delivers again what it held (jobs/scheduler.py).
+
 `gridloop worker` runs the scheduler in a thread beside one worker, or supervises N worker
 processes (`--workers N`), each `python -m jobs`, restarting one that dies.
 """
@@ -27,7 +31,14 @@ from engine.clock import parse_iso
 from engine.errors import Conflict
 
 from .root import Root, build_root
-from .scheduler import JOB_TIMEOUT, QUEUE, TimerScheduler
+from .scheduler import (
+    HEARTBEAT_EVERY,
+    HEARTBEAT_TTL,
+    JOB_TIMEOUT,
+    QUEUE,
+    TimerScheduler,
+    heartbeat_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +120,52 @@ def make_worker(connection, queues: Iterable[str] = (QUEUE,), name: str | None =
     )
 
 
+class Heartbeat:
+    """A worker's sign of life: the key `gridloop:heartbeat:{worker name}`, set at once and then
+    every `every` seconds by a daemon thread, each time to expire `ttl` seconds later, and deleted
+    when the worker stops. rq's SimpleWorker runs a job in the worker's own thread and beats
+    nothing until the job ends; this thread goes on beating while the job runs, and stops only
+    with the process (or a stall of it longer than `ttl`). The scheduler reads the key of the worker rq names in a started
+    job: a lapsed key means the job was abandoned."""
+
+    def __init__(
+        self,
+        connection,
+        worker_name: str,
+        every: float = HEARTBEAT_EVERY,
+        ttl: float = HEARTBEAT_TTL,
+    ):
+        self.connection = connection
+        self.key = heartbeat_key(worker_name)
+        self.every = every
+        self.ttl_ms = int(ttl * 1000)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gridloop-heartbeat", daemon=True)
+
+    def beat(self) -> None:
+        self.connection.set(self.key, os.getpid(), px=self.ttl_ms)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.beat()
+            except Exception:  # noqa: BLE001 - Redis away: the next beat tries again
+                log.warning("worker heartbeat failed", exc_info=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.beat()  # before the worker takes a job: a started job's worker always has a key
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.every + 5)
+        try:
+            self.connection.delete(self.key)
+        except Exception:  # noqa: BLE001 - it expires by itself
+            log.warning("could not delete the worker heartbeat %s", self.key, exc_info=True)
+
+
 def run_worker(
     root: Root | None = None,
     queues: Iterable[str] = (QUEUE,),
@@ -116,12 +173,13 @@ def run_worker(
     log_level: str = "INFO",
 ) -> bool:
     """Run one rq worker in this process until it is stopped (SIGINT/SIGTERM: it finishes the job
-    in hand first) or, with `burst`, until its queues are empty. Its jobs run on `root` (default:
-    the process's root, from the environment)."""
+    in hand first) or, with `burst`, until its queues are empty; it beats its heartbeat all the
+    while. Its jobs run on `root` (default: the process's root, from the environment)."""
     if root is not None:
         use_root(root)
     worker = make_worker(process_root().redis, queues)
-    return worker.work(burst=burst, logging_level=log_level)
+    with Heartbeat(worker.connection, worker.name):
+        return worker.work(burst=burst, logging_level=log_level)
 
 
 def _die_with_parent() -> None:

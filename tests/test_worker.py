@@ -34,7 +34,15 @@ from engine.runtime import Runtime
 from engine.specs import SpecRegistry
 from engine.storage import make_engine, make_sessionmaker
 from jobs.root import REDIS_URL_ENV
-from jobs.scheduler import JOB_FUNC, PER_JOB, QUEUE, TimerScheduler, job_id, lease_key
+from jobs.scheduler import (
+    JOB_FUNC,
+    PER_JOB,
+    QUEUE,
+    TimerScheduler,
+    heartbeat_key,
+    job_id,
+    lease_key,
+)
 from jobs.status import calendar_warning
 from webapp.cli import main
 
@@ -333,8 +341,9 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(due_db, red
     assert 0 < len(fired) < CASES, "the worker was not killed mid-batch"
     assert set(fired.values()) == {1}
 
-    # A fresh scheduler (taking any job left "started" by the dead worker as lost at once) and a
-    # fresh worker finish the rest. The job in the dead worker's hands had started (its cases not
+    # A fresh scheduler (taking any job left "started" by the dead worker as lost at once, as it
+    # would once the worker's heartbeat lapsed: tests/test_recovery.py) and a fresh worker finish
+    # the rest. The job in the dead worker's hands had started (its cases not
     # yet fired are delivered again, in one new job, on the first pass) or was only just taken off
     # the queue, not yet started (put back on the second pass: on one, it may be a live worker's in
     # mid-dequeue); one of them at most.
@@ -357,10 +366,10 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(due_db, red
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_a_worker_dying_before_firing_or_before_acknowledging(gl, db_url, redis_url, when):
     """Ten cases, five to a job. SIGKILL in the first job: `before` its 4th case fired (the job is
-    lost with cases 4 and 5 still due: the scheduler delivers those two again once it counts the
-    job as lost), or `after` its 5th and last case committed but before rq acknowledged the job
-    (the job stays "started" in Redis; none of its cases is due any more, so none is delivered
-    again, and a copy of it would find nothing to fire)."""
+    lost with cases 4 and 5 still due: the scheduler delivers those two again once the worker's
+    heartbeat has lapsed), or `after` its 5th and last case committed but before rq acknowledged
+    the job (the job stays "started" in Redis until the scheduler drops it; none of its cases is
+    due any more, so none is delivered again, and a copy of it would find nothing to fire)."""
     ids = _open_accepted(gl.session, gl.runtime, 10)
     warn_at, as_of = (t.due_at for t in gl.timers(gl.session.get(Case, ids[0])))
     gl.session.commit()
@@ -380,12 +389,23 @@ def test_a_worker_dying_before_firing_or_before_acknowledging(gl, db_url, redis_
     assert queue.count == 1  # the second job, cases 6 to 10
     assert connection.hget(f"rq:job:{dead_job}", "status") == b"started"
 
-    report = scheduler.run_once(as_of=as_of)  # the first job started a moment ago: not lost yet
-    assert (report.enqueued, report.redelivered) == (0, 0), report
-    report = _scheduler(db_url, redis_url, redeliver_after=0, per_job=5).run_once(as_of=as_of)
+    # While the job's worker beats its heartbeat (here: as if it were alive, only slow), the job
+    # is its own and nothing is delivered again.
+    heartbeat = heartbeat_key(connection.hget(f"rq:job:{dead_job}", "worker_name").decode())
+    connection.set(heartbeat, 1)
+    report = scheduler.run_once(as_of=as_of)
+    assert (report.enqueued, report.redelivered, report.abandoned) == (0, 0, 0), report
+    assert queue.started_job_registry.count == 1
+    # Its heartbeat lapses (the worker is dead): the next pass drops the job, long before
+    # redeliver_after, and delivers again the cases it left due.
+    connection.delete(heartbeat)
+    report = scheduler.run_once(as_of=as_of)
+    assert report.abandoned == 1, report
     assert report.redelivered == (2 if when == "before" else 0), report
     assert report.jobs == (1 if when == "before" else 0), report
     assert report.pending == 5, report
+    assert queue.started_job_registry.count == 0  # `gridloop timers status` counts it no more
+    assert not connection.exists(f"rq:job:{dead_job}")
 
     # A stray copy of the 4th job (a redelivery racing the dead worker's commit) does nothing.
     queue.enqueue_call(JOB_FUNC, args=([ids[3]], iso(as_of)), job_id="copy-4")
@@ -395,6 +415,38 @@ def test_a_worker_dying_before_firing_or_before_acknowledging(gl, db_url, redis_
     assert counts["fired"] == 10 - len(fired)
     assert counts["noop"] == 1  # the copy (or, `before`, the redelivery it raced)
     _assert_each_fired_once(db_url, ids, as_of)
+
+
+def test_the_scheduler_drops_the_timer_jobs_whose_worker_stopped_beating(db_url, redis_url):
+    """Jobs left "started" as rq records them (status, start, worker; an entry in the started
+    registry): a timer job whose worker beats is left alone; one whose worker's heartbeat lapsed is
+    dropped on the next pass, hash and registry entry; so is one that started more than
+    redeliver_after ago though its worker beats (hung); a job that is not a timer job (an audit
+    verification, hours long) is rq's to sweep, whatever its worker does."""
+    from rq.utils import utcformat
+
+    connection = Redis.from_url(redis_url)
+    queue = Queue(QUEUE, connection=connection)
+    now = datetime.now(UTC)
+
+    def started(jid: str, worker: str, ago: timedelta = timedelta(0)) -> None:
+        queue.enqueue_call(JOB_FUNC, args=([], None), job_id=jid)
+        connection.lrem(queue.key, 1, jid)
+        at = utcformat(now - ago)
+        connection.hset(
+            f"rq:job:{jid}", mapping={"status": "started", "started_at": at, "worker_name": worker}
+        )
+        connection.zadd(queue.started_job_registry.key, {f"{jid}:run": time.time() + 3600})
+
+    connection.set(heartbeat_key("alive"), 1)
+    started("fire-1-1", "alive")
+    started("fire-2-2", "dead")
+    started("fire-3-3", "alive", timedelta(minutes=2))
+    started("verification", "dead", timedelta(minutes=2))
+    report = _scheduler(db_url, redis_url).run_once(as_of=START)
+    assert (report.due, report.abandoned) == (0, 2), report
+    assert sorted(queue.started_job_registry.get_job_ids()) == ["fire-1-1", "verification"]
+    assert not connection.exists("rq:job:fire-2-2") and not connection.exists("rq:job:fire-3-3")
 
 
 def test_a_job_a_worker_took_off_the_queue_but_never_started_goes_back_on_it(gl, db_url, redis_url):
