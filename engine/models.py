@@ -276,11 +276,34 @@ class CaseDepartment(Base):
     unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"), primary_key=True)
 
 
+# Where an item without a deadline sorts: after every dated one (work_item.due_key).
+NO_DEADLINE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+# The inbox indexes hold open items only: completed ones, most of the table in time, never show.
+# (A partial index, the same SQL on both databases. As a leading column, completed_at IS NULL
+# would not give PostgreSQL the (due_key, id) order: IS NULL is no equality to its planner.)
+OPEN_ITEMS = {
+    "sqlite_where": text("completed_at IS NULL"),
+    "postgresql_where": text("completed_at IS NULL"),
+}
+
+
+def _due_key(context) -> datetime:
+    """An inserted item's due_key, unless the insert gives one: its due_at, else NO_DEADLINE."""
+    return context.get_current_parameters().get("due_at") or NO_DEADLINE
+
+
 class WorkItem(Base):
+    """`due_key` is the inbox's order, coalesce(due_at, NO_DEADLINE), kept as a column so that the
+    inbox indexes hold it: a page walks the open items of a (role, unit) or of an assignee in
+    (due_key, id) order and stops after a page's rows (engine/inbox.py). due_at never changes
+    once the item is made."""
+
     __tablename__ = "work_item"
     __table_args__ = (
-        Index("ix_work_item_inbox", "role", "unit_id", "completed_at", "due_at", "id"),
-        Index("ix_work_item_assignee", "assignee", "completed_at"),
+        Index("ix_work_item_inbox", "role", "unit_id", "due_key", "id", **OPEN_ITEMS),
+        Index("ix_work_item_assignee", "assignee", "due_key", "id", **OPEN_ITEMS),
         Index("ix_work_item_case", "case_id", "completed_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -299,6 +322,7 @@ class WorkItem(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    due_key: Mapped[datetime] = mapped_column(UTCDateTime, default=_due_key)
     warn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # its 80% supervision
     supervised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Whom the latest supervision told (the diagram's `notify`): ",u:name,p:role@unit_id,", so the

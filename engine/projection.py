@@ -34,6 +34,7 @@ from .clock import iso
 from .events import GENESIS, canonical, next_event
 from .models import (
     LEVEL_OF_ROLE,
+    NO_DEADLINE,
     Case,
     CaseEvent,
     DiagramVersion,
@@ -426,6 +427,7 @@ def _new_item(session: Session, case, ready: Ready, escalated: bool, now) -> Sim
         "claimed_at": None,
         "created_at": now,
         "due_at": ready.due_at,
+        "due_key": ready.due_at or NO_DEADLINE,  # the inbox's order
         "warn_at": ready.warn_at,
         "supervised_at": None,
         "notified": None,
