@@ -33,3 +33,35 @@ def test_step_cost_runs_every_mode_on_a_few_cases():
     assert done.returncode == 0, done.stderr[-3000:]
     for mode in ("bare", "engine"):
         assert mode in done.stdout, done.stdout
+
+
+def _bench(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / args[0]), *args[1:]],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.sqlite_only
+def test_audit_speed_runs_on_a_few_cases():
+    out = _bench("audit_speed.py", "--cases", "6", "--rounds", "1")
+    assert "audit verify" in out and "replay every case" in out
+
+
+@pytest.mark.sqlite_only
+def test_figures_speed_runs_on_a_few_cases():
+    out = _bench("figures_speed.py", "--cases", "300", "--repeat", "1")
+    assert "| town | 300 |" in out
+
+
+@pytest.mark.sqlite_only
+def test_inbox_scale_runs_on_a_few_items():
+    out = _bench(
+        "inbox_scale.py", "--items", "2000", "--cases", "400", "--runs", "3", "--deep", "3"
+    )
+    assert "inbox_page" in out and "town.leader1" in out
