@@ -22,6 +22,7 @@ from datetime import datetime, time
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from . import admin_log
 from .clock import SHANGHAI, iso
 from .events import GENESIS, canonical, check_chain, check_rewrite
 from .models import Case, CaseEvent, ChainRewrite, Digest
@@ -53,6 +54,10 @@ def make(session: Session, now: datetime, made_by: str) -> Digest:
         key=lambda row: row.number,
     )
     heads = [[number, seq, head] for _id, number, seq, head in rows]
+    log_head = admin_log.undigested(session)  # the administration log is one more chain
+    if log_head is not None:
+        heads.append(log_head)
+        admin_log.mark_digested(session, log_head[1])
     n = last.n + 1 if last else 1
     prev = last.hash if last else GENESIS
     made_at = iso(now)
@@ -62,7 +67,7 @@ def make(session: Session, now: datetime, made_by: str) -> Digest:
         made_by=made_by,
         prev=prev,
         hash=digest_hash(n, made_at, prev, heads),
-        cases=len(heads),
+        cases=len(rows),
         heads=canonical(heads),
     )
     session.add(digest)
@@ -176,6 +181,9 @@ def verify_all(
                 report.problems.append(Problem(number, seq, reason))
         if progress:
             progress(min(start + CHUNK, total), total)
+    log_heads = expected.pop(admin_log.LOG, [])
+    if case_number is None:
+        _check_admin_log(session, report, log_heads)
     if case_number is None:  # a case a digest names must still exist
         present = {number for _id, number in cases}
         for number, heads in sorted(expected.items()):
@@ -183,6 +191,23 @@ def verify_all(
                 seq, _head, n = min(heads)
                 report.problems.append(Problem(number, 1, f"named by digest {n}, missing"))
     return report
+
+
+def _check_admin_log(
+    session: Session, report: Report, log_heads: list[tuple[int, str, int]]
+) -> None:
+    """The administration log's chain on its own and against every digest that holds its head."""
+    found = []
+    broken = admin_log.check(session)
+    if broken is not None:
+        found.append((broken.seq, broken.reason))
+    by_seq = admin_log.hashes(session)
+    found += [
+        (seq, f"does not match digest {n}") for seq, head, n in log_heads if by_seq.get(seq) != head
+    ]
+    if found:
+        seq, reason = min(found)
+        report.problems.append(Problem(admin_log.LOG, seq, reason))
 
 
 def _digested_heads(session: Session, report: Report) -> dict[str, list[tuple[int, str, int]]]:

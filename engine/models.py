@@ -148,6 +148,8 @@ class CalendarYear(Base):
     year: Mapped[int] = mapped_column(Integer, primary_key=True)
     holidays: Mapped[list] = mapped_column(JSON, default=list)
     workdays: Mapped[list] = mapped_column(JSON, default=list)
+    # Who entered it and when ({"by": username, "at": iso}); None for rows from before the log.
+    entered: Mapped[dict | None] = mapped_column(JSON)
 
 
 class DiagramVersion(Base):
@@ -160,6 +162,38 @@ class DiagramVersion(Base):
     files: Mapped[dict] = deferred(mapped_column(JSON))
     deployed_by: Mapped[str] = mapped_column(String(64))
     deployed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    comment: Mapped[str | None] = mapped_column(Text, default="")
+    # When it was last made live (deployed or activated); the live version of a process is the
+    # one activated last. None: stored but never live (`deploy --no-activate`).
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DiagramDraft(Base):
+    """An administrator's unfinished edit of a process's bundle: files not yet validated, kept
+    so that an edit survives a closed tab. Deploying goes through the same validation as ever."""
+
+    __tablename__ = "diagram_draft"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    process_id: Mapped[str] = mapped_column(String(100))
+    author: Mapped[str] = mapped_column(String(64), index=True)
+    base_sha: Mapped[str | None] = mapped_column(String(64))  # the version it started from
+    files: Mapped[dict] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AdminEvent(Base):
+    """What administrators did (DESIGN §6 for the chain): one append-only log, hash-chained like a
+    case's events, its head included in the daily digests (engine/admin_log.py). `at` and `data`
+    keep the exact text that was hashed."""
+
+    __tablename__ = "admin_event"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[str] = mapped_column(Text)
+    prev: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 class Counter(Base):

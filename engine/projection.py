@@ -125,11 +125,15 @@ DELETE_TIMERS = delete(TIMERS).where(TIMERS.c.case_id == bindparam("b_case"))
 INSERT_TIMERS = insert(TIMERS)
 INSERT_EVENTS = insert(EVENTS)
 
-# Opening a case: the live diagram version, and a grid with the units above it, in one SELECT each.
+# Opening a case: the live diagram version (the one activated last), and a grid with the units
+# above it, in one SELECT each.
 LIVE_VERSION = (
     select(DiagramVersion.id, DiagramVersion.sha256)
-    .where(DiagramVersion.process_id == bindparam("b_process"))
-    .order_by(DiagramVersion.id.desc())
+    .where(
+        DiagramVersion.process_id == bindparam("b_process"),
+        DiagramVersion.activated_at.is_not(None),
+    )
+    .order_by(DiagramVersion.activated_at.desc(), DiagramVersion.id.desc())
     .limit(1)
 )
 UNIT_CODES = select(UNITS.c.id, UNITS.c.code).where(

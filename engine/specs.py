@@ -423,20 +423,28 @@ class SpecRegistry:
         return self._by_sha.get(sha)
 
 
-def latest_version(session: Session, process_id: str = PROCESS_ID) -> DiagramVersion | None:
+def live_version(session: Session, process_id: str = PROCESS_ID) -> DiagramVersion | None:
+    """The version new cases start on: the one activated last (rollback activates an older one)."""
     return session.scalars(
         select(DiagramVersion)
-        .where(DiagramVersion.process_id == process_id)
-        .order_by(DiagramVersion.id.desc())
+        .where(DiagramVersion.process_id == process_id, DiagramVersion.activated_at.is_not(None))
+        .order_by(DiagramVersion.activated_at.desc(), DiagramVersion.id.desc())
         .limit(1)
     ).first()
 
 
 def deploy(
-    session: Session, registry: SpecRegistry, bundle: Bundle, actor: str, now: datetime
+    session: Session,
+    registry: SpecRegistry,
+    bundle: Bundle,
+    actor: str,
+    now: datetime,
+    comment: str = "",
+    activate: bool = True,
 ) -> tuple[DiagramVersion, bool]:
-    """Store the bundle as the live version if its hash is new. A bundle that fails validation
-    raises DiagramError and leaves the old version live. Does not commit."""
+    """Store the bundle as a version (the live one unless `activate` is false) if its hash is
+    new. A bundle that fails validation raises DiagramError and leaves the old version live.
+    Does not commit; records nothing in the administration log (engine/versions.py does)."""
     sha = bundle.sha256
     existing = session.scalars(select(DiagramVersion).where(DiagramVersion.sha256 == sha)).first()
     if existing is not None:
@@ -448,6 +456,8 @@ def deploy(
         files=dict(bundle.files),
         deployed_by=actor,
         deployed_at=now,
+        comment=comment,
+        activated_at=now if activate else None,
     )
     session.add(version)
     session.flush()

@@ -85,11 +85,18 @@ def vocabulary(session: Session, registry: SpecRegistry) -> Vocabulary:
     this costs one small query once the versions are parsed."""
     words = Vocabulary({name: [] for name in FIELDS}, {name: {} for name in FIELDS})
     rows = session.execute(
-        select(DiagramVersion.id, DiagramVersion.sha256)
+        select(DiagramVersion.id, DiagramVersion.sha256, DiagramVersion.activated_at)
         .where(DiagramVersion.process_id == PROCESS_ID)
         .order_by(DiagramVersion.id.desc())
     ).all()
-    for position, (version_id, sha) in enumerate(rows):
+    # The live version first (activated last; rollback makes an older one live), then newest first.
+    live = max(
+        (r for r in rows if r.activated_at is not None),
+        key=lambda r: (r.activated_at, r.id),
+        default=None,
+    )
+    rows = sorted(rows, key=lambda r: (r is not live, -r.id))
+    for position, (version_id, sha, _activated) in enumerate(rows):
         spec = registry.parsed(sha) or registry.get(session.get(DiagramVersion, version_id))
         for name in FIELDS:
             choices = version_choices(spec, name)

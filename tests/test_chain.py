@@ -15,7 +15,7 @@ from sqlalchemy import text
 from engine.clock import iso
 from engine.events import check_data, verify
 from engine.runtime import Runtime
-from engine.specs import latest_version
+from engine.specs import live_version
 
 GENESIS = "0" * 64
 AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -94,7 +94,7 @@ def test_chain_recomputes_from_the_rows_with_hashlib_and_json(gl):
     assert types[0] == "opened" and types[-1] == "archived"
     assert {"claimed", "supervised", "escalated", "reopened", "task_completed"} <= set(types)
     assert [r["event"]["seq"] for r in events] == list(range(1, len(events) + 1))
-    sha = latest_version(gl.session).sha256
+    sha = live_version(gl.session).sha256
     for row in events:
         event = row["event"]
         assert AT.fullmatch(event["at"]), event["at"]

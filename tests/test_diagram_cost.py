@@ -19,7 +19,7 @@ from engine.sandbox import (
     UnsafeScript,
     check_source,
 )
-from engine.specs import Bundle, DiagramError, deploy, latest_version, parse_bundle
+from engine.specs import Bundle, DiagramError, deploy, live_version, parse_bundle
 
 BPMN = "workflows/bpmn/case_loop.bpmn"
 DISPATCH = "rules/dispatch_tier.dmn"
@@ -85,11 +85,11 @@ PLACES = {
 
 def refused_at_deploy(session, registry, clock, bad: Bundle) -> DiagramError:
     """Deploy `bad`; it must be refused and leave the live version live."""
-    live = latest_version(session)
+    live = live_version(session)
     with pytest.raises(DiagramError) as err:
         deploy(session, registry, bad, "adm", clock.now())
     session.rollback()
-    assert latest_version(session).id == live.id
+    assert live_version(session).id == live.id
     return err.value
 
 
@@ -175,7 +175,7 @@ def test_the_repository_bundle_deploys(session, registry, bundle, clock):
     with tuples) passes; conftest deploys it too, this says so explicitly."""
     spec = parse_bundle(bundle)
     assert spec.sha256 == bundle.sha256
-    assert latest_version(session).sha256 == bundle.sha256
+    assert live_version(session).sha256 == bundle.sha256
 
 
 @pytest.mark.parametrize(

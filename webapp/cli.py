@@ -19,7 +19,7 @@ from engine.clock import iso, parse_iso
 from engine.digests import verify_all
 from engine.models import Case, Unit
 from engine.replay import replay
-from engine.specs import DiagramError, deploy, latest_version, load_bundle
+from engine.specs import DiagramError, deploy, live_version, load_bundle
 from engine.storage import upgrade_schema
 from engine.workcal import CalendarFileError, import_calendar
 
@@ -57,7 +57,7 @@ def _deploy(app, root: Path, actor: str, quiet: bool, explicit: bool = False) ->
     bundle = load_bundle(root)
     if not bundle.files:
         raise click.ClickException(f"{root} holds no workflows/bpmn/ or rules/ files")
-    live = latest_version(db.session)
+    live = live_version(db.session)
     fresh = live is None or live.sha256 != bundle.sha256
     if not explicit and fresh and live is not None and live.deployed_by != REPOSITORY:
         db.session.rollback()
