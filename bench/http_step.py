@@ -89,50 +89,12 @@ def free_port() -> int:
 
 @contextmanager
 def postgres():
-    """A throwaway PostgreSQL cluster, started as tests/postgres_fixture.py does; yields a
+    """A throwaway PostgreSQL cluster, started as the tests start theirs; yields a
     PostgresServer (url(name), create())."""
     import postgres_fixture as pg
 
-    bindir = pg._bindir()
-    as_postgres = os.geteuid() == 0
-    workdir = Path(tempfile.mkdtemp(prefix="gridloop-bench-pg-", dir=pg._memory_folder()))
-    data, log = workdir / "data", workdir / "server.log"
-    if as_postgres:
-        import pwd
-
-        account = pwd.getpwnam("postgres")
-        os.chown(workdir, account.pw_uid, account.pw_gid)
-    try:
-        made = pg._run(
-            [str(bindir / "initdb"), "-D", str(data), "-U", pg.SUPERUSER, "--auth=trust"]
-            + ["--encoding=UTF8", "--locale=C", "--no-sync"],
-            as_postgres,
-        )
-        if made.returncode != 0:
-            raise SystemExit(f"initdb failed:\n{made.stdout}\n{made.stderr}")
-        port = pg._free_port()
-        options = (
-            f"-p {port} -c listen_addresses=127.0.0.1 -k {workdir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_wal_size=256MB -c max_connections=200 -c timezone=Asia/Shanghai"
-        )
-        started = pg._run(
-            [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options]
-            + ["-w", "-t", "60", "start"],
-            as_postgres,
-        )
-        if started.returncode != 0:
-            raise SystemExit(f"PostgreSQL did not start:\n{started.stderr}")
-        server = pg.PostgresServer(port)
-        try:
-            yield server
-        finally:
-            server.close()
-            pg._run(
-                [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], as_postgres
-            )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with pg.throwaway_cluster(prefix="gridloop-bench-pg-") as server:
+        yield server
 
 
 @contextmanager

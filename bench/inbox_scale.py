@@ -211,52 +211,15 @@ def _holds_items(url: str) -> bool:
 
 @contextmanager
 def throwaway_postgresql() -> Iterator[str]:
-    """A cluster of our own, made and started as the tests make theirs (tests/postgres_fixture.py:
-    Debian's binaries, in /dev/shm, durability off), with shared_buffers at 1 GB so that the
-    million items fit; stopped and removed afterwards. Yields the URL of an empty database."""
-    import shutil
-
+    """A cluster of our own, made and started as the tests make theirs (tests/postgres_fixture.py),
+    with shared_buffers at 1 GB so that the million items fit; stopped and removed afterwards.
+    Yields the URL of an empty database."""
     sys.path.insert(0, str(ROOT / "tests"))
     import postgres_fixture as pg
 
-    bindir, as_postgres = pg._bindir(), os.geteuid() == 0
-    workdir = Path(tempfile.mkdtemp(prefix="gridloop-bench-pg-", dir=pg._memory_folder()))
-    data, log = workdir / "data", workdir / "server.log"
-    if as_postgres:
-        import pwd
-
-        account = pwd.getpwnam("postgres")
-        os.chown(workdir, account.pw_uid, account.pw_gid)
-    try:
-        made = pg._run(
-            [str(bindir / "initdb"), "-D", str(data), "-U", pg.SUPERUSER, "--auth=trust"]
-            + ["--encoding=UTF8", "--locale=C", "--no-sync"],
-            as_postgres,
-        )
-        if made.returncode != 0:
-            raise RuntimeError(f"initdb failed:\n{made.stdout}\n{made.stderr}")
-        port = pg._free_port()
-        options = (
-            f"-p {port} -c listen_addresses=127.0.0.1 -k {workdir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_wal_size=4GB -c shared_buffers=1GB -c timezone=Asia/Shanghai"
-        )
-        started = pg._run(
-            [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options]
-            + ["-w", "-t", "60", "start"],
-            as_postgres,
-        )
-        if started.returncode != 0:
-            raise RuntimeError(f"PostgreSQL did not start:\n{log.read_text()}")
-        server = pg.PostgresServer(port)
-        try:
-            yield server.url(server.create(prefix="gridloop_bench"))
-        finally:
-            server.close()
-            pg._run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                    as_postgres)  # fmt: skip
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    settings = "-c max_wal_size=4GB -c shared_buffers=1GB"
+    with pg.throwaway_cluster(settings, prefix="gridloop-bench-pg-") as server:
+        yield server.url(server.create(prefix="gridloop_bench"))
 
 
 # ------------------------------------------------------------------ the queries

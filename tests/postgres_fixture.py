@@ -24,6 +24,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import count
 from pathlib import Path
 
@@ -105,16 +107,21 @@ def _run(command: list[str], as_postgres: bool) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """A PostgreSQL server of our own. A missing server fails the tests: a skip would hide the gap,
-    and `make test` installs it."""
+class ClusterError(RuntimeError):
+    """initdb or pg_ctl failed; the message holds their output."""
+
+
+@contextmanager
+def throwaway_cluster(settings: str = "", prefix: str = "gridloop-pg-") -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster of our own, made with initdb, started on a free loopback port, stopped
+    and removed afterwards. `settings` adds server options (`-c shared_buffers=1GB`); the tests
+    and the benchmarks (bench/) all start theirs here."""
     bindir = _bindir()
     as_postgres = os.geteuid() == 0
     # Not under pytest's tmp_path: its folders are private to root, and postgres must reach it.
     # In memory where there is a tmpfs: CREATE DATABASE copies files, about 25 times faster there
     # than on this machine's disk (12 ms against 300), and every test makes a database or two.
-    workdir = Path(tempfile.mkdtemp(prefix="gridloop-pg-", dir=_memory_folder()))
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=_memory_folder()))
     data, log = workdir / "data", workdir / "server.log"
     if as_postgres:
         account = pwd.getpwnam("postgres")
@@ -126,7 +133,7 @@ def postgres_server():
             as_postgres,
         )
         if made.returncode != 0:
-            pytest.fail(f"initdb failed:\n{made.stdout}\n{made.stderr}")
+            raise ClusterError(f"initdb failed:\n{made.stdout}\n{made.stderr}")
         for _ in range(3):  # the free port can be taken between the probe and the bind
             port = _free_port()
             options = (
@@ -134,7 +141,7 @@ def postgres_server():
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
                 "-c max_wal_size=256MB -c max_connections=200 "
                 # The town's zone rather than UTC: SQL that leaned on the server's zone would show.
-                "-c timezone=Asia/Shanghai"
+                f"-c timezone=Asia/Shanghai {settings}"
             )
             started = _run(
                 [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options]
@@ -144,7 +151,9 @@ def postgres_server():
             if started.returncode == 0:
                 break
         else:
-            pytest.fail(f"PostgreSQL did not start:\n{log.read_text() if log.exists() else ''}")
+            raise ClusterError(
+                f"PostgreSQL did not start:\n{log.read_text() if log.exists() else ''}"
+            )
         server = PostgresServer(port)
         try:
             yield server
@@ -153,6 +162,17 @@ def postgres_server():
             _run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], as_postgres)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server of our own. A missing server fails the tests: a skip would hide the gap,
+    and `make test` installs it."""
+    try:
+        with throwaway_cluster() as server:
+            yield server
+    except ClusterError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
