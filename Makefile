@@ -13,6 +13,11 @@ VENDOR_STAMP := $(VENDOR)/.copied-$(shell cat package-lock.json | sha1sum | cut 
 ECHARTS   := node_modules/echarts/dist
 ECHARTS_VENDOR := webapp/static/vendor/echarts
 ECHARTS_STAMP  := $(ECHARTS_VENDOR)/.copied-$(shell cat package-lock.json | sha1sum | cut -c1-12)
+# The administrators' editors: one esbuild bundle of bpmn-js's modeler, the properties panel,
+# dmn-js and CodeMirror, from our sources; rebuilt when they or the lock file change.
+EDITOR_SRC    := webapp/static/js/editor/src
+EDITOR_VENDOR := webapp/static/vendor/editor
+EDITOR_STAMP  := $(EDITOR_VENDOR)/.built-$(shell cat package-lock.json $(wildcard $(EDITOR_SRC)/*) | sha1sum | cut -c1-12)
 # Browser tests use Debian's Chromium and CJK fonts; as root on CI, otherwise through sudo.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT    := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
@@ -43,7 +48,16 @@ $(ECHARTS_STAMP): $(NPM_STAMP)
 	cp $(ECHARTS)/echarts.min.js $(ECHARTS_VENDOR)/
 	@touch $@
 
-vendor: $(VENDOR_STAMP) $(ECHARTS_STAMP)
+# The editor page loads vendor/editor/editor.js and editor.css (with the icon fonts beside them).
+$(EDITOR_STAMP): $(NPM_STAMP) $(wildcard $(EDITOR_SRC)/*)
+	rm -rf $(EDITOR_VENDOR) && mkdir -p $(EDITOR_VENDOR)
+	node_modules/.bin/esbuild $(EDITOR_SRC)/index.js --bundle --minify --format=iife \
+		--target=es2020 --outfile=$(EDITOR_VENDOR)/editor.js '--asset-names=[name]-[hash]' \
+		--loader:.woff=file --loader:.woff2=file --loader:.ttf=file --loader:.eot=file \
+		--loader:.svg=file --legal-comments=external --log-level=warning
+	@touch $@
+
+vendor: $(VENDOR_STAMP) $(ECHARTS_STAMP) $(EDITOR_STAMP)
 
 install: $(STAMP) vendor
 

@@ -181,13 +181,21 @@ def _items_of(
     mine = and_(WorkItem.assignee.is_not(None), WorkItem.assignee == username)
     if not by_position:
         return mine
+    # An owner task whose owner was deactivated goes to the people of its role and unit (the
+    # grid's information officers) until an administrator names a new owner (DESIGN §4).
+    orphaned = and_(WorkItem.assignee.is_not(None), or_(*by_position), _assignee_inactive())
     shared = and_(
         WorkItem.assignee.is_(None),
         or_(*by_position),
         or_(WorkItem.excluded.is_(None), WorkItem.excluded.not_in(sorted({username, actor}))),
         town,
     )
-    return or_(mine, shared)
+    return or_(mine, shared, orphaned)
+
+
+def _assignee_inactive() -> ColumnElement[bool]:
+    """SQL condition: the item's assignee is a deactivated person."""
+    return exists().where(Person.username == WorkItem.assignee, Person.active == false())
 
 
 def may_act(session: Session, viewer: Viewer, item: WorkItem) -> bool:
@@ -220,12 +228,23 @@ def _may_work(
     actor: str,
 ) -> bool:
     if item.assignee is not None:
-        return item.assignee == username
+        if item.assignee == username:
+            return True
+        # An owner task whose owner was deactivated: for its role at its unit (DESIGN §4).
+        return (item.role, item.unit_id) in positions and assignee_inactive(session, item)
     if (item.role, item.unit_id) not in positions or item.excluded in (username, actor):
         return False
     if item.role == "town_leadership" and item.village_id not in liaises:
         return not session.scalar(select(exists().where(Liaison.village_id == item.village_id)))
     return True
+
+
+def assignee_inactive(session: Session, item: WorkItem) -> bool:
+    """Whether the item is assigned to a person who was deactivated (its owner, for feedback)."""
+    if item.assignee is None:
+        return False
+    active = session.scalar(select(Person.active).where(Person.username == item.assignee))
+    return active is False
 
 
 def eligible_town_leaders(session: Session, village_id: int, town_id: int) -> list[str]:

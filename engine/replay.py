@@ -1,10 +1,11 @@
 """Replay (DESIGN §6): rebuild a case from its pinned diagram version and its events alone, through
 the step function every normal step runs (engine/step.py), and compare with what is stored.
 
-The events that move the workflow are inputs: `opened`, `task_completed` and `transferred` become
-the commands Open, Complete and Transfer at their recorded `at`; an event the process records of
-itself (supervised, escalated, reopened, archived, rejected) that no input just produced is a
-timer firing at its recorded `at`, so it becomes Fire. Every event the replayed step produces is
+The events that move the workflow are inputs: `opened`, `task_completed`, `transferred` and
+`migrated` become the commands Open, Complete, Transfer and Migrate at their recorded `at` (from
+a `migrated` event on, the case runs on the version it moved to, moved as engine/migration.py
+moved it); an event the process records of itself (supervised, escalated, reopened, archived,
+rejected) that no input just produced is a timer firing at its recorded `at`, so it becomes Fire. Every event the replayed step produces is
 rebuilt from the step's output and chained again; the first seq whose recomputed hash differs from
 the stored one is where the case diverges. The bookkeeping events (claimed, released,
 owner_changed) move no workflow: they are applied to the rebuilt rows only. At the end the rebuilt
@@ -37,9 +38,19 @@ from sqlalchemy.orm import Session
 from .clock import iso, parse_iso
 from .errors import Conflict
 from .events import GENESIS, as_dict, case_events, chain_hash
+from .migration import MIGRATED
 from .models import LEVEL_OF_ROLE, Case, DiagramVersion, Timer, Unit, WorkItem
 from .specs import Spec, SpecRegistry
-from .step import Complete, Fire, Open, Outcome, Transfer, ready_user_tasks, run_step
+from .step import (
+    Complete,
+    Fire,
+    Migrate,
+    Open,
+    Outcome,
+    Transfer,
+    ready_user_tasks,
+    run_step,
+)
 from .workcal import WorkCalendar, load_calendar
 
 BOOKKEEPING = frozenset({"claimed", "released", "owner_changed"})
@@ -290,7 +301,15 @@ class _Replay:
     def _step(self, stored: dict) -> Outcome:
         """Run the command an input event records, or a firing for a process event."""
         kind, data = stored["type"], stored["data"] if isinstance(stored["data"], dict) else {}
-        spec = self._spec_of(stored["diagram"])
+        if kind == MIGRATED:
+            # The move the real migration made: from the version replayed so far to the one
+            # this event is the first to name, through the same step.
+            source = self.spec.sha256 if self.spec is not None else None
+            if data.get("from") != source or data.get("to") != stored["diagram"]:
+                raise _Diverged(Divergence(0, "hash", source, data.get("from")))
+            spec = self._version(stored["diagram"])
+        else:
+            spec = self._spec_of(stored["diagram"])
         at = parse_iso(stored["at"])
         self.step_no += 1
         self.step_at = stored["at"]
@@ -306,10 +325,9 @@ class _Replay:
             task_id, info = self._ready(stored["task"])
             command = Transfer(task_id, info.task, {k: data.get(k) for k in ("from", "to", "note")})
             info = None
-        elif kind == "migrated":
-            raise _Diverged(
-                Divergence(stored["seq"], "hash", "a diagram migration", "cannot replay it yet")
-            )
+        elif kind == MIGRATED:
+            command = Migrate(self.spec)
+            self.spec = spec  # the events from here on name the new version
         else:
             command = Fire()
         if self.workflow is None and not isinstance(command, Open):
@@ -368,16 +386,19 @@ class _Replay:
         if self.spec is None or self.spec.sha256 != sha:
             if self.spec is not None:  # a version change without a migrated event
                 raise _Diverged(Divergence(0, "hash", self.spec.sha256, sha))
-            spec = self.registry.parsed(sha)
-            if spec is None:
-                version = self.session.scalars(
-                    select(DiagramVersion).where(DiagramVersion.sha256 == sha)
-                ).first()
-                if version is None:
-                    raise _Diverged(Divergence(0, "hash", "a stored diagram version", sha))
-                spec = self.registry.get(version)
-            self.spec = spec
+            self.spec = self._version(sha)
         return self.spec
+
+    def _version(self, sha: str) -> Spec:
+        spec = self.registry.parsed(sha)
+        if spec is None:
+            version = self.session.scalars(
+                select(DiagramVersion).where(DiagramVersion.sha256 == sha)
+            ).first()
+            if version is None:
+                raise _Diverged(Divergence(0, "hash", "a stored diagram version", sha))
+            spec = self.registry.get(version)
+        return spec
 
     def _event(self, stored: dict, type_: str, task: str | None, data: dict) -> dict:
         """The event as the replayed step records it, with what the service added to it from

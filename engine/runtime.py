@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
-from . import projection, spiffclock
+from . import migration, projection, spiffclock
 from .access import Viewer, acting_for, can_see_case
 from .clock import SHANGHAI, Clock, iso
 from .delegation import recorded
@@ -55,7 +55,7 @@ from .photos import attach_problems as photo_problems
 from .projection import StaleCase
 from .serializer import make_serializer
 from .specs import OPEN_STATUSES, PROCESS_ID, Spec, SpecRegistry, TaskInfo
-from .step import Complete, Fire, Open, Outcome, Transfer, run_step
+from .step import Complete, Fire, Migrate, Open, Outcome, Transfer, run_step
 from .words import version_choices
 from .workcal import WorkCalendar, load_calendar
 
@@ -342,6 +342,60 @@ class Runtime:
 
         case_id = self._run(session, None, actor.username, step)
         return session.get(Case, case_id)
+
+    def migrate_case(
+        self,
+        session: Session,
+        actor: str,
+        case_id: int,
+        to: str,
+        source: str | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        """Move an open case to the diagram version with hash `to` in one step (DESIGN §8): a
+        `migrated` event {from, to} on the new version, the case row's diagram, its timers
+        refreshed, all under the case's version check (a step that lost a race is planned
+        again from the new state). `source`: only if the case is on that version. Raises
+        migration.Unmovable saying why a case cannot move. A dry run runs the same step on a
+        copy restored from the stored blob, never on the cached workflow, and writes nothing."""
+
+        def step(ctx: StepContext) -> None:
+            session = ctx.session
+            case = projection.case_row(session, case_id)
+            if case is None:
+                raise NotFound("no such case")
+            target = migration.version_by_hash(session, to)
+            if target is None:
+                raise NotFound("no such diagram version")
+            origin = migration.version_by_hash(session, source) if source else None
+            if source and origin is None:
+                raise NotFound("no such diagram version")
+            process = session.scalar(
+                select(DiagramVersion.process_id).where(DiagramVersion.id == case.diagram_id)
+            )
+            migration.precheck(case, target, origin, process)
+            old, new = self._spec(session, case), self.registry.get(target)
+            if dry_run:
+                workflow = self.serializer.deserialize_json(projection.blob(session, case.id))
+            else:
+                workflow = self._load(session, case)
+            outcome = run_step(workflow, new, Migrate(old), ctx.now, ctx.deadline)
+            # The moved workflow must load again on the target version, or nothing moves.
+            self.serializer.deserialize_json(self.serializer.serialize_json(outcome.workflow))
+            if dry_run:
+                return
+            moved = session.connection().execute(
+                update(Case.__table__)
+                .where(Case.id == case.id, Case.version == case.version)
+                .values(diagram_id=target.id)
+            )
+            if moved.rowcount != 1:
+                raise StaleCase(case.number)
+            case.diagram_id, case.diagram_sha = target.id, target.sha256
+            self._write(ctx, case, new, outcome)
+            ctx.written = (case.id, None, {})  # the case changed version: expire a held copy
+
+        self._run(session, None, actor, step)
 
     def fire_due_timers(
         self, session: Session, as_of: datetime | None = None, limit: int = 500

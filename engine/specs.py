@@ -10,13 +10,16 @@ import ast
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
 from lxml import etree
+from SpiffWorkflow.bpmn.parser.BpmnParser import BpmnValidator
 from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
 from SpiffWorkflow.bpmn.specs.control import BoundaryEventSplit
 from SpiffWorkflow.bpmn.specs.event_definitions.item_aware_event import SignalEventDefinition
@@ -26,7 +29,7 @@ from SpiffWorkflow.bpmn.specs.mixins.script_task import ScriptTask
 from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask
 from SpiffWorkflow.dmn.parser.BpmnDmnParser import SCHEMAS as DMN_SCHEMAS
 from SpiffWorkflow.dmn.specs.business_rule_task_mixin import BusinessRuleTaskMixin
-from SpiffWorkflow.spiff.parser.process import VALIDATOR, SpiffBpmnParser
+from SpiffWorkflow.spiff.parser.process import SPIFF_XSD, VALIDATOR, SpiffBpmnParser
 from SpiffWorkflow.spiff.parser.task_spec import SPIFFWORKFLOW_NSMAP
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -83,6 +86,7 @@ class DiagramError(ValueError):
         line: int | None = None,
     ):
         self.element, self.file, self.line = element, file, line
+        self.detail = message  # what is wrong, without where (a Problem has fields for that)
         where = ", ".join(
             p
             for p in (
@@ -146,40 +150,107 @@ def _parser() -> SpiffBpmnParser:
     return SpiffBpmnParser(validator=VALIDATOR)
 
 
-def parse_bundle(bundle: Bundle, stored: bool = False) -> Spec:
-    """Parse and validate a bundle, or raise DiagramError naming the element at fault.
+# Where a problem goes: parse_bundle raises the first (`_raise`); engine/validation.py collects
+# them all, so that an administrator can fix every problem of a bundle in one round.
+Report = Callable[[DiagramError], None]
 
-    `stored`: a version already deployed, loaded to run its cases. A version deployed before a
-    property became required gets that property's old behaviour (LEGACY_STATUS, the runtime's
-    default recipients) instead of being refused: cases pinned to it must go on running."""
-    parser = _parser()
-    forms: dict[str, dict] = {}
+
+def _raise(error: DiagramError) -> None:
+    raise error
+
+
+@dataclass
+class BundleFiles:
+    """What a bundle's files hold once read: the parser that took every BPMN and DMN file that
+    parsed, the forms by name, and which files failed."""
+
+    parser: SpiffBpmnParser
+    forms: dict[str, dict] = field(default_factory=dict)
+    bad_forms: dict[str, str] = field(default_factory=dict)  # form name -> its path
+    roots: dict[str, etree._Element] = field(default_factory=dict)  # .bpmn/.dmn path -> root
+    broken: bool = False  # a BPMN or DMN file did not parse: the process cannot be built
+
+
+def read_files(bundle: Bundle, report: Report = _raise) -> BundleFiles:
+    """Parse every file of the bundle, reporting each file's problems and going on with the
+    others (a form that fails leaves the diagram readable)."""
+    files = BundleFiles(_parser())
     for path, text in sorted(bundle.files.items()):
         try:
             if path.endswith(".bpmn"):
-                parser.add_bpmn_xml(_model_xml(path, text), filename=path)
+                root = _model_xml(path, text, report)
+                if root is None:
+                    files.broken = True
+                    continue
+                files.roots[path] = root
+                files.parser.add_bpmn_xml(root, filename=path)
             elif path.endswith(".dmn"):
-                parser.add_dmn_xml(_model_xml(path, text), filename=path)
+                root = _model_xml(path, text, report)
+                if root is None:
+                    files.broken = True
+                    continue
+                files.roots[path] = root
+                files.parser.add_dmn_xml(root, filename=path)
             elif path.endswith(".schema.json"):
-                forms[PurePosixPath(path).name.removesuffix(".schema.json")] = _load_form(
-                    path, text
-                )
+                name = PurePosixPath(path).name.removesuffix(".schema.json")
+                form = _load_form(path, text, report)
+                if form is None:
+                    files.bad_forms[name] = path
+                else:
+                    files.forms[name] = form
         except etree.XMLSyntaxError as exc:
-            raise DiagramError(f"malformed XML: {exc.msg}", file=path, line=exc.lineno) from exc
+            files.broken = True
+            report(DiagramError(f"malformed XML: {exc.msg}", file=path, line=exc.lineno))
         except ValidationException as exc:
-            raise _from_validation(exc, path) from exc
+            files.broken = True
+            for error in _schema_errors(path, files.roots.get(path)) or [
+                _from_validation(exc, path)
+            ]:
+                report(error)
+    return files
+
+
+def process_of(parser: SpiffBpmnParser, process_id: str = PROCESS_ID) -> tuple[Any, dict]:
+    """The executable process `process_id` and its subprocess specs, or DiagramError."""
     try:
-        process = parser.get_spec(PROCESS_ID)
-        subprocesses = parser.get_subprocess_specs(PROCESS_ID)
+        return parser.get_spec(process_id), parser.get_subprocess_specs(process_id)
     except ValidationException as exc:
         raise _from_validation(exc, getattr(exc, "file_name", None)) from exc
     except KeyError as exc:
-        raise DiagramError(f"no executable process '{PROCESS_ID}'") from exc
-    tasks = _check_process(process, forms, stored)
+        raise DiagramError(f"no executable process '{process_id}'") from exc
+
+
+def decision_files(parser: SpiffBpmnParser) -> dict[str, tuple[str, str]]:
+    """Decision table id -> (its decision's id, its DMN file), for the decisions parsed so far
+    (those the process calls)."""
+    found = {}
+    for decision_id, dmn in parser.dmn_parsers.items():
+        decision = getattr(dmn, "decision", None)
+        for table in getattr(decision, "decisionTables", []):
+            found[table.id] = (decision_id, dmn.filename)
+    return found
+
+
+def make_spec(
+    bundle: Bundle, process, subprocesses: dict, forms: dict[str, dict], tasks: dict
+) -> Spec:
     spec = Spec(bundle.sha256, process, subprocesses, forms, tasks)
     spec.validators = {name: jsonschema.Draft202012Validator(s) for name, s in forms.items()}
     spec.transferable = _transferable(process)
     return spec
+
+
+def parse_bundle(bundle: Bundle, stored: bool = False) -> Spec:
+    """Parse and validate a bundle, or raise DiagramError naming the element at fault (the first
+    problem; engine/validation.py lists them all).
+
+    `stored`: a version already deployed, loaded to run its cases. A version deployed before a
+    property became required gets that property's old behaviour (LEGACY_STATUS, the runtime's
+    default recipients) instead of being refused: cases pinned to it must go on running."""
+    files = read_files(bundle)
+    process, subprocesses = process_of(files.parser)
+    tasks = check_process(process, files.forms, stored=stored, tables=decision_files(files.parser))
+    return make_spec(bundle, process, subprocesses, files.forms, tasks)
 
 
 TRANSFER_SIGNAL = "transfer"
@@ -201,7 +272,7 @@ def _transferable(process) -> frozenset[str]:
     return frozenset(found)
 
 
-def _model_xml(path: str, text: str) -> etree._Element:
+def _model_xml(path: str, text: str, report: Report = _raise) -> etree._Element | None:
     """The file's root element, parsed without a DTD, entities or network, and holding only
     BPMN/DMN model and diagram elements; else DiagramError naming the file, the nearest element
     with an id and what is at fault.
@@ -212,7 +283,9 @@ def _model_xml(path: str, text: str) -> etree._Element:
     (`<?xml-stylesheet?>`) would make the browser apply a stylesheet that can do the same; a DTD
     can declare entities that expand exponentially or read local files (XXE). So every element
     must belong to MODEL_NAMESPACES, and a DTD, an entity or a processing instruction is refused
-    before anything is expanded. SpiffWorkflow is then given this parsed tree, never the text."""
+    before anything is expanded. SpiffWorkflow is then given this parsed tree, never the text.
+
+    Each offending node is reported; the root is returned only when there is none."""
     parser = etree.XMLParser(
         resolve_entities=False, load_dtd=False, no_network=True, huge_tree=False
     )
@@ -225,13 +298,18 @@ def _model_xml(path: str, text: str) -> etree._Element:
         tree = etree.fromstring(text.encode("utf-8"), parser).getroottree()
     except etree.XMLSyntaxError:
         if "<!DOCTYPE" in text:  # e.g. libxml2's own limit on entity amplification
-            raise doctype from None
+            report(doctype)
+            return None
         raise
     info, root = tree.docinfo, tree.getroot()
     if info.doctype or info.internalDTD is not None or info.externalDTD is not None:
-        raise doctype
+        report(doctype)
+        return None
+    refused: set[etree._Element] = set()  # a foreign element is reported, not its insides
     prolog = [*root.itersiblings(preceding=True), *root.itersiblings()]
     for node in [*prolog, *root.iter()]:
+        if refused and any(a in refused for a in node.iterancestors()):
+            continue
         if isinstance(node, etree._ProcessingInstruction):
             message = f"processing instruction <?{node.target}?> is not allowed in a diagram"
         elif isinstance(node, etree._Entity):
@@ -244,8 +322,9 @@ def _model_xml(path: str, text: str) -> etree._Element:
                 "hold only elements of the BPMN, BPMN DI, DC, DI, DMN, DMNDI and spiffworkflow "
                 "namespaces"
             )
-        raise DiagramError(message, element=_nearest_id(node), file=path, line=node.sourceline)
-    return root
+        refused.add(node)
+        report(DiagramError(message, element=_nearest_id(node), file=path, line=node.sourceline))
+    return None if refused else root
 
 
 def _tag_name(node: etree._Element) -> str:
@@ -275,29 +354,76 @@ def _from_validation(exc: ValidationException, path: str | None) -> DiagramError
     )
 
 
-def _load_form(path: str, text: str) -> dict:
+def _schema_errors(path: str, root: etree._Element | None) -> list[DiagramError]:
+    """Every XML Schema error of a BPMN or DMN file that failed validation, each with its line:
+    SpiffWorkflow stops at the first. Only called once a file has failed, so the schema is
+    compiled then (a few milliseconds)."""
+    if root is None:
+        return []
+    if path.endswith(".bpmn"):
+        validator = BpmnValidator(imports={"spiffworkflow": SPIFF_XSD})
+    else:
+        schema = DMN_SCHEMAS.get(etree.QName(root).namespace)
+        if schema is None:
+            return []
+        validator = BpmnValidator(schema)
+    validator.preprocess(root)
+    if validator.validator.validate(root):
+        return []
+    return [
+        DiagramError(f"schema validation: {error.message}", file=path, line=error.line or None)
+        for error in validator.validator.error_log
+    ]
+
+
+def _load_form(path: str, text: str, report: Report = _raise) -> dict | None:
+    fault = _form_fault(text)
+    if fault is not None:
+        report(DiagramError(f"bad form schema: {fault}", file=path))
+        return None
+    return json.loads(text)
+
+
+@lru_cache(maxsize=256)
+def _form_fault(text: str) -> str | None:
+    """What is wrong with a form's text, or None. Checking a schema against the metaschema
+    costs milliseconds, and a bundle's forms rarely change between deploys (and a deploy reads
+    them twice: validation, then parsing), so the verdict is kept by text."""
     try:
         schema = json.loads(text)
         jsonschema.Draft202012Validator.check_schema(schema)
     except (ValueError, jsonschema.SchemaError) as exc:
-        raise DiagramError(f"bad form schema: {exc}", file=path) from exc
-    return schema
+        return str(exc)
+    if not isinstance(schema, dict):
+        return "a form is a JSON object"
+    return None
 
 
-def _check_process(process, forms: dict[str, dict], stored: bool = False) -> dict[str, TaskInfo]:
+def check_process(
+    process,
+    forms: dict[str, dict],
+    report: Report = _raise,
+    stored: bool = False,
+    lanes: bool = True,
+    tables: dict[str, tuple[str, str]] | None = None,
+    bad_forms: dict[str, str] | None = None,
+    python: bool = True,
+) -> dict[str, TaskInfo]:
+    """Check what the engine needs of every task spec and read the user tasks' properties.
+
+    Reports every problem: with `python`, each piece of Python outside the sandbox (see
+    check_python); each supervision without a valid `notify`; each user task without a logical
+    `task`, a `status` or a form that exists (named by the task's id). `lanes`: also refuse a user
+    task whose lane is not a tier (validation checks every lane itself, by the lane's id).
+    `tables`: decision table id -> (decision id, DMN file). `bad_forms`: form name -> the file of
+    a form that did not load (reported already)."""
+    bad_forms = bad_forms or {}
+    process_file = getattr(process, "file", None)
+    if python:
+        check_python(process, report, tables)
     tasks: dict[str, TaskInfo] = {}
     for name, ts in process.task_specs.items():
         element = getattr(ts, "bpmn_id", None) or name
-        for source, mode, cell in _python_of(ts):
-            try:
-                check_source(source, mode, HELPERS)
-            except (UnsafeScript, SyntaxError) as exc:
-                # A DMN cell is named by its rule (or input) id; anything else by the task's id.
-                where = f"{cell[1]} of business rule task '{element}': " if cell else ""
-                raise DiagramError(
-                    f"unsafe or invalid Python: {where}{exc}",
-                    element=cell[0] if cell else element,
-                ) from exc
         event_props = getattr(ts, "extensions", {}).get("properties", {})
         if event_props.get("event") == "supervised" and stored and "notify" not in event_props:
             # Deployed before `notify` existed: whom such a supervision told then, the holder,
@@ -308,35 +434,108 @@ def _check_process(process, forms: dict[str, dict], stored: bool = False) -> dic
             kinds = [k.strip() for k in event_props.get("notify", "").split(",") if k.strip()]
             unknown = [k for k in kinds if k not in NOTIFY_KINDS]
             if not kinds or unknown:
-                raise DiagramError(
-                    "a supervision needs property 'notify': a comma-separated list of "
-                    f"holder, owner and tiers {TIERS}"
-                    + (f"; unknown: {unknown}" if unknown else ""),
-                    element,
+                report(
+                    DiagramError(
+                        "a supervision needs property 'notify': a comma-separated list of "
+                        f"holder, owner and tiers {TIERS}"
+                        + (f"; unknown: {unknown}" if unknown else ""),
+                        element,
+                        process_file,
+                    )
                 )
         if isinstance(ts, UserTask):
-            props = dict(ts.extensions.get("properties", {}))
-            logical, form = props.get("task"), props.get("formKey")
-            if logical not in LOGICAL_TASKS:
-                raise DiagramError(f"property 'task' must be one of {LOGICAL_TASKS}", element)
-            if stored and "status" not in props:
-                props["status"] = LEGACY_STATUS[logical]
-            if props.get("status") not in OPEN_STATUSES:
-                raise DiagramError(
-                    f"property 'status' (the case's status while this task is open) must be "
-                    f"one of {OPEN_STATUSES}",
-                    element,
-                )
-            if form not in forms:
-                raise DiagramError(f"formKey '{form}' has no forms/{form}.schema.json", element)
-            if ts.lane not in TIERS:
-                raise DiagramError(f"lane '{ts.lane}' is not one of the five tiers", element)
-            tasks[ts.name] = TaskInfo(
-                ts.name, logical, ts.bpmn_name or ts.name, ts.lane, form, props
-            )
-    if not any(t.task == "accept" for t in tasks.values()):
-        raise DiagramError("the process has no accept task")
+            info = _user_task(ts, forms, stored, lanes, bad_forms, process_file, report)
+            if info is not None:
+                tasks[ts.name] = info
+    if not any(
+        ts.extensions.get("properties", {}).get("task") == "accept"
+        for ts in process.task_specs.values()
+        if isinstance(ts, UserTask)
+    ):
+        report(DiagramError("the process has no accept task", file=process_file))
     return tasks
+
+
+def check_python(
+    process, report: Report = _raise, tables: dict[str, tuple[str, str]] | None = None
+) -> set[str]:
+    """Report every piece of the process's Python that is outside the sandbox's allowlist or
+    cost bounds (engine/sandbox.py): a script, pre- or postScript, condition or timer expression
+    named by its element's id, a DMN cell by its rule's (or input's) id in its DMN file, each
+    table once however many tasks call it. Returns the task spec names and decision table ids
+    at fault, which later checks leave alone (their code must not run)."""
+    tables = tables or {}
+    process_file = getattr(process, "file", None)
+    unsafe: set[str] = set()
+    checked_tables: set[str] = set()
+    for name, ts in process.task_specs.items():
+        element = getattr(ts, "bpmn_id", None) or name
+        table = ts.dmnEngine.decision_table if isinstance(ts, BusinessRuleTaskMixin) else None
+        seen_table = table is not None and table.id in checked_tables
+        if table is not None:
+            checked_tables.add(table.id)
+        for source, mode, cell in _python_of(ts):
+            if cell is not None and seen_table:
+                continue
+            try:
+                check_source(source, mode, HELPERS)
+            except (UnsafeScript, SyntaxError) as exc:
+                if cell is None:
+                    unsafe.add(name)
+                    report(DiagramError(f"unsafe or invalid Python: {exc}", element, process_file))
+                    continue
+                unsafe.add(table.id)
+                decision, path = tables.get(table.id, (table.id, None))
+                report(
+                    DiagramError(
+                        f"unsafe or invalid Python: {cell[1]} of decision table '{decision}' "
+                        f"(business rule task '{element}'): {exc}",
+                        cell[0],
+                        path,
+                    )
+                )
+    return unsafe
+
+
+def _user_task(
+    ts,
+    forms: dict[str, dict],
+    stored: bool,
+    lanes: bool,
+    bad_forms: dict[str, str],
+    process_file: str | None,
+    report: Report,
+) -> TaskInfo | None:
+    """A user task's TaskInfo, or None after reporting each thing wrong with it."""
+    element = ts.bpmn_id or ts.name
+    props = dict(ts.extensions.get("properties", {}))
+    logical, form = props.get("task"), props.get("formKey")
+    problems = []
+    if logical not in LOGICAL_TASKS:
+        problems.append(
+            "has no property 'task'" if logical is None else f"property 'task' is '{logical}'"
+        )
+        problems[-1] += f": it must be one of {LOGICAL_TASKS}"
+    elif stored and "status" not in props:
+        props["status"] = LEGACY_STATUS[logical]
+    if props.get("status") not in OPEN_STATUSES:
+        problems.append(
+            f"property 'status' (the case's status while this task is open) must be one of "
+            f"{OPEN_STATUSES}"
+        )
+    if not form:
+        problems.append("has no property 'formKey' (the name of its form)")
+    elif form in bad_forms:
+        problems.append(f"formKey '{form}': its form {bad_forms[form]} is not valid JSON Schema")
+    elif form not in forms:
+        problems.append(f"formKey '{form}' has no forms/{form}.schema.json")
+    if lanes and ts.lane not in TIERS:
+        problems.append(f"lane '{ts.lane}' is not one of the five tiers")
+    for message in problems:
+        report(DiagramError(message, element, process_file))
+    if problems:
+        return None
+    return TaskInfo(ts.name, logical, ts.bpmn_name or ts.name, ts.lane, form, props)
 
 
 def _python_of(ts) -> list[tuple[str, str, tuple[str, str] | None]]:

@@ -31,7 +31,7 @@ from SpiffWorkflow.bpmn.util.event import BpmnEvent
 from SpiffWorkflow.spiff.specs.event_definitions import SignalEventDefinition as SpiffSignal
 from SpiffWorkflow.util.task import TaskState
 
-from . import spiffclock
+from . import migration, spiffclock
 from .clock import iso, parse_iso
 from .errors import Conflict
 from .sandbox import RestrictedScriptEngine
@@ -72,7 +72,16 @@ class Transfer:
     data: dict
 
 
-Command = Open | Complete | Fire | Transfer
+@dataclass(frozen=True)
+class Migrate:
+    """Move the case from the version `source` it runs on to the step's spec (the target):
+    engine/migration.py re-points the workflow, keeping the tasks it is at as they were, or
+    raises Unmovable. The `migrated` event records both hashes."""
+
+    source: Spec
+
+
+Command = Open | Complete | Fire | Transfer | Migrate
 
 # --------------------------------------------------------------------------- outcome
 
@@ -181,6 +190,11 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
         # The boundary event puts the payload in the process's data under the signal's
         # variableName; the `transferred` event reads it there.
         workflow.catch(BpmnEvent(SpiffSignal(TRANSFER_SIGNAL), dict(command.data)))
+    elif isinstance(command, Migrate):
+        migration.move_workflow(workflow, command.source, spec)
+        events.append(
+            (migration.MIGRATED, None, {"from": command.source.sha256, "to": spec.sha256})
+        )
 
     # do_engine_steps ends by refreshing timers, which can leave fired boundary events READY but
     # not run: go on until nothing automatic is READY.
@@ -239,7 +253,10 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
         ready=new,
         closed=[t for t in ready_before if t not in ready],
         still_open=[t for t in ready_before if t in ready],
-        timers=None if timers == timers_before and not isinstance(command, Fire) else timers,
+        # A firing and a move refresh the timer rows whatever they hold.
+        timers=None
+        if timers == timers_before and not isinstance(command, Fire | Migrate)
+        else timers,
         facts=_facts(workflow, spec, ready),
         supervisions=supervisions,
         escalated=any(kind == "escalated" for kind, _t, _d in events),

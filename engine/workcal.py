@@ -5,7 +5,9 @@ only spends hours on working days, so a weekend or the National Day week does no
 grid worker has. What a working day is comes from the ``chinese_calendar`` package (statutory
 holidays and make-up working days, 调休), which only knows the years the State Council has already
 published. For other years, and to correct the package, administrators enter each year's holidays and
-make-up working days from a calendar file (``import_calendar``), kept in ``CalendarYear`` rows.
+make-up working days from a calendar file (``import_calendar``), kept in ``CalendarYear`` rows;
+``enter_calendar`` does it as an administrator's change, on the administration log, and
+``describe_year`` says which days are special in a year and where each verdict comes from.
 A year neither covers (DESIGN §2) has the statutory holidays of the ``holidays`` package's China
 calendar as it comes, its observed days included, and no make-up working days: the rest of Monday
 to Friday are working days. From 1 November administrators are reminded to enter next year's
@@ -24,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 
@@ -31,7 +34,8 @@ import chinese_calendar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .clock import SHANGHAI
+from . import admin_log
+from .clock import SHANGHAI, iso
 from .models import CalendarYear
 
 MIN_YEAR = 2000
@@ -290,3 +294,143 @@ def import_calendar(session: Session, data: object) -> CalendarYear:
     row.holidays = [day.isoformat() for day in holidays]
     row.workdays = [day.isoformat() for day in workdays]
     return row
+
+
+def enter_calendar(session: Session, data: object, now: datetime, by: str) -> CalendarYear:
+    """``import_calendar`` as an administrator's change: the row remembers who entered it and
+    when (``CalendarYear.entered``), and a ``calendar_changed`` entry goes on the administration
+    log in the same unit of work, so the change and its record commit or roll back together.
+    Deadlines already fixed do not move: they are data in the events and timers (DESIGN §2)."""
+    row = import_calendar(session, data)
+    row.entered = {"by": by, "at": iso(now)}
+    admin_log.record(
+        session,
+        now,
+        by,
+        "calendar_changed",
+        {
+            "year": row.year,
+            "holidays": len(row.holidays),
+            "workdays": len(row.workdays),
+            "by": by,
+        },
+    )
+    return row
+
+
+# ------------------------------------------------------------------ a year, described
+
+# Where a special day comes from, in the order ``WorkCalendar.is_workday`` asks.
+FROM_ADMIN = "admin"
+FROM_PACKAGE = "chinese_calendar"
+FROM_FALLBACK = "holidays"
+
+HOLIDAY = "holiday"
+WORKDAY = "workday"  # a make-up working day (调休上班) on a weekend
+
+
+@dataclass(frozen=True)
+class SpecialDay:
+    """A holiday, or a weekend day that is a working day, with where that verdict comes from
+    and, when a package knows it, the festival's name (English and Chinese)."""
+
+    day: date
+    kind: str  # HOLIDAY or WORKDAY
+    source: str  # FROM_ADMIN, FROM_PACKAGE or FROM_FALLBACK
+    name_en: str | None = None
+    name_zh: str | None = None
+
+
+@dataclass(frozen=True)
+class YearArrangement:
+    """A year as the deadlines see it: every special day, whether ``chinese_calendar`` has the
+    year, and who entered the year's arrangement and when ({by, at}) if someone did."""
+
+    year: int
+    days: tuple[SpecialDay, ...]
+    covered: bool
+    entered: bool
+    entered_by: str | None = None
+    entered_at: str | None = None
+    entered_holidays: tuple[date, ...] = ()
+    entered_workdays: tuple[date, ...] = ()
+
+    def of_kind(self, kind: str) -> list[SpecialDay]:
+        return [d for d in self.days if d.kind == kind]
+
+
+def describe_year(session: Session, year: int) -> YearArrangement:
+    """Every holiday and make-up working day of a year, each with its source, by the same
+    precedence as ``WorkCalendar.is_workday``: the administrator's entries first, then
+    ``chinese_calendar`` for the years it covers, then (for a year nobody entered) the
+    ``holidays`` package's China holidays. A holiday on a weekend is listed too when its source
+    lists it (the National Day week), though it changes no deadline. The administrators' page
+    shows this, so it has to be what deadlines use: tests/test_calendar_page.py compares it with
+    ``is_workday`` day by day."""
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise ValueError(f"year must be between {MIN_YEAR} and {MAX_YEAR}")
+    row = session.get(CalendarYear, year)
+    entered_h = frozenset(date.fromisoformat(t) for t in (row.holidays or ())) if row else None
+    entered_w = frozenset(date.fromisoformat(t) for t in (row.workdays or ())) if row else None
+    covered = package_covers(year)
+    names = _festival_names(year)
+    fallback = statutory_holidays(year) if not covered and row is None else frozenset()
+
+    days: list[SpecialDay] = []
+    day = date(year, 1, 1)
+    while day.year == year:
+        kind = source = None
+        if entered_h is not None and day in entered_h:
+            kind, source = HOLIDAY, FROM_ADMIN
+        elif entered_w is not None and day in entered_w:
+            kind, source = WORKDAY, FROM_ADMIN
+        elif covered:
+            if day in chinese_calendar.holidays:
+                kind, source = HOLIDAY, FROM_PACKAGE
+            elif day in chinese_calendar.workdays:
+                kind, source = WORKDAY, FROM_PACKAGE
+        elif day in fallback:
+            kind, source = HOLIDAY, FROM_FALLBACK
+        if kind is not None:
+            name_en, name_zh = names.get(day, (None, None))
+            days.append(SpecialDay(day, kind, source, name_en, name_zh))
+        day += timedelta(days=1)
+
+    entered = (row.entered or {}) if row else {}
+    return YearArrangement(
+        year=year,
+        days=tuple(days),
+        covered=covered,
+        entered=row is not None,
+        entered_by=entered.get("by"),
+        entered_at=entered.get("at"),
+        entered_holidays=tuple(sorted(entered_h or ())),
+        entered_workdays=tuple(sorted(entered_w or ())),
+    )
+
+
+@lru_cache(maxsize=16)
+def _festival_names(year: int) -> dict[date, tuple[str, str]]:
+    """(English, Chinese) festival names by date, from ``chinese_calendar`` where it has the
+    year (make-up days carry the festival they make up for), else from the ``holidays``
+    package. Names only label a day; they decide nothing."""
+    import holidays
+
+    found: dict[date, tuple[str, str]] = {}
+    english = holidays.country_holidays("CN", years=year, observed=True)
+    chinese = holidays.country_holidays("CN", years=year, observed=True, language="zh_CN")
+    for day, name in english.items():
+        found[day] = (name, chinese.get(day) or name)
+    for table in (chinese_calendar.holidays, chinese_calendar.workdays):
+        for day, name in table.items():
+            if day.year == year:
+                found[day] = (str(name), _chinese_name(name))
+    return found
+
+
+def _chinese_name(name: object) -> str:
+    """The Chinese name ``chinese_calendar`` keeps beside an English one (its Holiday enum)."""
+    try:
+        return chinese_calendar.Holiday(name).chinese
+    except (ValueError, AttributeError):
+        return str(name)

@@ -89,7 +89,13 @@ def test_an_auditor_is_refused_every_change_before_the_body_is_read(town):
     api = app.test_client()
     headers = bearer(api, "aud")
     web = web_client(app, "aud")
-    values = {"item_id": item.id, "number": case.number, "delegation_id": 1, "sha256": "0" * 64}
+    values = {
+        "item_id": item.id,
+        "number": case.number,
+        "delegation_id": 1,
+        "sha256": "0" * 64,
+        "username": "off1",
+    }
     bodies = [None, {"title": "x", "grid": "V01-D1-G01"}, {"data": {"outcome": "resolved"}}]
     refused = []
     for rule in app.url_map.iter_rules():

@@ -84,7 +84,19 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
 
     # delegation, audit, dossier and figures add routes to api.bp: imported before it is
     # registered.
-    from . import api, audit, auth, delegation, dossier, errors, figures, web  # noqa: F401
+    from . import (  # noqa: F401
+        admin_log_pages,
+        api,
+        audit,
+        auth,
+        delegation,
+        diagrams,
+        dossier,
+        errors,
+        figures,
+        migrations,
+        web,
+    )
 
     csrf.exempt(api.bp)  # token-authenticated, no cookies: nothing to forge
     app.register_blueprint(api.bp)
@@ -92,7 +104,21 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
     app.register_blueprint(delegation.bp)
     app.register_blueprint(audit.bp)
     app.register_blueprint(dossier.bp)
-    for name in ("inbox", "cases", "admin", "photos", "steps", "board", "dashboards"):
+    for name in (
+        "inbox",
+        "cases",
+        "admin",
+        "photos",
+        "steps",
+        "board",
+        "dashboards",
+        "calendar_pages",
+        "admin_log_pages",
+        "diagrams",
+        "editor",
+        "migrations",
+        "org_pages",
+    ):
         module = import_module(f"webapp.{name}")
         app.register_blueprint(module.bp)
     web.register_filters(app)

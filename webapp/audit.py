@@ -29,6 +29,7 @@ from engine.errors import Conflict, Forbidden, NotFound
 from engine.models import Case, Digest, Job
 from engine.replay import replay
 from jobs import audit as audit_jobs
+from jobs import migrate as migrate_jobs
 
 from . import services
 from .api import bp as api_bp
@@ -157,7 +158,10 @@ def verify_api():
 @token_required
 def job_api(job_id: int):
     _may_audit(g.viewer)
-    return jsonify(audit_jobs.as_json(_job(job_id)))
+    job = _job(job_id)
+    if job.kind == migrate_jobs.KIND:  # a migration run: {state, done, total, results}
+        return jsonify(migrate_jobs.as_json(job))
+    return jsonify(audit_jobs.as_json(job))
 
 
 # ------------------------------------------------------------------ pages

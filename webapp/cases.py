@@ -70,6 +70,8 @@ EVENT_NAMES = {
     "archived": _l("Case archived"),
     "rejected": _l("Case rejected"),
     "transferred": _l("Sent to another grid"),
+    "migrated": _l("Moved to another version of the process"),
+    "owner_changed": _l("Handed to another officer"),
 }
 SATISFACTION_NAMES = {
     "satisfied": _l("Satisfied"),

@@ -17,11 +17,11 @@ from sqlalchemy import select
 from engine import digests
 from engine.clock import iso, parse_iso
 from engine.digests import verify_all
-from engine.models import Case, Unit
+from engine.models import Case, DiagramVersion, Unit
 from engine.replay import replay
-from engine.specs import DiagramError, deploy, live_version, load_bundle
+from engine.specs import DiagramError, live_version, load_bundle
 from engine.storage import upgrade_schema
-from engine.workcal import CalendarFileError, import_calendar
+from engine.workcal import CalendarFileError, enter_calendar
 
 from . import create_app, services
 from .extensions import db
@@ -49,36 +49,94 @@ def init_db() -> None:
     _deploy(app, services(app).root, REPOSITORY, quiet=False)
 
 
-def _deploy(app, root: Path, actor: str, quiet: bool, explicit: bool = False) -> None:
-    """Store the bundle under root as a new version (it is then live) if its hash is new. Unless
-    asked for explicitly (`diagrams deploy`), the repository's bundle never goes live over a
-    version an administrator deployed."""
+def _deploy(
+    app,
+    root: Path,
+    actor: str,
+    quiet: bool,
+    explicit: bool = False,
+    comment: str = "",
+    activate: bool = True,
+) -> None:
+    """Store the bundle under root as a new version if its hash is new, validated exactly as
+    POST /diagrams validates it (engine.versions.deploy_bundle, which also records the
+    administration log), and make it live if `activate`. Unless asked for explicitly (`diagrams
+    deploy`), the repository's bundle is stored only when its hash is new, and made live only
+    over an earlier repository bundle, never over a version an administrator deployed (DESIGN
+    §8). A refused bundle prints every problem and exits 1, the live version unchanged."""
+    from engine.versions import deploy_bundle, is_live
+
     svc = services(app)
     bundle = load_bundle(root)
     if not bundle.files:
         raise click.ClickException(f"{root} holds no workflows/bpmn/ or rules/ files")
     live = live_version(db.session)
-    fresh = live is None or live.sha256 != bundle.sha256
-    if not explicit and fresh and live is not None and live.deployed_by != REPOSITORY:
-        db.session.rollback()
-        click.echo(
-            f"the live diagram {live.sha256[:12]} was deployed by {live.deployed_by}; the "
-            "repository's changed bundle was not deployed over it (`gridloop diagrams deploy` does)"
+    held = None  # the administrator's live version the repository's bundle stays behind
+    if not explicit:
+        stored = db.session.scalar(
+            select(DiagramVersion).where(DiagramVersion.sha256 == bundle.sha256)
         )
-        return
+        if live is not None and live.sha256 != bundle.sha256 and live.deployed_by != REPOSITORY:
+            held, activate = live, False
+        if stored is not None and live is not None:
+            # Not new: stays as it is (an administrator may have rolled back from it).
+            if held is not None:
+                click.echo(_held_back(held, stored))
+            elif not quiet:
+                state = "already live" if live.id == stored.id else "already stored, not live"
+                click.echo(f"diagram {stored.sha256[:12]} {state} (version {stored.id})")
+            db.session.rollback()
+            return
     try:
-        version, new = deploy(
-            db.session, svc.runtime.registry, bundle, actor, svc.runtime.clock.now()
+        version, new = deploy_bundle(
+            db.session,
+            svc.runtime.registry,
+            bundle,
+            actor,
+            svc.runtime.clock.now(),
+            comment,
+            activate,
         )
     except DiagramError as exc:
         db.session.rollback()
-        raise click.ClickException(
-            f"diagram rejected, the live version is unchanged: {exc}"
-        ) from exc
+        problems = getattr(exc, "problems", None) or [exc]
+        click.echo("diagram rejected, the live version is unchanged:", err=True)
+        for problem in problems:
+            click.echo(f"  {_problem_line(problem)}", err=True)
+        sys.exit(1)
     db.session.commit()
-    if not quiet:
-        state = "deployed" if new else "already live"
+    if held is not None:
+        click.echo(_held_back(held, version))
+    elif not quiet:
+        if new:
+            state = "deployed" if activate else "deployed, not live (--no-activate)"
+        elif is_live(db.session, version):
+            state = "already live" if version.sha256 == (live and live.sha256) else "made live"
+        else:
+            state = "already stored, not live"
         click.echo(f"diagram {version.sha256[:12]} {state} (version {version.id})")
+
+
+def _held_back(live, version) -> str:
+    return (
+        f"the live diagram {live.sha256[:12]} was deployed by {live.deployed_by}; the "
+        f"repository's changed bundle is stored as {version.sha256[:12]} (version {version.id}) "
+        "but was not deployed over it (`gridloop diagrams deploy` makes it live)"
+    )
+
+
+def _problem_line(problem) -> str:
+    """`file, element 'id': message` for a validation Problem or a DiagramError."""
+    where = ", ".join(
+        part
+        for part in (
+            getattr(problem, "file", None) or "",
+            f"element '{problem.element}'" if getattr(problem, "element", None) else "",
+        )
+        if part
+    )
+    message = getattr(problem, "message", None) or str(problem)
+    return f"{where}: {message}" if where else message
 
 
 @main.group(help="Diagram versions.")
@@ -87,17 +145,50 @@ def diagrams() -> None:
 
 
 @diagrams.command(
-    "deploy", help="Store DIR's workflows/bpmn/ and rules/ (default: the repository's) if changed."
+    "deploy",
+    help="Validate DIR's workflows/bpmn/ and rules/ (default: the repository's) and store them "
+    "as a new version if changed; it is made live unless --no-activate.",
 )
 @click.argument(
     "directory",
     required=False,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
 )
-def diagrams_deploy(directory: Path | None) -> None:
+@click.option("--comment", default="", help="Why: shown in the version list and the log.")
+@click.option("--no-activate", is_flag=True, help="Store the version without making it live.")
+def diagrams_deploy(directory: Path | None, comment: str, no_activate: bool) -> None:
     app = _app()
     root = directory.resolve() if directory else services(app).root
-    _deploy(app, root, REPOSITORY if directory is None else "cli", quiet=False, explicit=True)
+    _deploy(
+        app,
+        root,
+        REPOSITORY if directory is None else "cli",
+        quiet=False,
+        explicit=True,
+        comment=comment,
+        activate=not no_activate,
+    )
+
+
+@diagrams.command("list", help="Every version, newest first: live, cases running and in all.")
+def diagrams_list() -> None:
+    from engine.versions import list_versions
+
+    _app()
+    infos = list_versions(db.session)
+    if not infos:
+        click.echo("no diagram is deployed; run `gridloop init-db`")
+        return
+    for info in infos:
+        v = info.version
+        line = (
+            f"{'*' if info.live else ' '} {v.sha256[:12]}  {iso(v.deployed_at)}  {v.deployed_by}"
+            f"  open {info.cases_open} / total {info.cases_total}"
+            f"  {'live' if info.live else 'never live' if v.activated_at is None else 'stored'}"
+        )
+        if v.comment:
+            line += f"  {v.comment}"
+        click.echo(line)
 
 
 @main.group(help="The organisation: units, people and positions.")
@@ -105,26 +196,30 @@ def org() -> None:
     pass
 
 
-@org.command("import", help="Import an organisation YAML file (idempotent).")
+@org.command("import", help="Import an organisation file, .yaml or .xlsx (idempotent).")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--reset-passwords", is_flag=True, help="Also set passwords of existing people.")
 def org_import(file: Path, reset_passwords: bool) -> None:
-    from engine.org import OrgFileError, import_org
+    from engine.org import OrgFileError
+    from engine.org_xlsx import format_of, import_file
 
+    fmt = format_of(file.name) or "yaml"  # a file without a known suffix is read as YAML
     app = _app()
     try:
-        report = import_org(
+        imported = import_file(
             db.session,
-            file.read_text(encoding="utf-8"),
+            file.read_bytes(),
+            fmt,
             services(app).passwords,
-            reset_passwords=reset_passwords,
+            actor="cli",
             now=services(app).runtime.clock.now(),
+            reset_passwords=reset_passwords,
         )
     except OrgFileError as exc:
         db.session.rollback()
         raise click.ClickException(f"{file}: nothing was imported.\n{exc}") from exc
     db.session.commit()
-    click.echo(report.summary())
+    click.echo(imported.report.summary())
 
 
 @main.command(help="Load the demo township and sample cases into an empty database.")
@@ -298,14 +393,15 @@ def calendar_group() -> None:
 @calendar_group.command("import", help="Import a year's holidays and make-up working days.")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def calendar_import(file: Path) -> None:
-    _app()
+    app = _app()
     try:
         data = (
             json.loads(file.read_text(encoding="utf-8"))
             if file.suffix == ".json"
             else _yaml(file.read_text(encoding="utf-8"))
         )
-        row = import_calendar(db.session, data)
+        # On the administration log like an entry on the calendar page, by "cli".
+        row = enter_calendar(db.session, data, services(app).runtime.clock.now(), "cli")
     except CalendarFileError as exc:
         db.session.rollback()
         raise click.ClickException(f"{file}: {exc}") from exc
@@ -411,6 +507,96 @@ def audit_export(case_number: str, out: Path | None) -> None:
         return
     out.write_text(text + "\n", encoding="utf-8")
     click.echo(f"{case.number}: dossier written to {out}", err=True)
+
+
+# ------------------------------------------------------------------ migration of running cases
+
+
+def _command_group(name: str, help_text: str) -> click.Group:
+    """The `gridloop NAME` group, shared with any other feature that adds commands to it."""
+    found = main.commands.get(name)
+    if isinstance(found, click.Group):
+        return found
+    group = click.Group(name, help=help_text)
+    main.add_command(group)
+    return group
+
+
+@_command_group("cases", "Cases.").command(
+    "migrate",
+    help="Move running cases (CASE..., or every open case on --from, or on any other version) "
+    "to the diagram version --to. Exit status 1 if a case cannot move.",
+)
+@click.option("--to", "to", required=True, help="The hash of the version to move to.")
+@click.option("--from", "source", help="Only cases on this version.")
+@click.option("--dry-run", is_flag=True, help="Only say which cases can move; change nothing.")
+@click.argument("numbers", nargs=-1)
+def cases_migrate(to: str, source: str | None, dry_run: bool, numbers: tuple[str, ...]) -> None:
+    from engine import migration
+    from jobs.migrate import start_migration
+
+    app = _app()
+    chosen = [n.upper() for n in numbers] or None
+    selection, problems = migration.select_cases(db.session, to, chosen, source)
+    if selection is None:
+        db.session.rollback()
+        raise click.ClickException(
+            "nothing was migrated:\n" + "\n".join(f"  {k}: {v}" for k, v in problems.items())
+        )
+    svc = services(app)
+    if dry_run:
+        results = [
+            r.as_json()
+            for r in migration.run(db.session, svc.runtime, "cli", selection, dry_run=True)
+        ]
+    else:
+        db.session.commit()  # the run goes through the jobs root's sessions
+        job_id = start_migration(svc.jobs, "cli", to, chosen, source, inline=True)
+        results = _finished_migration(svc.jobs, job_id)
+    for r in results:
+        state = "ok" if r["ok"] else f"cannot move: {r['reason']}"
+        click.echo(f"{r['case']}: {state}")
+    moved = sum(1 for r in results if r["ok"])
+    if dry_run:
+        click.echo(f"dry run: {moved} of {len(results)} case(s) can move; nothing changed")
+    else:
+        click.echo(f"{moved} moved, {len(results) - moved} refused")
+    if moved < len(results):
+        sys.exit(1)
+
+
+def _finished_migration(root, job_id: int) -> list[dict]:
+    """The results of a migration job that ran here (inline)."""
+    from engine.models import Job
+    from jobs.migrate import as_json
+
+    with root.session() as session:
+        job = session.get(Job, job_id)
+        if job.state != "done":
+            raise click.ClickException(f"the migration failed: {(job.result or {}).get('error')}")
+        return as_json(job)["results"]
+
+
+# ------------------------------------------------------------------ the organisation file: export
+
+
+@org.command("export", help="Write the organisation to FILE, as .yaml or .xlsx by its name.")
+@click.argument("file", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+def org_export(file: Path) -> None:
+    """The same file as the organisation page's download: importing it changes nothing."""
+    from engine.errors import NotFound
+    from engine.org_xlsx import export_file, format_of
+
+    fmt = format_of(file.name)
+    if fmt is None:
+        raise click.ClickException(f"{file}: the name must end in .yaml, .yml or .xlsx")
+    _app()
+    try:
+        content = export_file(db.session, fmt)
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from exc
+    file.write_bytes(content)
+    click.echo(f"organisation written to {file}")
 
 
 if __name__ == "__main__":

@@ -145,8 +145,11 @@ def build_openapi() -> dict:
         spec.components.schema(name, schema=getattr(schemas, name))
     paths.update(_delegation_paths())
     paths.update(_audit_paths())
+    paths.update(_admin_log_paths())
     spec.components.schema("PhotoOut", schema=schemas.PhotoOut)
     paths.update(_photo_paths())
+    paths.update(_diagram_paths())
+    paths.update(_migration_paths())
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
@@ -325,3 +328,199 @@ def _photo_paths() -> dict:
         for kind in ("image/jpeg", "image/png", "image/webp")
     }
     return {"/photos": {"post": upload}, "/cases/{number}/photos/{sha256}": {"get": served}}
+
+
+def _admin_log_paths() -> dict:
+    """The administration log (webapp/admin_log_pages.py; engine/admin_log.py), for auditors and
+    administrators."""
+    before = _q("before", "integer")
+    before["description"] = "entries older than this seq (the last item's seq of the page before)"
+    kind = _q("type")
+    kind["description"] = "one kind of entry, e.g. diagram_deployed, calendar_changed"
+    return {
+        "/admin-log": {
+            "get": _op(
+                "The administration log, newest first, 50 at a time: {items: [{log, seq, at, "
+                "type, actor, data, prev, hash}], head: {seq, hash}}",
+                ("200", None),
+                params=[before, kind],
+                errors=("400", "401", "403"),
+            )
+        }
+    }
+
+
+def _diagram_paths() -> dict:
+    """Diagram versions (webapp/diagrams.py; DESIGN §8), for administrators only: 403 for
+    everyone else, auditors included."""
+    sha = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+    version = {
+        "type": "object",
+        "properties": {
+            "hash": sha,
+            "processes": {"type": "array", "items": {"type": "string"}},
+            "deployed_at": {"type": "string", "format": "date-time"},
+            "deployed_by": {"type": "string"},
+            "comment": {"type": "string"},
+            "live": {"type": "boolean"},
+            "activated_at": {"type": "string", "format": "date-time", "nullable": True},
+            "cases_open": {"type": "integer"},
+            "cases_total": {"type": "integer"},
+        },
+    }
+    with_files = {
+        "allOf": [
+            version,
+            {
+                "type": "object",
+                "properties": {
+                    "files": {"type": "object", "additionalProperties": {"type": "string"}}
+                },
+            },
+        ]
+    }
+    listing = {"type": "object", "properties": {"items": {"type": "array", "items": version}}}
+    comment = {"type": "string", "maxLength": 2000}
+    deploy_in = {
+        "type": "object",
+        "required": ["files"],
+        "properties": {
+            "files": {
+                "type": "object",
+                "description": "the whole bundle: path from the repository root (under "
+                "workflows/bpmn/ or rules/, ending in .bpmn, .dmn or .json) -> text",
+                "additionalProperties": {"type": "string"},
+            },
+            "comment": comment,
+            "activate": {"type": "boolean", "default": True},
+        },
+    }
+    ids = {
+        "type": "object",
+        "properties": {
+            k: {"type": "array", "items": {"type": "string"}}
+            for k in ("added", "removed", "changed")
+        },
+    }
+    diff = {
+        "type": "object",
+        "properties": {"elements": ids, "rules": ids, "forms": ids},
+        "description": "element ids, DMN rule ids and form fields as forms/<file>#<field>",
+    }
+    deploy = _op(
+        "Validate and store a bundle as a version (201; 200 when that hash exists), live "
+        "unless activate is false. A refused bundle answers 400 {error: {code: invalid_bundle, "
+        "message, problems: [{file, element, message}]}} and the live version is unchanged",
+        ("201", version),
+        errors=("400", "401", "403", "409"),
+    )
+    deploy["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": deploy_in}},
+    }
+    deploy["responses"]["200"] = {
+        "description": "that bundle was already a version",
+        "content": {"application/json": {"schema": version}},
+    }
+    activate = _op(
+        "Make a version live: new cases start on it (rollback is activating an older one)",
+        ("200", version),
+        params=[_p("sha256")],
+        errors=("400", "401", "403", "404", "409"),
+    )
+    activate["requestBody"] = {
+        "required": False,
+        "content": {
+            "application/json": {"schema": {"type": "object", "properties": {"comment": comment}}}
+        },
+    }
+    return {
+        "/diagrams": {
+            "get": _op(
+                "Every version, newest first: {items: [version]}",
+                ("200", listing),
+                errors=("401", "403"),
+            ),
+            "post": deploy,
+        },
+        "/diagrams/{sha256}": {
+            "get": _op(
+                "One version with its files",
+                ("200", with_files),
+                params=[_p("sha256")],
+                errors=("401", "403", "404"),
+            )
+        },
+        "/diagrams/{sha256}/activate": {"post": activate},
+        "/diagrams/{a}/diff/{b}": {
+            "get": _op(
+                "What changed from version a to version b",
+                ("200", diff),
+                params=[_p("a"), _p("b")],
+                errors=("401", "403", "404"),
+            )
+        },
+    }
+
+
+def _migration_paths() -> dict:
+    """Migration of running cases to another diagram version (webapp/migrations.py; DESIGN §8),
+    for administrators only. A real run is a job: follow it with GET /jobs/{job_id}."""
+    sha = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+    body = {
+        "type": "object",
+        "required": ["to", "dry_run"],
+        "properties": {
+            "to": {**sha, "description": "the version to move the cases to"},
+            "from": {
+                **sha,
+                "nullable": True,
+                "description": "only cases on this version; without `cases`, every open case on "
+                "it (default: on any other version than `to`)",
+            },
+            "cases": {
+                "type": "array",
+                "items": {"type": "string"},
+                "nullable": True,
+                "description": "case numbers; default: every open case the other fields select",
+            },
+            "dry_run": {"type": "boolean", "description": "only say which cases can move"},
+        },
+    }
+    result = {
+        "type": "object",
+        "properties": {
+            "case": {"type": "string"},
+            "ok": {"type": "boolean"},
+            "reason": {"type": "string", "nullable": True, "description": "why it cannot move"},
+            "code": {
+                "type": "string",
+                "nullable": True,
+                "description": "the reason in a word: task_removed, task_changed, "
+                "history_removed, closed, same_version, not_from, other_process, not_found, "
+                "failed, conflict",
+            },
+            "element": {"type": "string", "nullable": True, "description": "the element at fault"},
+        },
+    }
+    dry = {
+        "type": "object",
+        "properties": {"results": {"type": "array", "items": result}},
+    }
+    op = _op(
+        "Dry run (200 {results: [{case, ok, reason}]}) or run as a job (202 {job}) the move of "
+        "running cases to another diagram version; each moved case gets a `migrated` event "
+        "{from, to}. A case at a task the target removes or changes cannot move",
+        ("200", dry),
+        errors=("400", "401", "403"),
+    )
+    op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    op["responses"]["202"] = {
+        "description": "the run started: follow it with GET /jobs/{job_id}",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"job": {"type": "integer"}}}
+            }
+        },
+    }
+    return {"/migrations": {"post": op}}

@@ -148,6 +148,12 @@ def menu() -> list[tuple[str, str]]:
         links.append(("dashboards.index", gettext("Figures")))
         links.append(("board.index", gettext("Overdue board")))
     if p.administers:
+        # The process (versions, editing, moving cases), then people and time, then operations.
+        links.append(("diagrams.index", gettext("Diagrams")))
+        links.append(("editor.index", gettext("Process editor")))
+        links.append(("migrations.index", gettext("Migrate cases")))
+        links.append(("org.index", gettext("Organisation")))
+        links.append(("calendar_pages.index", gettext("Calendar")))
         links.append(("admin.ops", gettext("Operations")))
     if p.audits:
         links.append(("audit.index", gettext("Audit")))

@@ -352,7 +352,15 @@ ROLE_MENUS = {
     "tl1": ["inbox.index", "cases.index", *FIGURES],
     "aud": ["cases.index", *FIGURES, "audit.index"],
     "ps1": ["cases.index"],
-    "adm": ["admin.ops", "audit.index"],
+    "adm": [
+        "diagrams.index",
+        "editor.index",
+        "migrations.index",
+        "org.index",
+        "calendar_pages.index",
+        "admin.ops",
+        "audit.index",
+    ],
 }
 
 
