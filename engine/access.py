@@ -177,13 +177,15 @@ def _items_of(
         WorkItem.village_id.in_(liaises) if liaises else false(),
         _liaison_ok(),
     )
-    # Never NULL, so that the condition can be negated (NULL = 'x' is NULL, not false).
-    mine = and_(WorkItem.assignee.is_not(None), WorkItem.assignee == username)
     if not by_position:
-        return mine
-    # An owner task whose owner was deactivated goes to the people of its role and unit (the
-    # grid's information officers) until an administrator names a new owner (DESIGN §4).
-    orphaned = and_(WorkItem.assignee.is_not(None), or_(*by_position), _assignee_inactive())
+        return false()
+    # An owner task (feedback) is its owner's while they serve its role at its unit: a person's
+    # positions are the active positions they hold, so `mine` needs no lookup. An owner who was
+    # deactivated or moved to another grid no longer lists it (they could not open its case);
+    # it goes to the people of its role and unit (the grid's information officers) until an
+    # administrator names a new owner (DESIGN §4). Never NULL, so that it can be negated.
+    mine = and_(WorkItem.assignee.is_not(None), WorkItem.assignee == username, or_(*by_position))
+    orphaned = and_(WorkItem.assignee.is_not(None), or_(*by_position), ~assignee_serves())
     shared = and_(
         WorkItem.assignee.is_(None),
         or_(*by_position),
@@ -193,9 +195,18 @@ def _items_of(
     return or_(mine, shared, orphaned)
 
 
-def _assignee_inactive() -> ColumnElement[bool]:
-    """SQL condition: the item's assignee is a deactivated person."""
-    return exists().where(Person.username == WorkItem.assignee, Person.active == false())
+def assignee_serves() -> ColumnElement[bool]:
+    """SQL condition on a work item: its assignee is active and holds its role at its unit."""
+    return exists(
+        select(Position.id)
+        .join(Person, Person.id == Position.person_id)
+        .where(
+            Person.username == WorkItem.assignee,
+            Person.active,
+            Position.role == WorkItem.role,
+            Position.unit_id == WorkItem.unit_id,
+        )
+    )
 
 
 def may_act(session: Session, viewer: Viewer, item: WorkItem) -> bool:
@@ -227,11 +238,10 @@ def _may_work(
     liaises: frozenset[int],
     actor: str,
 ) -> bool:
-    if item.assignee is not None:
-        if item.assignee == username:
-            return True
-        # An owner task whose owner was deactivated: for its role at its unit (DESIGN §4).
-        return (item.role, item.unit_id) in positions and assignee_inactive(session, item)
+    if item.assignee is not None:  # an owner task: see _items_of
+        if (item.role, item.unit_id) not in positions:
+            return False
+        return item.assignee == username or not _serves(session, item)
     if (item.role, item.unit_id) not in positions or item.excluded in (username, actor):
         return False
     if item.role == "town_leadership" and item.village_id not in liaises:
@@ -239,12 +249,19 @@ def _may_work(
     return True
 
 
-def assignee_inactive(session: Session, item: WorkItem) -> bool:
-    """Whether the item is assigned to a person who was deactivated (its owner, for feedback)."""
-    if item.assignee is None:
-        return False
-    active = session.scalar(select(Person.active).where(Person.username == item.assignee))
-    return active is False
+def _serves(session: Session, item: WorkItem) -> bool:
+    """assignee_serves for one loaded item."""
+    holds = (
+        select(Position.id)
+        .join(Person, Person.id == Position.person_id)
+        .where(
+            Person.username == item.assignee,
+            Person.active,
+            Position.role == item.role,
+            Position.unit_id == item.unit_id,
+        )
+    )
+    return bool(session.scalar(select(exists(holds))))
 
 
 def eligible_town_leaders(session: Session, village_id: int, town_id: int) -> list[str]:

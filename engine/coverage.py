@@ -25,6 +25,7 @@ from sqlalchemy import case as when
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
+from .access import assignee_serves
 from .models import Case, Liaison, Person, Position, Unit, WorkItem
 from .specs import OPEN_STATUSES
 
@@ -155,7 +156,9 @@ def _someone_active_holds() -> ColumnElement[bool]:
 
 
 def _assignee_active() -> ColumnElement[bool]:
-    return exists().where(Person.username == WorkItem.assignee, Person.active)
+    """SQL condition on an owner item: its owner still serves it (engine/access.py): active and
+    an officer of its unit. Otherwise the unit's officers see it, flagged, until it is handed on."""
+    return assignee_serves()
 
 
 def flagged_items(session: Session, limit: int = FLAGGED_SHOWN) -> tuple[list[Flagged], int, int]:

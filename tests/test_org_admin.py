@@ -170,6 +170,26 @@ def test_a_claim_on_the_owners_item_is_released_when_it_is_reassigned(gl):
     assert replay(gl.session, case, gl.runtime.registry).ok
 
 
+def test_an_owner_moved_to_another_grid_no_longer_lists_the_feedback_the_grid_does(gl):
+    """Moved away, the owner could not open the case (it is outside their units): the item leaves
+    their inbox and the grid's officers see it, flagged, until an administrator hands it on."""
+    case = in_feedback(gl)
+    item = gl.item(case)
+    assert item.id in [i.id for i in gl.inbox("off1")]
+    assert item.id not in [i.id for i in gl.inbox("off1b")]
+    org_admin.move_position(
+        gl.session, gl.clock.now(), "adm", "off1", "info_officer", "V01-D1-G01", "V01-D1-G02"
+    )
+    gl.session.commit()
+    assert item.id not in [i.id for i in gl.inbox("off1")]
+    assert item.id in [i.id for i in gl.inbox("off1b")]
+    assert item.id in [f.item_id for f in coverage.flagged_items(gl.session)[0]]
+    with pytest.raises(NotFound):
+        gl.complete("off1", case, {"satisfaction": "satisfied"})
+    case = gl.complete("off1b", case, {"satisfaction": "satisfied"})
+    assert case.status == "reporting"
+
+
 def test_an_owner_moved_to_another_grid_leaves_cases_to_reassign(gl):
     case = in_feedback(gl)
     org_admin.move_position(
