@@ -2,10 +2,11 @@
 
 Every deploy, activation, migration, organisation change, password reset, deactivation and
 calendar change appends one entry, in the same transaction as the change itself. Entries are
-hash-chained exactly like a case's events (engine/events.py): hash = sha256(prev + "\\n" +
-canonical), canonical being the entry's fields {"log", "seq", "at", "type", "actor", "data"} as
-sorted, compact JSON. The daily digests carry the log's head as one more head, named LOG (no case
-number can look like it), so a rewrite of the whole log is caught like a rewrite of a case.
+hash-chained exactly like a case's events (engine/events.py): an entry is an event of DESIGN §6's
+form, {"case": "admin", "seq", "at", "type", "actor", "task": null, "data", "diagram": null}, and
+hash = sha256(prev + "\\n" + canonical), so whatever checks a case's chain checks this one. The
+daily digests carry the log's head as one more head, named `admin` (no case number looks like
+it), so a rewrite of the whole log is caught like a rewrite of a case.
 
 Data holds what was changed (usernames, unit codes, hashes, counts), never a password.
 """
@@ -24,7 +25,7 @@ from .clock import iso
 from .events import GENESIS, chain_hash, check_data
 from .models import AdminEvent, Counter
 
-LOG = "admin-log"  # the log's name in the chain and in the digests' heads
+LOG = "admin"  # the log's name in the chain and in the digests' heads (DESIGN §6)
 DIGESTED = "admin_log_digested"  # Counter key: the seq the latest digest holds
 
 # What an entry's type may be. A new kind of change adds its word here.
@@ -32,6 +33,7 @@ TYPES = frozenset(
     {
         "diagram_deployed",
         "diagram_activated",
+        "migration_started",
         "cases_migrated",
         "org_imported",
         "person_deactivated",
@@ -47,12 +49,14 @@ TYPES = frozenset(
 def entry_dict(row: AdminEvent) -> dict[str, Any]:
     """The hashed fields of a stored entry."""
     return {
-        "log": LOG,
+        "case": LOG,
         "seq": row.seq,
         "at": row.at,
         "type": row.type,
         "actor": row.actor,
+        "task": None,
         "data": json.loads(row.data),
+        "diagram": None,
     }
 
 

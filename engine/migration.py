@@ -256,12 +256,21 @@ def run(
 ) -> list[Result]:
     """Try (dry run) or make the move of every selected case, each in its own transaction: a
     case that cannot move, or that another step changed until the retries ran out, is reported
-    and left as it was. A real run ends with one administration-log entry, in a transaction of
-    its own. `progress(done, total, results)` is called after each case."""
+    and left as it was. A real run starts and ends with an administration-log entry, each in a
+    transaction of its own (a run killed midway leaves its start; each moved case has its own
+    `migrated` event). `progress(done, total, results)` is called after each case."""
     results: list[Result] = []
     total = len(selection.cases)
     target_sha = selection.target.sha256
     source_sha = selection.source.sha256 if selection.source is not None else None
+    if not dry_run:  # on the record before any case moves, even if the run is killed midway
+        _record_run(
+            session,
+            runtime,
+            actor,
+            {"from": source_sha, "to": target_sha, "cases": total},
+            "migration_started",
+        )
     try:
         for done, (case_id, number) in enumerate(selection.cases, start=1):
             results.append(
@@ -271,13 +280,11 @@ def run(
                 progress(done, total, results)
     finally:
         if not dry_run:  # also for a run that broke off: what it moved is on the record
-            session.rollback()
             moved = sum(1 for r in results if r.ok)
-            admin_log.record(
+            _record_run(
                 session,
-                runtime.clock.now(),
+                runtime,
                 actor,
-                "cases_migrated",
                 {
                     "from": source_sha,
                     "to": target_sha,
@@ -285,8 +292,34 @@ def run(
                     "refused": len(results) - moved,
                 },
             )
-            session.commit()
     return results
+
+
+LOG_ATTEMPTS = 5
+
+
+def _record_run(
+    session: Session,
+    runtime: Runtime,
+    actor: str,
+    data: dict[str, Any],
+    type_: str = "cases_migrated",
+) -> None:
+    """The run's administration-log entry, in a transaction of its own. The cases have moved
+    already, so an entry that lost the race for its seq to another administrator's change is
+    appended again after it rather than lost."""
+    from .runtime import is_concurrency
+
+    for attempt in range(1, LOG_ATTEMPTS + 1):
+        session.rollback()
+        try:
+            admin_log.record(session, runtime.clock.now(), actor, type_, data)
+            session.commit()
+            return
+        except SQLAlchemyError as exc:
+            session.rollback()
+            if attempt == LOG_ATTEMPTS or not is_concurrency(exc):
+                raise
 
 
 def _one(

@@ -450,19 +450,29 @@ class _XlsxReader:
         book = self._open(content)
         if book is None:
             return None
-        sheets = book.worksheets
-        for index, title in enumerate(SHEETS):
-            if index >= len(sheets):
-                if title == POSITIONS:
-                    self.error(0, "", "the workbook has no sheets")
-                continue
-            rows = self._table(sheets[index], index, title)
-            if rows is None:
-                continue
-            handler = {POSITIONS: self.position, HOUSEHOLDS: self.household, WEBHOOKS: self.webhook}
-            for line, row in rows:
-                handler[title](line, row)
-        book.close()
+        try:
+            sheets = book.worksheets
+            for index, title in enumerate(SHEETS):
+                if index >= len(sheets):
+                    if title == POSITIONS:
+                        self.error(0, "", "the workbook has no sheets")
+                    continue
+                try:
+                    rows = self._table(sheets[index], index, title)
+                except Exception as exc:  # noqa: BLE001 - read lazily: a damaged sheet fails here
+                    self.error(0, title, f"the sheet cannot be read: {type(exc).__name__}")
+                    return None
+                if rows is None:
+                    continue
+                handler = {
+                    POSITIONS: self.position,
+                    HOUSEHOLDS: self.household,
+                    WEBHOOKS: self.webhook,
+                }
+                for line, row in rows:
+                    handler[title](line, row)
+        finally:
+            book.close()
         return self.data()
 
     def _open(self, content: bytes):

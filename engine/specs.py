@@ -394,6 +394,8 @@ def _form_fault(text: str) -> str | None:
         jsonschema.Draft202012Validator.check_schema(schema)
     except (ValueError, jsonschema.SchemaError) as exc:
         return str(exc)
+    except RecursionError:  # JSON nested deeper than Python's stack: not a form anyone wrote
+        return "the JSON is nested too deeply"
     if not isinstance(schema, dict):
         return "a form is a JSON object"
     return None

@@ -694,7 +694,12 @@ class _TableCheck:
                     if lhs:
                         names |= names_read(_dmn_entry(lhs, "dmninputexpr"))
                 self.entry_names[entry.id] = sorted(names)
-        self.names = sorted({n for names in self.entry_names.values() for n in names})
+        # The inputs' names too: a table without rules reads them all and matches nothing.
+        self.names = sorted(
+            {n for names in self.entry_names.values() for n in names}.union(
+                *(self._input_names(i) for i in table.inputs)
+            )
+        )
         self.cache: dict[tuple, Any] = {}
 
     def _input_names(self, inp) -> set[str]:

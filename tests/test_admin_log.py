@@ -229,7 +229,10 @@ def test_the_api_lists_entries_for_auditors_and_administrators(app):
         assert body["head"] == {"seq": 2, "hash": newest["hash"]}
         # Each entry's hash is the chain's: anyone can recompute it from the fields given.
         for entry in body["items"]:
-            fields = {k: entry[k] for k in ("log", "seq", "at", "type", "actor", "data")}
+            fields = {
+                k: entry[k]
+                for k in ("case", "seq", "at", "type", "actor", "task", "data", "diagram")
+            }
             assert chain_hash(entry["prev"], fields) == entry["hash"]
 
     auditor = bearer(client, "aud")

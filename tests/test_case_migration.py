@@ -333,6 +333,10 @@ def test_a_run_moves_the_movable_ones_and_reports_the_rest(gl, bundle):
     second, first = admin_log.entries(gl.session, type_="cases_migrated")  # newest first
     assert json.loads(first.data) == {"from": None, "to": d, "moved": 1, "refused": 3}
     assert json.loads(second.data)["moved"] == 0
+    # Each run's start is on the record before any case moves (a killed run leaves it).
+    later, earlier = admin_log.entries(gl.session, type_="migration_started")
+    assert json.loads(earlier.data) == {"from": None, "to": d, "cases": 4}
+    assert earlier.seq < first.seq < later.seq < second.seq
     assert admin_log.check(gl.session) is None
     # The moved accept goes on, on D, and routes the case as D says.
     gl.complete("off1", at_accept, ACCEPT_NORMAL)

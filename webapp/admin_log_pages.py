@@ -39,6 +39,7 @@ MAX_SEQ = 2**31
 TYPE_NAMES = {
     "diagram_deployed": _l("Diagram deployed"),
     "diagram_activated": _l("Diagram version made live"),
+    "migration_started": _l("Migration started"),
     "cases_migrated": _l("Cases migrated"),
     "org_imported": _l("Organisation imported"),
     "person_deactivated": _l("Person deactivated"),
@@ -158,6 +159,12 @@ def _sentence(type_: str, data: dict[str, Any]) -> str | None:
             "Made version %(hash)s of %(process)s live.",
             hash=_short(data["hash"]),
             process=data.get("process") or "?",
+        )
+    if type_ == "migration_started" and data.get("to"):
+        return _(
+            "Started moving %(cases)s case(s) to version %(to)s.",
+            cases=data.get("cases", "?"),
+            to=_short(data["to"]),
         )
     if type_ == "cases_migrated" and data.get("to"):
         return _(
@@ -303,12 +310,14 @@ def _entry_json(row: AdminEvent) -> dict[str, Any]:
         return admin_log.as_json(row)
     except ValueError:
         return {
-            "log": admin_log.LOG,
+            "case": admin_log.LOG,
             "seq": row.seq,
             "at": row.at,
             "type": row.type,
             "actor": row.actor,
+            "task": None,
             "data": row.data,
+            "diagram": None,
             "prev": row.prev,
             "hash": row.hash,
         }
