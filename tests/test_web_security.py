@@ -465,3 +465,22 @@ def test_a_crash_under_the_api_answers_json_and_on_pages_a_page(sec_app):
     assert page.status_code == 500 and "出错了" in page.get_data(as_text=True)
     too_large = client.post("/login", data=b"a" * (2 * MIB), content_type="text/plain")
     assert too_large.status_code == 413 and "内容过大" in too_large.get_data(as_text=True)
+
+
+def test_a_nul_character_anywhere_a_person_types_is_a_400_not_a_500(sec_app):
+    """PostgreSQL refuses NUL in text: caught before any view, in paths, queries, plain forms and
+    JSON bodies, on pages and in the API alike."""
+    client = sec_app.test_client()
+    token = bearer(client, "off1")
+    assert client.get(f"{API}/cases/XDK%00", headers=token).status_code == 400
+    assert client.get(f"{API}/inbox?category=a%00b", headers=token).status_code == 400
+    answer = client.post(
+        f"{API}/cases", json={"title": "路\x00灯", "description": "x", "grid": GRID}, headers=token
+    )
+    assert answer.status_code == 400
+    assert "NUL" in answer.get_json()["error"]["message"]
+    sign_in(client, "off1")
+    assert client.get("/cases/XDK-2026%00").status_code == 400
+    page = client.post("/cases/new", data={"title": "路\x00灯", "description": "x", "grid": GRID})
+    assert page.status_code == 400
+    assert client.get("/cases/mine").status_code == 200  # and nothing else changed

@@ -75,7 +75,20 @@ def init_app(app: Flask) -> None:
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     app.jinja_env.globals["csp_nonce"] = csp_nonce
+    app.before_request(refuse_nul)
     app.after_request(secure_headers)
+
+
+def refuse_nul() -> None:
+    """A NUL character in the path, the query or a plain form is refused (400) before any view
+    runs: no database text column holds one (PostgreSQL fails the statement), and no name,
+    number or comment a person types contains one. Multipart bodies (uploads) are left to their
+    views, which check who is asking before reading them; JSON bodies to json_body."""
+    fields = [request.path, *request.args.keys(), *request.args.values()]
+    if request.mimetype == "application/x-www-form-urlencoded":
+        fields += [*request.form.keys(), *request.form.values()]
+    if any("\x00" in text for text in fields):
+        raise Invalid("the request holds a NUL character", {"request": "holds a NUL character"})
 
 
 def csp_nonce() -> str:
@@ -154,6 +167,8 @@ def _check_shape(value: object) -> None:
         if isinstance(item, str):
             if SURROGATE.search(item):
                 raise _bad("the body holds a lone surrogate (\\ud800-\\udfff)")
+            if "\x00" in item:  # no database text column holds one
+                raise _bad("the body holds a NUL character")
             continue
         if not isinstance(item, dict | list):
             continue
