@@ -67,7 +67,13 @@ def _deploy(
     from engine.versions import deploy_bundle, is_live
 
     svc = services(app)
-    bundle = load_bundle(root)
+    try:
+        bundle = load_bundle(root)
+    except UnicodeDecodeError:
+        click.echo("diagram rejected, the live version is unchanged:", err=True)
+        for path in _not_utf8(root):
+            click.echo(f"  {path}: not UTF-8 text", err=True)
+        sys.exit(1)
     if not bundle.files:
         raise click.ClickException(f"{root} holds no workflows/bpmn/ or rules/ files")
     live = live_version(db.session)
@@ -115,6 +121,21 @@ def _deploy(
         else:
             state = "already stored, not live"
         click.echo(f"diagram {version.sha256[:12]} {state} (version {version.id})")
+
+
+def _not_utf8(root: Path) -> list[str]:
+    """The bundle files under root (as load_bundle finds them) that are not UTF-8 text."""
+    from engine.specs import BUNDLE_DIRS, BUNDLE_SUFFIXES
+
+    bad = []
+    for folder in BUNDLE_DIRS:
+        for path in sorted((root / folder).rglob("*")):
+            if path.is_file() and path.suffix in BUNDLE_SUFFIXES:
+                try:
+                    path.read_bytes().decode("utf-8")
+                except UnicodeDecodeError:
+                    bad.append(path.relative_to(root).as_posix())
+    return bad
 
 
 def _held_back(live, version) -> str:
@@ -407,6 +428,8 @@ def calendar_import(file: Path) -> None:
         raise click.ClickException(f"{file}: {exc}") from exc
     except ValueError as exc:
         raise click.ClickException(f"{file}: not a calendar file ({exc})") from exc
+    except RecursionError as exc:  # JSON arrays inside arrays past Python's limit
+        raise click.ClickException(f"{file}: not a calendar file (nested too deeply)") from exc
     db.session.commit()
     click.echo(f"{row.year}: {len(row.holidays)} holidays, {len(row.workdays)} make-up workdays")
 

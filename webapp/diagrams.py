@@ -24,7 +24,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -46,6 +46,7 @@ bp = Blueprint("diagrams", __name__, url_prefix="/admin/diagrams")
 MAX_FILES = 200
 MAX_PATH = 200
 MAX_COMMENT = 2000
+SYSTEM = "system"  # who deployed the repository's bundle (gridloop init-db)
 
 
 def _admin_only(me: Viewer) -> None:
@@ -56,14 +57,20 @@ def _admin_only(me: Viewer) -> None:
 # ------------------------------------------------------------------ input
 
 
+def _no_nul(text: str) -> None:
+    """PostgreSQL's text columns cannot hold NUL: refused as the field's error, not a 500."""
+    if "\x00" in text:
+        raise ValidationError("may not hold a NUL character")
+
+
 class DeployIn(Schema):
     files = fields.Dict(keys=fields.Str(), values=fields.Str(), required=True)
-    comment = fields.Str(load_default="", validate=validate.Length(max=MAX_COMMENT))
+    comment = fields.Str(load_default="", validate=[validate.Length(max=MAX_COMMENT), _no_nul])
     activate = fields.Bool(load_default=True)
 
 
 class ActivateIn(Schema):
-    comment = fields.Str(load_default="", validate=validate.Length(max=MAX_COMMENT))
+    comment = fields.Str(load_default="", validate=[validate.Length(max=MAX_COMMENT), _no_nul])
 
 
 def bundle_of(files: dict[str, str]) -> Bundle:
@@ -310,16 +317,25 @@ def shown_value(value: str | None) -> str:
 
 @bp.context_processor
 def _helpers() -> dict:
-    return {"change_label": change_label, "kind_label": kind_label, "shown_value": shown_value}
+    return {
+        "change_label": change_label,
+        "kind_label": kind_label,
+        "shown_value": shown_value,
+        "SYSTEM": SYSTEM,
+    }
 
 
 def _names(usernames: set[str]) -> dict[str, str]:
+    """Who deployed, by name: "system" (the repository's bundle) in the page's language."""
     if not usernames:
         return {}
     rows = db.session.execute(
         select(Person.username, Person.name).where(Person.username.in_(usernames))
     )
-    return dict(rows.tuples().all())
+    names = dict(rows.tuples().all())
+    if SYSTEM in usernames:
+        names[SYSTEM] = _("System")
+    return names
 
 
 def _page_admin() -> Viewer:
@@ -403,6 +419,8 @@ def activate(sha256: str):
     comment = (request.form.get("comment") or "").strip()
     if len(comment) > MAX_COMMENT:
         raise Invalid(_("The comment is too long."))
+    if "\x00" in comment:
+        raise Invalid(_("The comment holds a character that cannot be stored."))
     version = _activate(me, sha256, comment)
     flash(_("Version %(hash)s is live: new cases start on it.", hash=version.sha256[:12]))
     return redirect(url_for("diagrams.index"))

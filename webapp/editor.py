@@ -24,11 +24,12 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BuildError
 
 from engine import drafts
-from engine.errors import Forbidden, GridloopError, Invalid, NotFound
+from engine.errors import Conflict, Forbidden, GridloopError, Invalid, NotFound
 from engine.models import DiagramVersion
 from engine.specs import PROCESS_ID, Bundle, DiagramError, live_version
 from engine.validation import BundleInvalid, Problem
@@ -273,6 +274,11 @@ def deploy():
     if not isinstance(comment, str) or not comment.strip():
         raise Invalid(_("Say in the comment what this version changes."), {"comment": "required"})
     comment = comment.strip()
+    if "\x00" in comment:  # PostgreSQL's text columns cannot hold it
+        raise Invalid(
+            _("The comment holds a character that cannot be stored."),
+            {"comment": "may not hold a NUL character"},
+        )
     if len(comment) > MAX_COMMENT:
         raise Invalid(
             _("The comment is at most 500 characters."),
@@ -289,6 +295,16 @@ def deploy():
             comment,
             activate=True,
         )
+        drafts.discard_draft(db.session, me.username, process)
+        db.session.commit()
+    except IntegrityError:
+        # Another administrator deployed or activated at the same moment: the two collide on
+        # the version's hash or the administration log's seq (at a flush or at the commit),
+        # and nothing of this deploy is kept.
+        db.session.rollback()
+        raise Conflict(
+            _("Another administrator changed the versions at the same moment. Deploy again.")
+        ) from None
     except DiagramError as exc:
         db.session.rollback()
         problems = (
@@ -302,8 +318,6 @@ def deploy():
             _("The bundle was not deployed: the live version is unchanged."),
             problems=[p.as_json() for p in problems],
         )
-    drafts.discard_draft(db.session, me.username, process)
-    db.session.commit()
     live = live_version(db.session, version.process_id)
     answer = {
         "hash": version.sha256,

@@ -273,7 +273,7 @@ def _name_of(username: str) -> str:
 @login_required
 def people():
     _admin_only()
-    q = request.args.get("q", "").strip()[:100]
+    q = request.args.get("q", "").replace("\x00", "").strip()[:100]  # PostgreSQL: no NUL
     state = request.args.get("state", "")
     query = select(Person).options(selectinload(Person.positions)).order_by(Person.username)
     if q:
@@ -447,13 +447,13 @@ def _import_page(status: int = 200, **values):
 @writes
 @csrf.exempt  # checked below, once the body may be as large as an organisation file
 def import_upload():
+    _admin_only()  # who may, before the body (the CSRF token's form) is read
     request.max_content_length = UPLOAD_BODY
     if current_app.config.get("WTF_CSRF_ENABLED", True):
         try:
             csrf.protect()
         except CSRFError:
             return _import_page(400, problems=[_("The page has expired. Reload it and try again.")])
-    _admin_only()
     sent = request.files.get("file")
     fmt = org_xlsx.format_of(sent.filename or "") if sent is not None else None
     if sent is None or fmt is None:
