@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from .errors import Invalid
 from .models import DiagramDraft
-from .specs import BUNDLE_DIRS, BUNDLE_SUFFIXES
+from .specs import BUNDLE_DIRS, BUNDLE_MAX_FILES, BUNDLE_SUFFIXES
 
-MAX_FILES = 100  # a bundle today holds ten
+MAX_FILES = BUNDLE_MAX_FILES
 MAX_PATH = 200
 
 

@@ -54,7 +54,9 @@ LEGACY_STATUS = {
 NOTIFY_KINDS = ("holder", "owner", *TIERS)
 HELPERS = frozenset({"gl_deadline"})
 BUNDLE_DIRS = ("workflows/bpmn", "rules")
-BUNDLE_SUFFIXES = (".bpmn", ".dmn", ".json")
+# DESIGN §5: every .bpmn, .dmn, .json and .yaml file under BUNDLE_DIRS is part of the bundle.
+BUNDLE_SUFFIXES = (".bpmn", ".dmn", ".json", ".yaml")
+BUNDLE_MAX_FILES = 200  # a bundle today holds ten
 # The namespaces a diagram's elements may belong to: BPMN's model and diagram interchange (BPMN
 # DI, DC, DI), every DMN version SpiffWorkflow validates with its diagram interchange (DMNDI and
 # DMN's own DC and DI), and SpiffWorkflow's extensions. Anything else (XHTML, SVG, other tools'

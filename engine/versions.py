@@ -123,6 +123,12 @@ class VersionInfo:
     def hash(self) -> str:
         return self.version.sha256
 
+    @property
+    def titles(self) -> tuple[str, ...]:
+        """The processes by the names people read (the diagram's process names)."""
+        names = process_names(self.version.files)
+        return tuple(names.get(p, p) for p in self.processes)
+
     def as_json(self, files: bool = False) -> dict[str, Any]:
         v = self.version
         found: dict[str, Any] = {
@@ -190,7 +196,13 @@ def _infos(session: Session, rows: list[DiagramVersion]) -> list[VersionInfo]:
 
 def processes(files: dict[str, str]) -> tuple[str, ...]:
     """The executable processes the bundle's BPMN files define, by id."""
-    found: set[str] = set()
+    return tuple(sorted(process_names(files)))
+
+
+def process_names(files: dict[str, str]) -> dict[str, str]:
+    """The executable processes the bundle's BPMN files define: id -> the name people read
+    (the process's `name`, else its id)."""
+    found: dict[str, str] = {}
     parser = etree.XMLParser(resolve_entities=False, load_dtd=False, no_network=True)
     for path, text in files.items():
         if not path.endswith(".bpmn"):
@@ -201,8 +213,8 @@ def processes(files: dict[str, str]) -> tuple[str, ...]:
             continue
         for node in root.iterchildren(f"{{{BPMN_MODEL}}}process"):
             if node.get("isExecutable", "false").lower() == "true" and node.get("id"):
-                found.add(node.get("id"))
-    return tuple(sorted(found))
+                found[node.get("id")] = node.get("name") or node.get("id")
+    return found
 
 
 def find_version(session: Session, sha: str) -> DiagramVersion:

@@ -105,7 +105,7 @@ def test_2026_shows_national_day_from_chinese_calendar_and_its_make_up_days(admi
     for day in range(1, 8):
         line = day_line(html, f"2026-10-{day:02d}")
         assert line and 'data-kind="holiday"' in line and 'data-source="chinese_calendar"' in line
-        assert "国庆节" in line and "chinese-calendar" in line
+        assert "国庆节" in line and "内置国务院安排数据" in line
     # Saturday 10 October 2026 is worked to make up for the National Day week (调休上班).
     saturday = day_line(html, "2026-10-10")
     assert 'data-kind="workday"' in saturday and 'data-source="chinese_calendar"' in saturday

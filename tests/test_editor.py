@@ -264,6 +264,22 @@ def test_deploying_the_live_files_again_makes_no_new_version(app, adm, repo_file
     assert response.get_json()["hash"] == live_hash(app)
 
 
+def test_deploying_an_older_versions_files_makes_it_live_again_and_says_so(
+    app, adm, repo_files, grid_12
+):
+    first = live_hash(app)
+    assert (
+        adm.post(EDITOR + "deploy", json={"files": grid_12, "comment": "12 h"}).status_code == 201
+    )
+    again = adm.post(EDITOR + "deploy", json={"files": repo_files, "comment": "back to 24 h"})
+    assert again.status_code == 200
+    answer = again.get_json()
+    assert (answer["created"], answer["activated"], answer["live"]) == (False, True, True)
+    assert answer["hash"] == live_hash(app) == first
+    same = adm.post(EDITOR + "deploy", json={"files": repo_files, "comment": "again"})
+    assert same.get_json()["activated"] is False  # live already: nothing happened
+
+
 @pytest.mark.parametrize("comment", [None, "", "   ", "x" * 501])
 def test_a_deploy_needs_a_comment(app, adm, grid_12, comment):
     response = adm.post(EDITOR + "deploy", json={"files": grid_12, "comment": comment})

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from pathlib import Path
 
 import pytest
@@ -528,44 +527,3 @@ def test_the_pages_are_403_for_everyone_else(app, two_versions, repo_bundle, use
 def test_the_menu_offers_the_versions_page_to_administrators(app):
     html = web_client(app, "adm", "en").get("/admin/ops").get_data(as_text=True)
     assert 'href="/admin/diagrams"' in html
-
-
-# ------------------------------------------------------------------ a phone's width
-
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
-def test_the_pages_fit_a_360_px_phone(app, two_versions, repo_bundle):
-    from playwright.sync_api import sync_playwright
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    urls = [
-        "/admin/diagrams",
-        f"/admin/diagrams/{repo_bundle.sha256}/diff/{two_versions.sha256}",
-        f"/admin/diagrams/{repo_bundle.sha256}/activate",
-    ]
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"]
-            )
-            context = browser.new_context(viewport={"width": 360, "height": 740}, locale="zh-CN")
-            page = context.new_page()
-            page.goto(f"{base}/login")
-            page.fill("input[name=username]", "adm")
-            page.fill("input[name=password]", "pw")
-            page.click("button[type=submit]")
-            for url in urls:
-                page.goto(base + url)
-                width = page.evaluate("document.documentElement.scrollWidth")
-                assert width <= 360, f"{url} is {width}px wide"
-            browser.close()
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()

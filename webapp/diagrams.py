@@ -33,7 +33,7 @@ from engine.access import Viewer
 from engine.diagram_diff import Change, diff_bundles
 from engine.errors import Conflict, Forbidden, Invalid
 from engine.models import DiagramVersion, Person
-from engine.specs import BUNDLE_DIRS, BUNDLE_SUFFIXES, Bundle, DiagramError
+from engine.specs import BUNDLE_DIRS, BUNDLE_MAX_FILES, BUNDLE_SUFFIXES, Bundle, DiagramError
 from engine.validation import BundleInvalid, Problem
 
 from .api import bp as api_bp
@@ -43,7 +43,7 @@ from .web import login_required, now, runtime, viewer, writes
 
 bp = Blueprint("diagrams", __name__, url_prefix="/admin/diagrams")
 
-MAX_FILES = 200
+MAX_FILES = BUNDLE_MAX_FILES
 MAX_PATH = 200
 MAX_COMMENT = 2000
 SYSTEM = "system"  # who deployed the repository's bundle (gridloop init-db)

@@ -196,6 +196,9 @@ def _messages() -> dict[str, str]:
         "deploying": _("Checking the bundle and deploying…"),
         "deployed": _("Deployed: version {hash} is live. New cases start on it."),
         "unchanged": _("Nothing new: these files are version {hash} already."),
+        "reactivated": _(
+            "These files are version {hash}, stored before: it is live again. New cases start on it."
+        ),
         "unchanged_not_live": _(
             "Nothing new: these files are version {hash}, which is not the live version. "
             "Make it live on the versions page."
@@ -285,6 +288,7 @@ def deploy():
             {"comment": f"at most {MAX_COMMENT} characters"},
         )
     me = viewer()
+    before = live_version(db.session, process)
     try:
         version, created = deploy_bundle(
             db.session,
@@ -319,10 +323,13 @@ def deploy():
             problems=[p.as_json() for p in problems],
         )
     live = live_version(db.session, version.process_id)
+    is_live = live is not None and live.sha256 == version.sha256
     answer = {
         "hash": version.sha256,
         "created": created,
-        "live": live is not None and live.sha256 == version.sha256,
+        "live": is_live,
+        # An older version's files again: deploying them made that version live (a rollback).
+        "activated": not created and is_live and (before is None or before.id != version.id),
         "url": _versions_url(),
     }
     return answer, 201 if created else 200

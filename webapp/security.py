@@ -161,24 +161,26 @@ def _no_constant(name: str):
 
 
 def _check_shape(value: object) -> None:
-    stack = [(value, 1)]
+    stack: list[tuple[object, int, str]] = [(value, 1, "")]
     while stack:
-        item, depth = stack.pop()
+        item, depth, path = stack.pop()
         if isinstance(item, str):
             if SURROGATE.search(item):
                 raise _bad("the body holds a lone surrogate (\\ud800-\\udfff)")
-            if "\x00" in item:  # no database text column holds one
-                raise _bad("the body holds a NUL character")
+            if "\x00" in item:  # no database text column holds one: named where it is
+                raise Invalid("the body holds a NUL character", {path or "body": "holds a NUL"})
             continue
         if not isinstance(item, dict | list):
             continue
         if depth > MAX_JSON_DEPTH:
             raise _bad(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
         if isinstance(item, dict):
-            stack.extend((key, depth) for key in item)
-            stack.extend((child, depth + 1) for child in item.values())
+            for key, child in item.items():
+                where = f"{path}.{key}" if path else str(key)
+                stack.append((key, depth, where))
+                stack.append((child, depth + 1, where))
         else:
-            stack.extend((child, depth + 1) for child in item)
+            stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(item))
 
 
 def _bad(message: str) -> Invalid:

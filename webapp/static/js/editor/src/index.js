@@ -443,7 +443,13 @@ class Editor {
   }
 
   sayDeployed(version) {
-    const template = version.created ? this.msg.deployed : version.live ? this.msg.unchanged : this.msg.unchanged_not_live;
+    const template = version.created
+      ? this.msg.deployed
+      : version.activated
+        ? this.msg.reactivated
+        : version.live
+          ? this.msg.unchanged
+          : this.msg.unchanged_not_live;
     const text = fill(template, { hash: version.hash.slice(0, 12) });
     this.say(text, "good");
     this.status.dataset.hash = version.hash;
