@@ -85,6 +85,13 @@ class Household(Base):
     grid_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
     number: Mapped[int] = mapped_column(Integer)
     head: Mapped[str | None] = mapped_column(String(100))
+    # A resident's phone (personal data: shown masked, 138****1234, DESIGN §12).
+    phone: Mapped[str | None] = mapped_column(String(32))
+    # 一户一代表: a representative of the household has joined the grid's group chat.
+    in_group: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Who added it in Gridloop (a grid officer); None: from the organisation file, which wins on
+    # re-import for the households it lists, while officer-added ones stay (DESIGN §12).
+    added_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class Person(Base):
