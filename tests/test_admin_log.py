@@ -257,3 +257,13 @@ def test_the_api_refuses_others_and_bad_queries(app):
 def test_the_openapi_document_lists_the_admin_log(app):
     paths = app.test_client().get(f"{API}/openapi.json").get_json()["paths"]
     assert "/admin-log" in paths and "get" in paths["/admin-log"]
+
+
+def test_entries_by_the_command_line_name_it_in_the_pages_language(app, clock):
+    def by_cli(session):
+        admin_log.record(session, clock.now(), "cli", "calendar_changed", {"year": 2028})
+        session.commit()
+
+    in_app(app, by_cli)
+    assert '<span class="actor">命令行</span>' in page(web_client(app, "aud"))
+    assert '<span class="actor">Command line</span>' in page(web_client(app, "aud", "en"))

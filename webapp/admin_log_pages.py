@@ -215,6 +215,10 @@ def _fields(data: dict[str, Any]) -> list[tuple[str, str]]:
     return shown
 
 
+# Actors that are no person: the repository's bundle (init-db) and the command line.
+ACTOR_NAMES = {"system": _l("System"), "cli": _l("Command line")}
+
+
 def _row(row: AdminEvent, broken_seq: int | None) -> dict[str, Any]:
     try:
         data = json.loads(row.data)
@@ -225,7 +229,7 @@ def _row(row: AdminEvent, broken_seq: int | None) -> dict[str, Any]:
     return {
         "seq": row.seq,
         "at": _when(row.at),
-        "actor": row.actor,
+        "actor": str(ACTOR_NAMES.get(row.actor, row.actor)),
         "type": row.type,
         "type_name": TYPE_NAMES.get(row.type, row.type),
         "words": in_words(row.type, data),
