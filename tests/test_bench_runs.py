@@ -65,3 +65,9 @@ def test_inbox_scale_runs_on_a_few_items():
         "inbox_scale.py", "--items", "2000", "--cases", "400", "--runs", "3", "--deep", "3"
     )
     assert "inbox_page" in out and "town.leader1" in out
+
+
+@pytest.mark.sqlite_only  # no database at all: once is enough
+def test_deploy_speed_runs_and_finds_the_repository_bundle_clean():
+    out = _bench("deploy_speed.py", "--rounds", "1")
+    assert "| validate |" in out and "parse_bundle (baseline)" in out
