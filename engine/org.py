@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from ruamel.yaml.scalarbool import ScalarBoolean
+from ruamel.yaml.scalarint import ScalarInt
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,7 @@ from .models import ApiToken, Household, Liaison, Person, Position, Unit, WorkIt
 from .notify import FORMATS as NOTIFY_FORMATS
 from .notify import is_http_url, webhook_allowance, webhook_refusal
 from .passwords import Passwords
+from .privacy import PHONE_MAX_DIGITS, PHONE_MIN_DIGITS, phone_digits
 from .safeyaml import YamlFileError, load_yaml
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
@@ -47,7 +49,9 @@ DEPARTMENT_KEYS = ("code", "name", "officers")
 VILLAGE_KEYS = ("code", "name", "secretary", "districts", "notify")
 DISTRICT_KEYS = ("code", "name", "leader", "grids")
 GRID_KEYS = ("code", "name", "households", "leader", "officers", "notify")
-HOUSEHOLD_KEYS = ("number", "head")
+HOUSEHOLD_KEYS = ("number", "head", "phone", "in_group")
+# What a household's entry may state, beside its number: the file wins for each one it states.
+HOUSEHOLD_FIELDS = ("head", "phone", "in_group")
 NOTIFY_KEYS = ("url", "format")
 MAX_URL = 500  # the outbox's url column
 
@@ -115,7 +119,9 @@ class _UnitSpec:
     parent: str | None
     line: int
     path: str
-    households: dict[int, str | None] = field(default_factory=dict)  # number -> head (grids)
+    # Grids: number -> what the file states of that household (head, phone, in_group; a count
+    # states nothing but the numbers).
+    households: dict[int, dict[str, Any]] = field(default_factory=dict)
     notify: list[dict[str, str]] = field(default_factory=list)  # webhooks (villages, grids)
 
 
@@ -337,32 +343,51 @@ class _Reader:
         for officer, oline, opath in self.items(node, "officers", path, line):
             self.person(officer, oline, opath, "info_officer", code)
 
-    def households(self, node: Mapping, path: str, line: int) -> dict[int, str | None]:
-        """number -> head; a count N stands for households 1..N with unknown heads."""
+    def households(self, node: Mapping, path: str, line: int) -> dict[int, dict[str, Any]]:
+        """number -> what the file states of it. A count N stands for households 1..N and states
+        nothing else, so a re-import keeps what officers entered for them in Gridloop."""
         if "households" not in node:
             return {}
         value, line = node["households"], _value_line(node, "households", line)
         path = _join(path, "households")
         if _is_int(value):
             if 0 <= value <= MAX_HOUSEHOLDS:
-                return dict.fromkeys(range(1, value + 1))
+                return {number: {} for number in range(1, value + 1)}
             self.error(line, path, f"must be between 0 and {MAX_HOUSEHOLDS}")
             return {}
         if not isinstance(value, list):
             self.error(line, path, "must be a number of households or a list of {number, head}")
             return {}
-        rows: dict[int, str | None] = {}
+        rows: dict[int, dict[str, Any]] = {}
         for i, item in enumerate(value):
             self.household(item, _item_line(value, i, line), f"{path}[{i}]", rows)
         if len(rows) > MAX_HOUSEHOLDS:
             self.error(line, path, f"has more than {MAX_HOUSEHOLDS} households")
         return rows
 
-    def household(self, node: Any, line: int, path: str, rows: dict[int, str | None]) -> None:
+    def household(self, node: Any, line: int, path: str, rows: dict[int, dict[str, Any]]) -> None:
+        """One `{number, head?, phone?, in_group?}`. A key that is there states its value (null
+        for no head or no phone); a key left out states nothing, and the household keeps what it
+        has (DESIGN §12: the file wins for what it lists; officers' entries stay otherwise)."""
         if not self.mapping(node, line, path, HOUSEHOLD_KEYS, ("number",)):
             return
         line = _node_line(node, line)
-        head = self.text(node, "head", path, line, max_len=100, nullable=True)
+        stated: dict[str, Any] = {}
+        if "head" in node:
+            stated["head"] = self.text(node, "head", path, line, max_len=100, nullable=True)
+        if "phone" in node:
+            stated["phone"] = self.phone(node, path, line)
+        if "in_group" in node:
+            value = node["in_group"]
+            if isinstance(value, bool | ScalarBoolean):
+                stated["in_group"] = bool(value)
+            else:
+                shown = repr(value) if isinstance(value, str) else _kind(value)
+                self.error(
+                    _value_line(node, "in_group", line),
+                    _join(path, "in_group"),
+                    f"must be true or false, not {shown}",
+                )
         if "number" not in node:
             return
         number, nline = node["number"], _value_line(node, "number", line)
@@ -378,7 +403,30 @@ class _Reader:
                 nline, _join(path, "number"), f"household {number} appears twice in this grid"
             )
         else:
-            rows[number] = head
+            rows[number] = stated
+
+    def phone(self, node: Mapping, path: str, line: int) -> str | None:
+        """The phone at node["phone"] as its digits; None for null (no phone) or when it is not
+        a phone number (reported). Unquoted digits are read as the number they are, with the
+        leading zeros the file wrote (a landline's 0731...); hexadecimal and such are refused."""
+        value, line, path = node["phone"], _value_line(node, "phone", line), _join(path, "phone")
+        if value is None:
+            return None
+        text = None
+        if isinstance(value, str):
+            text = value
+        elif _is_int(value) and type(value) in (int, ScalarInt) and value >= 0:
+            text = str(int(value)).zfill(getattr(value, "_width", None) or 0)
+        digits = phone_digits(text) if text is not None else None
+        if digits is None:
+            shown = repr(text) if text is not None else _kind(value)
+            self.error(
+                line,
+                path,
+                f"{shown} is not a phone number: {PHONE_MIN_DIGITS} to {PHONE_MAX_DIGITS} "
+                "digits (spaces and hyphens between them are allowed)",
+            )
+        return digits
 
     def channels(self, node: Mapping, path: str, line: int, code: str | None, level: str) -> None:
         """The unit's webhooks, `notify: [{url, format}]`: each URL http(s), not at a loopback,
@@ -623,6 +671,8 @@ class _Sync:
         self.people: dict[str, Person] = {}
         self.created: set[str] = set()
         self.touched: set[str] = set()  # existing people in the file whose rows changed
+        # grid id -> numbers of the households officers added in Gridloop (they stay)
+        self.officers_households: dict[int, set[int]] = defaultdict(set)
 
     def run(self) -> ImportReport:
         self.sync_units()
@@ -647,6 +697,9 @@ class _Sync:
 
     def sync_units(self) -> None:
         self.units = {u.code: u for u in self.session.scalars(select(Unit))}
+        added = select(Household.grid_id, Household.number).where(Household.added_by.is_not(None))
+        for grid_id, number in self.session.execute(added):
+            self.officers_households[grid_id].add(number)
         for level in UNIT_ORDER:
             for spec in self.plan.units.values():
                 if spec.level == level:
@@ -659,11 +712,14 @@ class _Sync:
 
     def upsert_unit(self, spec: _UnitSpec) -> None:
         unit = self.units.get(spec.code)
+        # The grid's households after the import: the file's, and those officers added that the
+        # file does not list.
+        kept = self.officers_households.get(unit.id, set()) if unit is not None else set()
         values = {
             "name": spec.name,
             "level": spec.level,
             "parent_id": self.units[spec.parent].id if spec.parent else None,
-            "households": len(spec.households),
+            "households": len(spec.households) + len(kept - spec.households.keys()),
             "active": True,
             "settings": _settings(unit.settings if unit is not None else None, spec),
         }
@@ -675,34 +731,54 @@ class _Sync:
             self.report.units_updated += 1
 
     def sync_households(self) -> None:
-        """Make each grid's household rows exactly the file's, with bulk statements (16,000 rows
-        one ORM object at a time would take most of the import)."""
+        """Each grid's households as the file lists them (DESIGN §12): the file wins for the
+        households it lists (head, phone, in_group, as far as it states them); the households
+        the file added earlier and no longer lists are removed; those officers added in Gridloop
+        (added_by set) stay unless the file lists them, and keep who added them either way.
+        Bulk statements: 16,000 rows one ORM object at a time would take most of the import."""
         wanted = {
             self.units[c].id: s.households for c, s in self.plan.units.items() if s.level == "grid"
         }
-        current: dict[int, dict[int, tuple[int, str | None]]] = defaultdict(dict)
-        rows = select(Household.id, Household.grid_id, Household.number, Household.head)
-        for hid, grid_id, number, head in self.session.execute(rows):
-            if grid_id in wanted:  # grids no longer in the file keep their rows, as history
-                current[grid_id][number] = (hid, head)
-        added, changed, removed = [], [], []
+        current: dict[int, dict[int, Any]] = defaultdict(dict)
+        rows = select(
+            Household.id,
+            Household.grid_id,
+            Household.number,
+            Household.head,
+            Household.phone,
+            Household.in_group,
+            Household.added_by,
+        )
+        for row in self.session.execute(rows):
+            if row.grid_id in wanted:  # grids no longer in the file keep their rows, as history
+                current[row.grid_id][row.number] = row
+        added: list[dict[str, Any]] = []
+        changed: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        removed: list[int] = []
         for grid_id, households in wanted.items():
             have = current.get(grid_id, {})
-            for number, head in households.items():
+            for number, stated in households.items():
                 row = have.get(number)
                 if row is None:
-                    added.append({"grid_id": grid_id, "number": number, "head": head})
-                elif row[1] != head:
-                    changed.append({"id": row[0], "head": head})
-            removed.extend(hid for number, (hid, _) in have.items() if number not in households)
+                    new = {"head": None, "phone": None, "in_group": False, **stated}
+                    added.append({"grid_id": grid_id, "number": number, "added_by": None, **new})
+                    continue
+                differs = {k: v for k, v in stated.items() if getattr(row, k) != v}
+                if differs:  # one executemany per set of columns
+                    changed[tuple(sorted(differs))].append({"id": row.id, **differs})
+            removed.extend(
+                row.id
+                for number, row in have.items()
+                if number not in households and row.added_by is None
+            )
         for chunk in _chunks(removed):
             self.session.execute(delete(Household).where(Household.id.in_(chunk)))
         if added:
             self.session.execute(insert(Household), added)
-        if changed:
-            self.session.execute(update(Household), changed)
+        for _columns, values in sorted(changed.items()):
+            self.session.execute(update(Household), values)
         self.report.households_added = len(added)
-        self.report.households_updated = len(changed)
+        self.report.households_updated = sum(len(values) for values in changed.values())
         self.report.households_removed = len(removed)
 
     # -- people --------------------------------------------------------------------------------

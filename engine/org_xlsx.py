@@ -9,8 +9,12 @@ xlsx, for people who keep rosters in Excel or WPS, has three sheets:
 - 岗位 Positions: one row per position (a unit without anyone gets a row with no role): the
   unit's level, code, name, parent code and household count, then the role, username, name,
   an optional initial password, and for a town leader the villages they liaise with.
-- 住户 Households: grid code, household number, head, for grids whose households have heads (a
-  grid whose households are numbered 1..N without heads needs only its count).
+- 住户 Households: grid code, household number, head, and (when some household has one) phone
+  and whether it is in the grid's group chat (已入群: 是, or empty), for grids whose households
+  have any of these (a grid whose households are numbered 1..N with none of them needs only its
+  count). An empty cell states nothing, as a key left out of a YAML entry: the household keeps
+  what it has (so a roster of heads only keeps the phones officers entered in Gridloop); 否 in
+  the in-group column states that it is not in the group.
 - 通知 Webhooks: unit code, url, format (a village's or grid's `notify`).
 Row 1 names the columns in Chinese, row 2 by their field names; import finds the columns by
 either. Reading turns the sheets into the same data a YAML file parses to, with each row's place
@@ -83,13 +87,17 @@ def export_data(session: Session) -> dict[str, Any]:
     for person_id, village_id in session.execute(select(Liaison.person_id, Liaison.village_id)):
         if village_id in units:
             liaises.setdefault(person_id, []).append(units[village_id].code)
-    households: dict[int, list[tuple[int, str | None]]] = {}
-    for grid_id, number, head in session.execute(
-        select(Household.grid_id, Household.number, Household.head).order_by(
-            Household.grid_id, Household.number
-        )
+    households: dict[int, list[tuple[int, str | None, str | None, bool]]] = {}
+    for grid_id, number, head, phone, in_group in session.execute(
+        select(
+            Household.grid_id,
+            Household.number,
+            Household.head,
+            Household.phone,
+            Household.in_group,
+        ).order_by(Household.grid_id, Household.number)
     ):
-        households.setdefault(grid_id, []).append((number, head))
+        households.setdefault(grid_id, []).append((number, head, phone, bool(in_group)))
 
     def people(role: str, unit: Unit) -> list[dict[str, Any]]:
         return [{"username": p.username, "name": p.name} for p in held.get((role, unit.id), [])]
@@ -163,14 +171,25 @@ def export_data(session: Session) -> dict[str, Any]:
     return data
 
 
-def _households(rows: list[tuple[int, str | None]]) -> int | list[dict[str, Any]]:
-    """A count when the households are 1..N without heads (what a count imports as), else the
-    list of {number, head}."""
-    if all(head is None for _n, head in rows) and [n for n, _h in rows] == list(
-        range(1, len(rows) + 1)
-    ):
+def _households(
+    rows: list[tuple[int, str | None, str | None, bool]],
+) -> int | list[dict[str, Any]]:
+    """A count when the households are 1..N with no head, phone or group mark (what a count
+    imports as), else the list of {number, head?, phone?, in_group?} with what each has."""
+    bare = all(h is None and p is None and not g for _n, h, p, g in rows)
+    if bare and [row[0] for row in rows] == list(range(1, len(rows) + 1)):
         return len(rows)
-    return [{"number": n, "head": h} if h is not None else {"number": n} for n, h in rows]
+    listed = []
+    for number, head, phone, in_group in rows:
+        household: dict[str, Any] = {"number": number}
+        if head is not None:
+            household["head"] = head
+        if phone is not None:
+            household["phone"] = phone
+        if in_group:
+            household["in_group"] = True
+        listed.append(household)
+    return listed
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,7 +249,13 @@ COLUMNS = {
         ("password", "初始密码"),
         ("liaises", "联系村"),
     ),
-    HOUSEHOLDS: (("grid_code", "网格代码"), ("number", "户号"), ("head", "户主")),
+    HOUSEHOLDS: (
+        ("grid_code", "网格代码"),
+        ("number", "户号"),
+        ("head", "户主"),
+        ("phone", "电话"),
+        ("in_group", "已入群"),
+    ),
     WEBHOOKS: (("unit_code", "单位代码"), ("url", "地址"), ("format", "格式")),
 }
 REQUIRED_COLUMNS = {
@@ -263,6 +288,11 @@ SLOT = {"village_secretary": "secretary", "district_leader": "leader", "grid_lea
 LIST_SPLIT = re.compile(r"[\s,，、;；]+")
 MAX_ROWS = 200_000  # per sheet: a township has ~20,000 households
 MAX_UNZIPPED = 64 * 1024 * 1024  # bytes inside the xlsx: a small file that unpacks to gigabytes
+# How the households sheet writes in_group, and the words it reads as true or false (a cell
+# Excel or WPS typed as TRUE/FALSE reads as itself); other text is a problem of its row.
+IN_GROUP_YES = "是"
+YES_WORDS = frozenset({"是", "已入群", "√", "✓", "y", "yes", "true", "1"})
+NO_WORDS = frozenset({"否", "未入群", "×", "n", "no", "false", "0"})
 # Where a row is, as a line number engine/org.py can carry: the sheet's index times this, plus
 # the row (Excel has at most 1,048,576 rows).
 SHEET_LINES = 10_000_000
@@ -273,10 +303,16 @@ def to_xlsx(data: dict[str, Any]) -> bytes:
     mode: a town's 20,000 households take a second, not a minute)."""
     book = Workbook(write_only=True)
     positions, households, webhooks = _rows(data)
+    # The phone and in-group columns only when some household has one (a register of heads
+    # keeps the three columns it always had).
+    if not any(row[3] is not None or row[4] is not None for row in households):
+        households = [row[:3] for row in households]
     bold = Font(bold=True)
     for title, rows in zip(SHEETS, (positions, households, webhooks), strict=True):
         sheet = book.create_sheet(title)
         columns = COLUMNS[title]
+        if title == HOUSEHOLDS and not any(len(row) > 3 for row in rows):
+            columns = columns[:3]
         sheet.freeze_panes = "A3"
         for index, (_f, label) in enumerate(columns):
             sheet.column_dimensions[get_column_letter(index + 1)].width = max(
@@ -361,7 +397,13 @@ def _rows(data: dict[str, Any]) -> tuple[list[list], list[list], list[list]]:
                 if isinstance(count, list):
                     for household in count:
                         households.append(
-                            [grid["code"], household["number"], household.get("head")]
+                            [
+                                grid["code"],
+                                household["number"],
+                                household.get("head"),
+                                household.get("phone"),
+                                IN_GROUP_YES if household.get("in_group") else None,
+                            ]
                         )
                     count = len(count)
                 add("grid", grid["code"], grid["name"], district["code"], count, held)
@@ -416,6 +458,19 @@ def _whole(value: Any) -> int | str | None:
         return int(value)
     text = _text(value)
     return int(text) if text is not None and text.isdigit() else text
+
+
+def _yes_no(value: Any) -> bool | str:
+    """A filled in-group cell as true or false; text that is neither stays text, for
+    engine/org.py to report with its row."""
+    if isinstance(value, bool):
+        return value
+    text = (_text(value) or "").lower()
+    if text in YES_WORDS:
+        return True
+    if text in NO_WORDS:
+        return False
+    return _text(value) or ""
 
 
 @dataclass
@@ -630,9 +685,14 @@ class _XlsxReader:
             self.error(line, "grid_code", f"{code!r} is not a grid of the positions sheet")
             return
         pairs: dict[str, Any] = {"number": _whole(row.get("number"))}
-        head = _text(row.get("head"))
-        if head is not None:
-            pairs["head"] = head
+        # An empty cell states nothing, like a key left out of YAML (engine/org.py keeps what
+        # the household has), so the export reads back as exactly the data it was written from.
+        for key in ("head", "phone"):
+            value = _text(row.get(key))
+            if value is not None:
+                pairs[key] = value
+        if _text(row.get("in_group")) is not None:
+            pairs["in_group"] = _yes_no(row["in_group"])
         unit.households.append((line, _node(line, pairs)))
 
     def webhook(self, line: int, row: dict[str, Any]) -> None:

@@ -94,6 +94,7 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
         dossier,
         errors,
         figures,
+        households,
         migrations,
         web,
     )
@@ -118,6 +119,7 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
         "editor",
         "migrations",
         "org_pages",
+        "households",
     ):
         module = import_module(f"webapp.{name}")
         app.register_blueprint(module.bp)

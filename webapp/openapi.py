@@ -150,6 +150,7 @@ def build_openapi() -> dict:
     paths.update(_photo_paths())
     paths.update(_diagram_paths())
     paths.update(_migration_paths())
+    paths.update(_household_paths())
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
@@ -524,3 +525,45 @@ def _migration_paths() -> dict:
         },
     }
     return {"/migrations": {"post": op}}
+
+
+def _household_paths() -> dict:
+    """住户名册 (webapp/households.py; engine/households.py; DESIGN §12): a grid's households, for
+    everyone whose positions cover the grid (auditors: every grid)."""
+    household = {
+        "type": "object",
+        "properties": {
+            "number": {"type": "integer"},
+            "head": {"type": "string", "nullable": True},
+            "phone": {
+                "type": "string",
+                "nullable": True,
+                "description": "masked: its first 3 and last 4 digits (138****5678)",
+            },
+            "in_group": {
+                "type": "boolean",
+                "description": "a representative has joined the grid's group chat (一户一代表)",
+            },
+        },
+    }
+    op = _op(
+        "A grid's households in number order, phones masked; 404 for a grid outside my units",
+        ("200", None),
+        params=[_p("code")],
+        errors=("401", "404"),
+    )
+    op["responses"]["200"]["content"] = {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "grid": {
+                        "type": "object",
+                        "properties": {"code": {"type": "string"}, "name": {"type": "string"}},
+                    },
+                    "items": {"type": "array", "items": household},
+                },
+            }
+        }
+    }
+    return {"/grids/{code}/households": {"get": op}}

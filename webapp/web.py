@@ -16,6 +16,7 @@ from engine.access import Viewer, viewer_of
 from engine.deadlines import item_overdue
 from engine.errors import Forbidden
 from engine.models import Case
+from engine.privacy import mask_phone
 from engine.runtime import Runtime
 from engine.words import Vocabulary, vocabulary
 from engine.workcal import missing_arrangement
@@ -142,6 +143,8 @@ def menu() -> list[tuple[str, str]]:
         links.append(("cases.mine", gettext("Cases I accepted")))
     if p.opens_cases:
         links.append(("cases.new", gettext("New case")))
+    if {"info_officer", "grid_leader"} & viewer().roles:  # the grid's register (住户名册)
+        links.append(("households.index", gettext("Household register")))
     if p.reads_cases:
         links.append(("cases.index", case_list_title()))
     if p.reads_cases and (p.handles or p.audits):  # covers a unit (a leader) or audits
@@ -227,12 +230,11 @@ def due_in(value: datetime | None) -> str:
 
 
 def masked_phone(phone: str | None, reveal: bool) -> str:
-    """Residents' numbers are for the owner and auditors; others see 138****1234."""
-    if not phone:
-        return ""
-    if reveal or len(phone) < 7:
-        return phone
-    return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
+    """Residents' numbers are for the owner and auditors; others see 138****1234 (the one rule:
+    engine/privacy.py)."""
+    if reveal:
+        return phone or ""
+    return mask_phone(phone)
 
 
 def register_filters(app) -> None:

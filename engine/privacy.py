@@ -1,0 +1,41 @@
+"""Residents' phone numbers: how one is written down and how it is shown.
+
+A phone is personal data (DESIGN §6, §12). Wherever Gridloop shows one to someone who may not read
+it in full — a reporter's number on a case, a household's number in a grid's register — it shows
+it masked by the one rule here, its first 3 and last 4 characters (138****1234), so the pages, the
+API and any export cannot drift apart. Households' numbers are also stored in one form (digits
+only), so the same phone typed as "138 1234 5678" or "138-1234-5678" is one number, and a
+re-imported organisation file that writes it either way changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A household's phone: a mobile (11 digits), a landline with or without its area code (7 to 12),
+# or a number with its country code; at most 15 digits (ITU E.164).
+PHONE_MIN_DIGITS = 7
+PHONE_MAX_DIGITS = 15
+# Digits, with the spaces and hyphens people type between them.
+_TYPED = re.compile(r"[0-9](?:[0-9 -]*[0-9])?")
+
+
+def phone_digits(text: str) -> str | None:
+    """The digits of a phone number as typed ("138 1234-5678" -> "13812345678"), or None when the
+    text is not one: anything but digits, spaces and hyphens, or too few or too many digits."""
+    text = text.strip()
+    if not _TYPED.fullmatch(text):
+        return None
+    digits = re.sub(r"[ -]", "", text)
+    return digits if PHONE_MIN_DIGITS <= len(digits) <= PHONE_MAX_DIGITS else None
+
+
+def mask_phone(phone: str | None) -> str:
+    """A phone as people without the right to read it see it: its first 3 and last 4 characters
+    with a star for each one between (13812345678 -> 138****5678). A number too short for that
+    rule to hide anything keeps only its last 2 characters: a masked number never shows whole."""
+    if not phone:
+        return ""
+    if len(phone) >= 8:
+        return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
+    return "*" * (len(phone) - 2) + phone[-2:] if len(phone) > 2 else "*" * len(phone)
