@@ -1,7 +1,9 @@
 """Diagram bundles: loading, hashing, validating, parsing once per version, and deploying.
 
-A bundle is every BPMN, DMN and form file of a process. Its sha256 names the version; a case is pinned
-to the version it started on, and the parsed spec is kept by hash so that no request parses twice.
+A bundle is every BPMN, DMN and form file of the township's processes: the case loop (`case_loop`)
+and the campaign diagram (`campaign`, DESIGN §12), which share the lanes, the forms folder and the
+version. Its sha256 names the version; a case is pinned to the version it started on, and the parsed
+spec is kept by hash (and process) so that no request parses twice.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from typing import Any
 
 import jsonschema
 from lxml import etree
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 from SpiffWorkflow.bpmn.parser.BpmnParser import BpmnValidator
 from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
 from SpiffWorkflow.bpmn.specs.control import BoundaryEventSplit
@@ -52,7 +57,10 @@ LEGACY_STATUS = {
 }
 # Who a supervision notifies (the `notify` property of an element that raises `supervised`).
 NOTIFY_KINDS = ("holder", "owner", *TIERS)
-HELPERS = frozenset({"gl_deadline"})
+# The helpers diagram code may call: gl_deadline from the step's caller (it counts working time
+# from the step's instant), the others from engine/step.py STEP_HELPERS.
+HELPERS = frozenset({"gl_deadline", "gl_between"})
+CAMPAIGN_PROCESS_ID = "campaign"
 BUNDLE_DIRS = ("workflows/bpmn", "rules")
 # DESIGN §5: every .bpmn, .dmn, .json and .yaml file under BUNDLE_DIRS is part of the bundle.
 BUNDLE_SUFFIXES = (".bpmn", ".dmn", ".json", ".yaml")
@@ -75,6 +83,49 @@ MODEL_NAMESPACES = frozenset(
         SPIFFWORKFLOW_NSMAP["spiffworkflow"],
     }
 )
+
+
+@dataclass(frozen=True)
+class ProcessRules:
+    """What a process's diagram may say, and what its instances start with. The case statuses and
+    logical tasks are the contract's (DESIGN §2, §3, §5); a campaign's grid instance has its own
+    (DESIGN §12), and must not put anything in a case status."""
+
+    tasks: tuple[str, ...]  # the logical names a user task's `task` property may take
+    statuses: tuple[str, ...]  # the open statuses a user task's `status` property may take
+    required: tuple[str, ...]  # logical tasks the process must have
+    notify: tuple[str, ...]  # whom a supervision's `notify` property may name
+    # The keys of an Open command's data that the process's first data holds (run_step).
+    opening: tuple[str, ...]
+    legacy_status: dict[str, str] = field(default_factory=dict)  # see parse_bundle `stored`
+
+
+# A campaign's grid instance: the officers return (campaign_return), the grid leader confirms or
+# sends the return back (campaign_confirm); it ends `confirmed`. It is started with the campaign's
+# span as ISO 8601 instants, from which its 80% supervision and its due time are measured.
+CAMPAIGN_TASKS = ("campaign_return", "campaign_confirm")
+CAMPAIGN_STATUSES = ("returning", "confirming")
+CAMPAIGN_OPENING = ("launched_at", "due_at")
+
+RULES: dict[str, ProcessRules] = {
+    PROCESS_ID: ProcessRules(
+        LOGICAL_TASKS,
+        OPEN_STATUSES,
+        ("accept",),
+        NOTIFY_KINDS,
+        ("category", "severity"),
+        LEGACY_STATUS,
+    ),
+    # No case owner here: a supervision tells the item's holder and tiers.
+    CAMPAIGN_PROCESS_ID: ProcessRules(
+        CAMPAIGN_TASKS, CAMPAIGN_STATUSES, CAMPAIGN_TASKS, ("holder", *TIERS), CAMPAIGN_OPENING
+    ),
+}
+
+
+def rules_of(process_id: str) -> ProcessRules:
+    """The process's rules; a process Gridloop does not know is held to the case loop's."""
+    return RULES.get(process_id, RULES[PROCESS_ID])
 
 
 class DiagramError(ValueError):
@@ -146,6 +197,13 @@ class Spec:
     # User tasks (by element id) on which the diagram hangs a `transfer` signal boundary event:
     # their holder may send the case to another grid (转办).
     transferable: frozenset[str] = frozenset()
+    # What an Open command's data gives the process's first data (ProcessRules.opening); empty:
+    # the case loop's (engine/step.py OPENING_WORDS).
+    opening: tuple[str, ...] = ()
+
+    @property
+    def process_id(self) -> str:
+        return self.process.name
 
 
 def _parser() -> SpiffBpmnParser:
@@ -192,6 +250,9 @@ def read_files(bundle: Bundle, report: Report = _raise) -> BundleFiles:
                     files.broken = True
                     continue
                 files.roots[path] = root
+                if not _decisions_have_tables(path, root, report):
+                    files.broken = True
+                    continue
                 files.parser.add_dmn_xml(root, filename=path)
             elif path.endswith(".schema.json"):
                 name = PurePosixPath(path).name.removesuffix(".schema.json")
@@ -210,6 +271,36 @@ def read_files(bundle: Bundle, report: Report = _raise) -> BundleFiles:
             ]:
                 report(error)
     return files
+
+
+def _decisions_have_tables(path: str, root: etree._Element, report: Report) -> bool:
+    """Whether every decision of a DMN file is a decision table, reporting each that is not:
+    SpiffWorkflow runs decision tables only, and a decision without one would fail with a bare
+    IndexError when a process calling it is built."""
+    ok = True
+    for decision in root.iter(etree.Element):
+        if etree.QName(decision).localname != "decision":
+            continue
+        if not any(
+            etree.QName(c).localname == "decisionTable"
+            for c in decision.iterchildren(etree.Element)
+        ):
+            ok = False
+            report(
+                DiagramError(
+                    "the decision has no decisionTable: Gridloop runs DMN decision tables only "
+                    "(a literal expression, a context or an invocation cannot be run)",
+                    decision.get("id"),
+                    path,
+                    decision.sourceline,
+                )
+            )
+    return ok
+
+
+def process_ids(parser: SpiffBpmnParser) -> list[str]:
+    """The executable processes the parsed BPMN files define."""
+    return list(parser.get_process_ids())
 
 
 def process_of(parser: SpiffBpmnParser, process_id: str = PROCESS_ID) -> tuple[Any, dict]:
@@ -239,19 +330,29 @@ def make_spec(
     spec = Spec(bundle.sha256, process, subprocesses, forms, tasks)
     spec.validators = {name: jsonschema.Draft202012Validator(s) for name, s in forms.items()}
     spec.transferable = _transferable(process)
+    if process.name != PROCESS_ID:
+        spec.opening = rules_of(process.name).opening
     return spec
 
 
-def parse_bundle(bundle: Bundle, stored: bool = False) -> Spec:
-    """Parse and validate a bundle, or raise DiagramError naming the element at fault (the first
-    problem; engine/validation.py lists them all).
+def parse_bundle(bundle: Bundle, stored: bool = False, process_id: str = PROCESS_ID) -> Spec:
+    """Parse and validate a bundle's process `process_id` (the case loop unless told), or raise
+    DiagramError naming the element at fault (the first problem; engine/validation.py lists them
+    all). Only that process is built: SpiffWorkflow reads every file, but builds a process's task
+    specs only when asked for it.
 
     `stored`: a version already deployed, loaded to run its cases. A version deployed before a
     property became required gets that property's old behaviour (LEGACY_STATUS, the runtime's
     default recipients) instead of being refused: cases pinned to it must go on running."""
     files = read_files(bundle)
-    process, subprocesses = process_of(files.parser)
-    tasks = check_process(process, files.forms, stored=stored, tables=decision_files(files.parser))
+    process, subprocesses = process_of(files.parser, process_id)
+    tasks = check_process(
+        process,
+        files.forms,
+        stored=stored,
+        tables=decision_files(files.parser),
+        rules=rules_of(process_id),
+    )
     return make_spec(bundle, process, subprocesses, files.forms, tasks)
 
 
@@ -400,7 +501,53 @@ def _form_fault(text: str) -> str | None:
         return "the JSON is nested too deeply"
     if not isinstance(schema, dict):
         return "a form is a JSON object"
+    return _ref_fault(schema)
+
+
+_REF_KEYWORDS = ("$ref", "$dynamicRef")
+
+
+def _ref_fault(schema: dict) -> str | None:
+    """What is wrong with the form's references, or None. A form may refer only to its own parts
+    (`#/$defs/...`, `#anchor`): anything else would be fetched, or fail, when a submission is
+    checked against it, long after the deploy that should have refused it."""
+    refs = _refs(schema)
+    if not refs:
+        return None
+    resource = DRAFT202012.create_resource(schema)
+    base = resource.id() or "urn:gridloop:form"
+    try:
+        resolver = Registry().with_resource(base, resource).crawl().resolver(base_uri=base)
+    except Exception as exc:  # an $id or $anchor the library cannot take
+        return f"its references cannot be read: {exc}"
+    for keyword, ref in refs:
+        if not ref.startswith("#"):
+            return (
+                f"{keyword} '{ref}' refers outside the form: a form may refer only to its own "
+                "parts ('#/$defs/...'), nothing is fetched"
+            )
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            return f"{keyword} '{ref}' cannot be resolved: the form has no such part"
     return None
+
+
+def _refs(node: Any) -> list[tuple[str, str]]:
+    """Every (keyword, reference) of a schema, however deep (iteratively: a form's depth was
+    bounded by the JSON parse, not by this walk)."""
+    found, stack = [], [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            for key, value in current.items():
+                if key in _REF_KEYWORDS and isinstance(value, str):
+                    found.append((key, value))
+                elif isinstance(value, dict | list):
+                    stack.append(value)
+        elif isinstance(current, list):
+            stack.extend(v for v in current if isinstance(v, dict | list))
+    return found
 
 
 def check_process(
@@ -412,6 +559,7 @@ def check_process(
     tables: dict[str, tuple[str, str]] | None = None,
     bad_forms: dict[str, str] | None = None,
     python: bool = True,
+    rules: ProcessRules | None = None,
 ) -> dict[str, TaskInfo]:
     """Check what the engine needs of every task spec and read the user tasks' properties.
 
@@ -420,8 +568,10 @@ def check_process(
     `task`, a `status` or a form that exists (named by the task's id). `lanes`: also refuse a user
     task whose lane is not a tier (validation checks every lane itself, by the lane's id).
     `tables`: decision table id -> (decision id, DMN file). `bad_forms`: form name -> the file of
-    a form that did not load (reported already)."""
+    a form that did not load (reported already). `rules`: what the process's tasks may say (the
+    case loop's unless given)."""
     bad_forms = bad_forms or {}
+    rules = rules or RULES[PROCESS_ID]
     process_file = getattr(process, "file", None)
     if python:
         check_python(process, report, tables)
@@ -436,27 +586,29 @@ def check_process(
             event_props["notify"] = "holder,owner" + (f",{above}" if above else "")
         if event_props.get("event") == "supervised":
             kinds = [k.strip() for k in event_props.get("notify", "").split(",") if k.strip()]
-            unknown = [k for k in kinds if k not in NOTIFY_KINDS]
+            unknown = [k for k in kinds if k not in rules.notify]
             if not kinds or unknown:
+                whom = " and ".join(k for k in ("holder", "owner") if k in rules.notify)
                 report(
                     DiagramError(
                         "a supervision needs property 'notify': a comma-separated list of "
-                        f"holder, owner and tiers {TIERS}"
-                        + (f"; unknown: {unknown}" if unknown else ""),
+                        f"{whom} and tiers {TIERS}" + (f"; unknown: {unknown}" if unknown else ""),
                         element,
                         process_file,
                     )
                 )
         if isinstance(ts, UserTask):
-            info = _user_task(ts, forms, stored, lanes, bad_forms, process_file, report)
+            info = _user_task(ts, forms, stored, lanes, bad_forms, process_file, report, rules)
             if info is not None:
                 tasks[ts.name] = info
-    if not any(
-        ts.extensions.get("properties", {}).get("task") == "accept"
+    present = {
+        ts.extensions.get("properties", {}).get("task")
         for ts in process.task_specs.values()
         if isinstance(ts, UserTask)
-    ):
-        report(DiagramError("the process has no accept task", file=process_file))
+    }
+    for logical in rules.required:
+        if logical not in present:
+            report(DiagramError(f"the process has no {logical} task", file=process_file))
     return tasks
 
 
@@ -509,23 +661,25 @@ def _user_task(
     bad_forms: dict[str, str],
     process_file: str | None,
     report: Report,
+    rules: ProcessRules,
 ) -> TaskInfo | None:
     """A user task's TaskInfo, or None after reporting each thing wrong with it."""
     element = ts.bpmn_id or ts.name
     props = dict(ts.extensions.get("properties", {}))
     logical, form = props.get("task"), props.get("formKey")
     problems = []
-    if logical not in LOGICAL_TASKS:
+    if logical not in rules.tasks:
         problems.append(
             "has no property 'task'" if logical is None else f"property 'task' is '{logical}'"
         )
-        problems[-1] += f": it must be one of {LOGICAL_TASKS}"
-    elif stored and "status" not in props:
-        props["status"] = LEGACY_STATUS[logical]
-    if props.get("status") not in OPEN_STATUSES:
+        problems[-1] += f": it must be one of {rules.tasks}"
+    elif stored and "status" not in props and logical in rules.legacy_status:
+        props["status"] = rules.legacy_status[logical]
+    if props.get("status") not in rules.statuses:
+        whose = "the case's" if rules is RULES[PROCESS_ID] else "the instance's"
         problems.append(
-            f"property 'status' (the case's status while this task is open) must be one of "
-            f"{OPEN_STATUSES}"
+            f"property 'status' ({whose} status while this task is open) must be one of "
+            f"{rules.statuses}"
         )
     if not form:
         problems.append("has no property 'formKey' (the name of its form)")
@@ -597,33 +751,47 @@ def _dmn_entry(text: str, input_expression: str | None) -> str:
 
 
 class SpecRegistry:
-    """Parsed specs kept by bundle hash. One per process, shared by every request and worker."""
+    """Parsed specs kept by bundle hash (the case loop's) and by hash and process id (the other
+    processes of a bundle, such as the campaign's). One per server process, shared by every
+    request and worker."""
 
     def __init__(self) -> None:
         self._by_sha: dict[str, Spec] = {}
+        self._others: dict[tuple[str, str], Spec] = {}
         self._by_id: dict[int, Spec] = {}
 
-    def get(self, version: DiagramVersion) -> Spec:
-        spec = self._by_sha.get(version.sha256)
+    def get(self, version: DiagramVersion, process_id: str = PROCESS_ID) -> Spec:
+        """The version's spec of `process_id`, parsed the first time it is asked for."""
+        spec = self.parsed(version.sha256, process_id)
         if spec is None:
-            spec = self.add(parse_bundle(Bundle(version.files), stored=True))
+            bundle = Bundle(version.files)
+            spec = self.add(parse_bundle(bundle, stored=True, process_id=process_id))
         return spec
 
     def add(self, spec: Spec) -> Spec:
         """Keep a parsed spec (one parsed without a database, say) under its hash."""
-        self._by_sha.setdefault(spec.sha256, spec)
+        if spec.process_id == PROCESS_ID:
+            self._by_sha.setdefault(spec.sha256, spec)
+        else:
+            self._others.setdefault((spec.sha256, spec.process_id), spec)
         self._by_id[id(spec.process)] = spec
         return spec
 
     def by_process(self, process) -> Spec:
         return self._by_id[id(process)]
 
-    def by_sha(self, sha: str) -> Spec:
-        return self._by_sha[sha]
+    def by_sha(self, sha: str, process_id: str = PROCESS_ID) -> Spec:
+        spec = self.parsed(sha, process_id)
+        if spec is None:
+            raise KeyError((sha, process_id))
+        return spec
 
-    def parsed(self, sha: str) -> Spec | None:
-        """The spec of this hash if this process has parsed it already, else None."""
-        return self._by_sha.get(sha)
+    def parsed(self, sha: str, process_id: str = PROCESS_ID) -> Spec | None:
+        """The spec of this hash and process if this server process has parsed it already, else
+        None."""
+        if process_id == PROCESS_ID:
+            return self._by_sha.get(sha)
+        return self._others.get((sha, process_id))
 
 
 def live_version(session: Session, process_id: str = PROCESS_ID) -> DiagramVersion | None:

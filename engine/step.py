@@ -32,7 +32,7 @@ from SpiffWorkflow.spiff.specs.event_definitions import SignalEventDefinition as
 from SpiffWorkflow.util.task import TaskState
 
 from . import migration, spiffclock
-from .clock import iso, parse_iso
+from .clock import as_utc, iso, parse_iso
 from .errors import Conflict
 from .sandbox import RestrictedScriptEngine
 from .specs import TRANSFER_SIGNAL, Spec, TaskInfo
@@ -143,6 +143,27 @@ DUE_AT = "gl_due_at"
 OPENING_WORDS = ("category", "severity")
 
 
+def gl_between(start: str | datetime, end: str | datetime, fraction: float) -> str:
+    """The instant `fraction` of the way from `start` to `end` (ISO 8601 instants with a time
+    zone), as UTC text for a timeDate. A campaign's supervision is measured over the span from its
+    launch to its due time (DESIGN §12), in clock time, so its timers need no calendar:
+    `gl_between(launched_at, due_at, 0.8)` is its 80% instant, `gl_between(launched_at, due_at,
+    1)` its due time. A naive instant, a span that ends before it starts or a fraction outside
+    0..1 raises ValueError, which validation reports on the timer."""
+    begin, finish = (t if isinstance(t, datetime) else parse_iso(t) for t in (start, end))
+    begin, finish = as_utc(begin), as_utc(finish)
+    if finish < begin:
+        raise ValueError(f"the span ends ({iso(finish)}) before it starts ({iso(begin)})")
+    if isinstance(fraction, bool) or not 0 <= fraction <= 1:
+        raise ValueError(f"the fraction of the span must be between 0 and 1, not {fraction!r}")
+    return iso(begin + (finish - begin) * fraction)
+
+
+# Helpers diagram code may call besides gl_deadline, which depends on the step's instant and
+# calendar and so comes from the caller: these depend on their arguments only.
+STEP_HELPERS = {"gl_between": gl_between}
+
+
 # --------------------------------------------------------------------------- the step
 
 
@@ -159,7 +180,7 @@ def run_step(
     if isinstance(command, Open):
         workflow = BpmnWorkflow(spec.process, spec.subprocesses)
     assert workflow is not None
-    workflow.script_engine = RestrictedScriptEngine({"gl_deadline": deadline})
+    workflow.script_engine = RestrictedScriptEngine({"gl_deadline": deadline, **STEP_HELPERS})
     spiffclock.install()  # SpiffWorkflow's timers read the step's instant, never the real clock
     with spiffclock.step_clock(now):
         return _run(workflow, spec, command, now)
@@ -177,7 +198,8 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
         # The words given at opening are the process's first data (the accept limit reads the
         # severity); completing accept then sets them for good.
         for start in ready_tasks:
-            start.data.update({key: command.data.get(key) for key in OPENING_WORDS})
+            words = spec.opening or OPENING_WORDS  # a campaign's are its span (specs.RULES)
+            start.data.update({key: command.data.get(key) for key in words})
     elif isinstance(command, Complete):
         task = _ready(workflow, ready_before, command.task_id)
         events.append(("task_completed", command.task, dict(command.data)))

@@ -4,9 +4,11 @@ and the element at fault, so that an administrator can fix them all in one round
 `validate(bundle, process_id)` reads every file (a file that does not parse, or fails the BPMN or
 DMN schema, is named with its lines; the other files are still read), builds the process, checks
 every piece of its Python against the sandbox, and then runs the checks registered for that
-process (`CHECKS`): the case loop's are below, and the campaign process registers its own. A
-process's `final` checks (the dry run) run only on a bundle in which nothing else was found: a
-diagram with an unsafe script or a missing form would only fail there again, less clearly.
+process (`CHECKS`): the case loop's and the campaign's are below. Without a process id, the case
+loop (which every bundle must have) and every other registered process the bundle defines are
+checked, each built from the one parse of the files. A process's `final` checks (the dry run) run
+only when nothing else was found in the files or in that process: a diagram with an unsafe script
+or a missing form would only fail there again, less clearly.
 
 What the case loop's checks decide, and why:
 - lanes: every lane of the process is one of the five tiers (the lane's id), and every user task
@@ -41,6 +43,14 @@ What the case loop's checks decide, and why:
   "unsatisfied" keeps going is left the next time round), due timers fired, for at most
   DRY_RUN_STEPS steps and DRY_RUN_SECONDS seconds (enforced however the diagram spins); it must
   end archived. A failure names the last element reached.
+
+What the campaign's checks decide (DESIGN §12: one instance per target grid, started with the
+campaign's span): the same lanes, reads, timers, tables and loops checks, with the campaign's own
+rules for tasks (`campaign_return` and `campaign_confirm` must both exist, with forms that load,
+and put the instance in a campaign status, never a case's: engine/specs.py RULES); its timers are
+evaluated with a sample span (launched now, due a week later); `campaign_return` carries the 80%
+(`timer` warn) and due (`timer` due) timers the campaign's supervision and lateness are read from;
+and a dry run from launch through a return and a confirmation must end `confirmed`.
 """
 
 from __future__ import annotations
@@ -54,13 +64,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property, lru_cache
 from itertools import islice, product
 from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
+from SpiffWorkflow.bpmn.specs.control import BoundaryEventSplit
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import (
     CycleTimerEventDefinition,
     DurationTimerEventDefinition,
@@ -76,11 +87,13 @@ from .clock import SystemClock, iso, parse_iso
 from .models import TIERS
 from .sandbox import SAFE_BUILTINS, RestrictedEnvironment, check_source
 from .specs import (
+    CAMPAIGN_PROCESS_ID,
     HELPERS,
     PROCESS_ID,
     Bundle,
     BundleFiles,
     DiagramError,
+    ProcessRules,
     Spec,
     TaskInfo,
     _dmn_entry,
@@ -88,10 +101,21 @@ from .specs import (
     check_python,
     decision_files,
     make_spec,
+    process_ids,
     process_of,
     read_files,
+    rules_of,
 )
-from .step import OPENING_WORDS, Complete, Fire, Open, Outcome, ready_user_tasks, run_step
+from .step import (
+    OPENING_WORDS,
+    STEP_HELPERS,
+    Complete,
+    Fire,
+    Open,
+    Outcome,
+    ready_user_tasks,
+    run_step,
+)
 from .workcal import WorkCalendar
 
 log = logging.getLogger(__name__)
@@ -155,6 +179,25 @@ class Parsed:
     def process_file(self) -> str | None:
         return getattr(self.process, "file", None)
 
+    @property
+    def rules(self) -> ProcessRules:
+        return rules_of(self.process_id)
+
+    @cached_property
+    def opening(self) -> dict:
+        """What a sample instance of the process is opened with (its Open command's data)."""
+        return CHECKS.get(self.process_id, ProcessChecks(())).opening(self.now)
+
+    @cached_property
+    def forms(self) -> dict[str, dict]:
+        """The forms the process's user tasks name: only their fields can be in its data."""
+        named = {
+            ts.extensions.get("properties", {}).get("formKey")
+            for ts in self.process.task_specs.values()
+            if isinstance(ts, UserTask)
+        }
+        return {name: form for name, form in self.files.forms.items() if name in named}
+
     def report(
         self, element: str | None, message: str, file: str | None = None, line: int | None = None
     ) -> None:
@@ -199,27 +242,45 @@ class Parsed:
 Check = Callable[[Parsed], None]
 
 
+def case_opening(now: datetime) -> dict:
+    """A dry-run case's opening: as a resident opens one, with no category or severity."""
+    opening = {"title": "dry run", "description": "", "grid": None, "household": None}
+    opening.update({name: None for name in OPENING_WORDS})
+    return opening
+
+
 @dataclass(frozen=True)
 class ProcessChecks:
     """A process's checks: `checks` run on every bundle whose process builds, `final` only on a
-    bundle in which they found nothing."""
+    bundle in which they found nothing. `opening`: the data a sample instance is opened with at
+    an instant (the dry run's Open command; the values of the process's opening words that
+    timers and tables are evaluated with)."""
 
     checks: tuple[Check, ...]
     final: tuple[Check, ...] = ()
+    opening: Callable[[datetime], dict] = case_opening
 
 
 CHECKS: dict[str, ProcessChecks] = {}
 
 
-def register(process_id: str, checks: list[Check], final: list[Check] | None = None) -> None:
-    """Say which checks a process's bundles go through (after parsing and the sandbox check)."""
-    CHECKS[process_id] = ProcessChecks(tuple(checks), tuple(final or ()))
+def register(
+    process_id: str,
+    checks: list[Check],
+    final: list[Check] | None = None,
+    opening: Callable[[datetime], dict] = case_opening,
+) -> None:
+    """Say which checks a process's bundles go through (after parsing and the sandbox check),
+    and what a sample instance of it is opened with."""
+    CHECKS[process_id] = ProcessChecks(tuple(checks), tuple(final or ()), opening)
 
 
 def validate(
-    bundle: Bundle, process_id: str = PROCESS_ID, now: datetime | None = None
+    bundle: Bundle, process_id: str | None = None, now: datetime | None = None
 ) -> list[Problem]:
-    """Every problem of the bundle's process `process_id`; empty when it may go live. `now`: the
+    """Every problem of the bundle's process `process_id`; empty when it may go live. Without a
+    process id: the case loop's, then those of every other process the bundle defines that has
+    checks registered (a bundle without a campaign diagram is a case loop's bundle). `now`: the
     instant timers and the dry run start from (default: the system clock)."""
     problems: list[Problem] = []
 
@@ -229,30 +290,42 @@ def validate(
     files = read_files(bundle, collect)
     if files.broken:
         return _unique(problems)
+    if process_id is None:
+        defined = set(process_ids(files.parser))
+        wanted = [PROCESS_ID, *(p for p in CHECKS if p != PROCESS_ID and p in defined)]
+    else:
+        wanted = [process_id]
+    at = now or SystemClock().now()
+    clean_files = not problems
+    for wanted_id in wanted:
+        problems.extend(_validate_process(bundle, files, wanted_id, at, clean_files))
+    return _unique(problems)
+
+
+def _validate_process(
+    bundle: Bundle, files: BundleFiles, process_id: str, now: datetime, final: bool
+) -> list[Problem]:
+    """The problems of one process of a parsed bundle; its final checks only when `final` (the
+    files had none) and its other checks found nothing."""
+    problems: list[Problem] = []
+
+    def collect(error: DiagramError) -> None:
+        problems.append(_problem(error))
+
     try:
         process, subprocesses = process_of(files.parser, process_id)
     except DiagramError as exc:
-        return _unique([*problems, _problem(exc)])
+        return [_problem(exc)]
     tables = decision_files(files.parser)
     unsafe = check_python(process, collect, tables)
-    parsed = Parsed(
-        bundle,
-        process_id,
-        now or SystemClock().now(),
-        files,
-        process,
-        subprocesses,
-        tables,
-        unsafe,
-        problems,
-    )
+    parsed = Parsed(bundle, process_id, now, files, process, subprocesses, tables, unsafe, problems)
     registered = CHECKS.get(process_id, ProcessChecks(()))
     for check in registered.checks:
         _guarded(check, parsed)
-    if not problems:
+    if final and not problems:
         for check in registered.final:
             _guarded(check, parsed)
-    return _unique(problems)
+    return problems
 
 
 def _guarded(check: Check, parsed: Parsed) -> None:
@@ -323,12 +396,16 @@ class DataFacts:
         def domain(name: str) -> Domain:
             return domains.setdefault(name, Domain())
 
-        for form in parsed.files.forms.values():
+        for form in parsed.forms.values():
             for name, prop in (form.get("properties") or {}).items():
                 if isinstance(prop, dict):
                     _form_domain(domain(name), prop)
-        for name in OPENING_WORDS:
-            domain(name)
+        for name in parsed.rules.opening:  # what the process's first data holds
+            value = parsed.opening.get(name)
+            if value is not None:
+                domain(name).add(value)
+            else:
+                domain(name)
         # Unsafe code never runs, but reading what it assigns is harmless, and keeps a refused
         # script from also making every name it sets "unknown".
         for ts in parsed.process.task_specs.values():
@@ -455,6 +532,7 @@ def check_tasks(parsed: Parsed) -> None:
         tables=parsed.tables,
         bad_forms=parsed.files.bad_forms,
         python=False,
+        rules=parsed.rules,
     )
 
 
@@ -535,7 +613,9 @@ def check_timers(parsed: Parsed) -> None:
     """Each timer expression evaluates, with every sample of what it reads, to text that
     SpiffWorkflow reads as a date, duration or cycle."""
     facts = parsed.data
-    environment = RestrictedEnvironment({"gl_deadline": _deadline_helper(lambda: parsed.now)})
+    environment = RestrictedEnvironment(
+        {"gl_deadline": _deadline_helper(lambda: parsed.now), **STEP_HELPERS}
+    )
     spiffclock.install()
     verdicts: dict[tuple, str | None] = {}
     for _name, ts in parsed.specs():
@@ -641,7 +721,9 @@ def _error_text(exc: BaseException) -> str:
 def check_tables(parsed: Parsed) -> None:
     """Decision tables: no category × severity missed, no rule that fails on a known value, no
     overlap under hit policy UNIQUE."""
-    environment = RestrictedEnvironment({"gl_deadline": _deadline_helper(lambda: parsed.now)})
+    environment = RestrictedEnvironment(
+        {"gl_deadline": _deadline_helper(lambda: parsed.now), **STEP_HELPERS}
+    )
     script = _DmnScript(environment)
     for table_id, (table, tasks) in parsed.used_tables().items():
         if table_id in parsed.unsafe:
@@ -996,7 +1078,7 @@ def dry_run(goal: str) -> Check:
             parsed.files.forms,
             parsed.tasks,
         )
-        failure = _DryRun(spec, parsed.now).run(goal)
+        failure = _DryRun(spec, parsed.now).run(goal, parsed.opening)
         if failure is not None:
             element, message = failure
             parsed.report(element, f"a dry-run case cannot reach its end: {message}")
@@ -1041,11 +1123,11 @@ class _DryRun:
     def deadline(self, hours: float, clock: str) -> str:
         return _deadline_helper(lambda: self.at, self.calendar)(hours, clock)
 
-    def run(self, goal: str) -> tuple[str | None, str] | None:
+    def run(self, goal: str, opening: dict) -> tuple[str | None, str] | None:
         """None when the case ends `goal`; else (the last element reached, what happened)."""
         try:
             with _time_bounded(DRY_RUN_SECONDS):
-                return self._run(goal)
+                return self._run(goal, opening)
         except _OutOfTime:
             return self.last, (
                 f"it was still running after {DRY_RUN_SECONDS:g} seconds, last at '{self.last}'"
@@ -1054,10 +1136,8 @@ class _DryRun:
             element = _element_of(exc) or self.last
             return element, f"it stops at '{element}' with {_error_text(exc)}"
 
-    def _run(self, goal: str) -> tuple[str | None, str] | None:
-        opening = {"title": "dry run", "description": "", "grid": None, "household": None}
-        opening.update({name: None for name in OPENING_WORDS})
-        outcome = run_step(None, self.spec, Open(opening), self.at, self.deadline)
+    def _run(self, goal: str, opening: dict) -> tuple[str | None, str] | None:
+        outcome = run_step(None, self.spec, Open(dict(opening)), self.at, self.deadline)
         for _ in range(DRY_RUN_STEPS):
             self._note(outcome)
             if outcome.facts.closed:
@@ -1257,10 +1337,67 @@ def _sample_string(prop: dict) -> str:
     return "x" * max(1, low)
 
 
-# --------------------------------------------------------------------------- the case loop
+# --------------------------------------------------------------------------- the campaign's own
+
+
+CAMPAIGN_SPAN = timedelta(days=7)  # the sample campaign's span, launch to due
+CAMPAIGN_TIMERS = ("warn", "due")  # the `timer` kinds campaign_return must carry
+
+
+def campaign_opening(now: datetime) -> dict:
+    """A sample campaign grid's opening: launched now, due a week later (DESIGN §12)."""
+    return {"launched_at": iso(now), "due_at": iso(now + CAMPAIGN_SPAN)}
+
+
+def check_campaign_timers(parsed: Parsed) -> None:
+    """Each campaign_return carries a date timer of each kind in CAMPAIGN_TIMERS: its 80%
+    supervision and its due time, from which the campaign reads which grids are supervised and
+    late (the user task's id)."""
+    kinds: dict[str, set[str]] = {}  # user task spec name -> `timer` kinds of its date timers
+    for ts in parsed.process.task_specs.values():
+        if not isinstance(ts, BoundaryEventSplit):
+            continue
+        main = [o for o in ts.outputs if o.manual]
+        for event in ts.outputs:
+            definition = getattr(event, "event_definition", None)
+            if isinstance(definition, TimerEventDefinition) and _timer_kind(definition) == "date":
+                timer = event.extensions.get("properties", {}).get("timer", "")
+                for task in main:
+                    kinds.setdefault(task.name, set()).add(timer)
+    for name, ts in parsed.process.task_specs.items():
+        if not isinstance(ts, UserTask):
+            continue
+        if ts.extensions.get("properties", {}).get("task") != "campaign_return":
+            continue
+        missing = [k for k in CAMPAIGN_TIMERS if k not in kinds.get(name, set())]
+        if missing:
+            parsed.report(
+                ts.bpmn_id or name,
+                "a campaign return needs boundary timers (timeDate) with property 'timer' "
+                + " and ".join(f"'{k}'" for k in missing)
+                + ": its 80% supervision and its due time, e.g. "
+                "gl_between(launched_at, due_at, 0.8) and gl_between(launched_at, due_at, 1)",
+            )
+
+
+# --------------------------------------------------------------------------- the processes
 
 register(
     PROCESS_ID,
     [check_tasks, check_lanes, check_reads, check_timers, check_tables, check_loops],
     final=[dry_run("archived")],
+)
+register(
+    CAMPAIGN_PROCESS_ID,
+    [
+        check_tasks,
+        check_lanes,
+        check_reads,
+        check_timers,
+        check_tables,
+        check_loops,
+        check_campaign_timers,
+    ],
+    final=[dry_run("confirmed")],
+    opening=campaign_opening,
 )

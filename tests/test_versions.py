@@ -103,7 +103,7 @@ def test_an_administrator_deploys_a_new_version_and_new_cases_start_on_it(
 ):
     [first] = versions_of(client, adm)
     assert first["hash"] == repo_bundle.sha256 and first["live"]
-    assert first["deployed_by"] == "system" and first["processes"] == ["case_loop"]
+    assert first["deployed_by"] == "system" and first["processes"] == ["campaign", "case_loop"]
 
     answer = deploy(client, adm, longer_limit, comment="网格紧急处置延长到 3 小时")
     assert answer.status_code == 201, answer.get_json()

@@ -132,7 +132,10 @@ class Editor {
       }
     });
     this.renderFiles();
-    const first = this.paths().find((p) => kindOf(p) === "bpmn") || this.paths()[0];
+    // The diagram of the process being edited (a bundle holds case_loop and campaign).
+    const diagrams = this.paths().filter((p) => kindOf(p) === "bpmn");
+    const defines = (p) => new RegExp(`<(?:\\w+:)?process[^>]*\\sid="${this.process}"`).test(this.files[p]);
+    const first = diagrams.find(defines) || diagrams[0] || this.paths()[0];
     const wanted = new URLSearchParams(window.location.search).get("file");
     this.root.classList.add("ready");
     return this.open(wanted && wanted in this.files ? wanted : first);
