@@ -30,12 +30,18 @@ def phone_digits(text: str) -> str | None:
     return digits if PHONE_MIN_DIGITS <= len(digits) <= PHONE_MAX_DIGITS else None
 
 
+# The first 3 and last 4 characters show only when this many are hidden between them, as in a
+# mobile number (138****5678): 7 of a landline's 8 digits would leave 10 numbers to try.
+MASK_HIDES_AT_LEAST = 4
+
+
 def mask_phone(phone: str | None) -> str:
     """A phone as people without the right to read it see it: its first 3 and last 4 characters
     with a star for each one between (13812345678 -> 138****5678). A number too short for that
-    rule to hide anything keeps only its last 2 characters: a masked number never shows whole."""
+    rule to hide at least MASK_HIDES_AT_LEAST characters (a landline without its area code,
+    88881234) keeps only its last 2: a masked number never shows whole, nor nearly so."""
     if not phone:
         return ""
-    if len(phone) >= 8:
+    if len(phone) >= 7 + MASK_HIDES_AT_LEAST:
         return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
     return "*" * (len(phone) - 2) + phone[-2:] if len(phone) > 2 else "*" * len(phone)

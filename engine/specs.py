@@ -12,7 +12,7 @@ import ast
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -530,6 +530,74 @@ def _ref_fault(schema: dict) -> str | None:
             resolver.lookup(ref)
         except Unresolvable:
             return f"{keyword} '{ref}' cannot be resolved: the form has no such part"
+    loop = _ref_loop(schema, resolver)
+    if loop is not None:
+        return (
+            f"{loop} leads back to itself without going into a field or an item: checking a "
+            "submission against the form would never end"
+        )
+    return None
+
+
+# Keywords whose subschemas apply to the very value their schema applies to (not to a field or an
+# item of it): a loop of these and references never reaches an end when a value is checked.
+_SAME_VALUE_LISTS = ("allOf", "anyOf", "oneOf")
+_SAME_VALUE_ONE = ("not", "if", "then", "else")
+
+
+def _ref_loop(schema: dict, resolver) -> str | None:
+    """A reference ("$ref '#/...'") on a loop of schemas that apply to one and the same value
+    (`{"$ref": "#/$defs/a"}` in `a` itself, or a and b naming each other), or None. A reference
+    that goes into a field or an item first (a tree of nested lists) ends with the value."""
+
+    def same_value(node: dict) -> list[tuple[Any, str | None]]:
+        found: list[tuple[Any, str | None]] = []
+        for keyword in _REF_KEYWORDS:
+            ref = node.get(keyword)
+            if isinstance(ref, str) and ref.startswith("#"):
+                try:
+                    found.append((resolver.lookup(ref).contents, f"{keyword} '{ref}'"))
+                except Unresolvable:
+                    pass
+        for keyword in _SAME_VALUE_LISTS:
+            if isinstance(node.get(keyword), list):
+                found.extend((sub, None) for sub in node[keyword])
+        found.extend((node.get(keyword), None) for keyword in _SAME_VALUE_ONE)
+        if isinstance(node.get("dependentSchemas"), dict):
+            found.extend((sub, None) for sub in node["dependentSchemas"].values())
+        return [(sub, via) for sub, via in found if isinstance(sub, dict)]
+
+    nodes, walk = [], [schema]
+    while walk:  # every object of the form, iteratively
+        current = walk.pop()
+        if isinstance(current, dict):
+            nodes.append(current)
+            walk.extend(v for v in current.values() if isinstance(v, dict | list))
+        elif isinstance(current, list):
+            walk.extend(v for v in current if isinstance(v, dict | list))
+    done: set[int] = set()
+    for start in nodes:
+        if id(start) in done:
+            continue
+        # Depth first, iteratively: (node, its same-value edges left, the edge that led here).
+        path: list[tuple[dict, Iterator, str | None]] = [(start, iter(same_value(start)), None)]
+        on_path = {id(start)}
+        while path:
+            node, edges, _via = path[-1]
+            step = next(edges, None)
+            if step is None:
+                path.pop()
+                on_path.discard(id(node))
+                done.add(id(node))
+                continue
+            sub, via = step
+            if id(sub) in on_path:  # back to a schema on the path: the loop's references
+                start_at = next(i for i, (n, _e, _v) in enumerate(path) if n is sub)
+                refs = [v for _n, _e, v in path[start_at + 1 :]] + [via]
+                return next((v for v in refs if v is not None), "a reference")
+            if id(sub) not in done:
+                path.append((sub, iter(same_value(sub)), via))
+                on_path.add(id(sub))
     return None
 
 

@@ -48,8 +48,9 @@ What the campaign's checks decide (DESIGN §12: one instance per target grid, st
 campaign's span): the same lanes, reads, timers, tables and loops checks, with the campaign's own
 rules for tasks (`campaign_return` and `campaign_confirm` must both exist, with forms that load,
 and put the instance in a campaign status, never a case's: engine/specs.py RULES); its timers are
-evaluated with a sample span (launched now, due a week later); `campaign_return` carries the 80%
-(`timer` warn) and due (`timer` due) timers the campaign's supervision and lateness are read from;
+evaluated with a sample span (launched now, due a week later); `campaign_return` and
+`campaign_confirm` each carry the 80% (`timer` warn) and due (`timer` due) timers the campaign's
+supervision and lateness are read from (a grid is returned once its leader confirms);
 and a dry run from launch through a return and a confirmation must end `confirmed`.
 """
 
@@ -88,6 +89,7 @@ from .models import TIERS
 from .sandbox import SAFE_BUILTINS, RestrictedEnvironment, check_source
 from .specs import (
     CAMPAIGN_PROCESS_ID,
+    CAMPAIGN_TASKS,
     HELPERS,
     PROCESS_ID,
     Bundle,
@@ -1350,9 +1352,11 @@ def campaign_opening(now: datetime) -> dict:
 
 
 def check_campaign_timers(parsed: Parsed) -> None:
-    """Each campaign_return carries a date timer of each kind in CAMPAIGN_TIMERS: its 80%
-    supervision and its due time, from which the campaign reads which grids are supervised and
-    late (the user task's id)."""
+    """Each campaign_return and campaign_confirm carries a date timer of each kind in
+    CAMPAIGN_TIMERS: its 80% supervision and its due time, from which the campaign reads which
+    grids are supervised and late (the user task's id). A grid is returned only once its leader
+    confirms, so a confirmation left waiting past the due time is a late grid too, and without
+    these timers its item would have no due time and nobody would hear of it."""
     kinds: dict[str, set[str]] = {}  # user task spec name -> `timer` kinds of its date timers
     for ts in parsed.process.task_specs.values():
         if not isinstance(ts, BoundaryEventSplit):
@@ -1367,13 +1371,14 @@ def check_campaign_timers(parsed: Parsed) -> None:
     for name, ts in parsed.process.task_specs.items():
         if not isinstance(ts, UserTask):
             continue
-        if ts.extensions.get("properties", {}).get("task") != "campaign_return":
+        logical = ts.extensions.get("properties", {}).get("task")
+        if logical not in CAMPAIGN_TASKS:
             continue
         missing = [k for k in CAMPAIGN_TIMERS if k not in kinds.get(name, set())]
         if missing:
             parsed.report(
                 ts.bpmn_id or name,
-                "a campaign return needs boundary timers (timeDate) with property 'timer' "
+                f"a {logical} task needs boundary timers (timeDate) with property 'timer' "
                 + " and ".join(f"'{k}'" for k in missing)
                 + ": its 80% supervision and its due time, e.g. "
                 "gl_between(launched_at, due_at, 0.8) and gl_between(launched_at, due_at, 1)",
