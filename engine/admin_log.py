@@ -36,6 +36,7 @@ TYPES = frozenset(
         "migration_started",
         "cases_migrated",
         "org_imported",
+        "org_exported",
         "person_deactivated",
         "person_reactivated",
         "password_reset",

@@ -647,7 +647,9 @@ def test_upload_and_download_round_trip_and_a_bad_file_changes_nothing(app):
     assert problems[0].startswith("第 ") and "colour" in problems[0], problems
     assert "username: 'gl 2' may hold only" in problems[1], problems
     with app.app_context():
-        assert log_types(db.session) == ["org_imported", "org_imported"]
+        assert log_types(db.session) == [
+            "org_exported", "org_imported", "org_exported", "org_imported"
+        ]  # fmt: skip
         assert db.session.scalar(select(Person.active).where(Person.username == "gl2"))
 
     wrong = admin.post(
@@ -707,3 +709,20 @@ def test_the_demo_townships_xlsx_reimports_without_a_change(session):
     assert plain(read_xlsx(content)) == data
     imported = import_file(session, content, "xlsx", PASSWORDS, actor="adm", now=START_AT)
     assert not imported.changed, imported.report
+
+
+def test_a_download_of_the_organisation_is_on_the_record(app):
+    """The file holds residents' phones: who took a copy, and in which format, is logged."""
+    client = web_client(app, "adm")
+    for fmt in ("yaml", "xlsx"):
+        assert client.get(f"/admin/org/export.{fmt}").status_code == 200
+    with app.app_context():
+        entries = db.session.scalars(
+            select(AdminEvent).where(AdminEvent.type == "org_exported").order_by(AdminEvent.seq)
+        ).all()
+        assert [(e.actor, json.loads(e.data)) for e in entries] == [
+            ("adm", {"format": "yaml"}),
+            ("adm", {"format": "xlsx"}),
+        ]
+        assert check_admin_log(db.session) is None
+        db.session.remove()

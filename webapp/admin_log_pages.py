@@ -41,6 +41,7 @@ TYPE_NAMES = {
     "diagram_activated": _l("Diagram version made live"),
     "migration_started": _l("Migration started"),
     "cases_migrated": _l("Cases migrated"),
+    "org_exported": _l("Organisation exported"),
     "org_imported": _l("Organisation imported"),
     "person_deactivated": _l("Person deactivated"),
     "person_reactivated": _l("Person reactivated"),
@@ -172,6 +173,10 @@ def _sentence(type_: str, data: dict[str, Any]) -> str | None:
             moved=data.get("moved", "?"),
             to=_short(data["to"]),
             refused=data.get("refused", 0),
+        )
+    if type_ == "org_exported":
+        return _(
+            "Took a copy of the organisation file (%(format)s).", format=data.get("format", "?")
         )
     if type_ == "org_imported":
         return _("Imported the organisation file.")

@@ -613,12 +613,18 @@ def org_export(file: Path) -> None:
     fmt = format_of(file.name)
     if fmt is None:
         raise click.ClickException(f"{file}: the name must end in .yaml, .yml or .xlsx")
-    _app()
+    from engine import admin_log
+
+    app = _app()
     try:
         content = export_file(db.session, fmt)
     except NotFound as exc:
         raise click.ClickException(exc.message) from exc
     file.write_bytes(content)
+    # The file holds residents' phones: who took a copy is on the record.
+    now = services(app).runtime.clock.now()
+    admin_log.record(db.session, now, "cli", "org_exported", {"format": fmt})
+    db.session.commit()
     click.echo(f"organisation written to {file}")
 
 

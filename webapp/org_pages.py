@@ -31,7 +31,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
-from engine import coverage, org_admin, org_xlsx
+from engine import admin_log, coverage, org_admin, org_xlsx
 from engine.clock import SHANGHAI
 from engine.errors import Conflict, Forbidden, GridloopError, Invalid, NotFound
 from engine.models import TIERS, Case, Household, Liaison, Person, Position, Unit
@@ -492,6 +492,9 @@ def export(fmt: str):
     if fmt not in org_xlsx.FORMATS:
         raise NotFound(_("No such format."))
     content = org_xlsx.export_file(db.session, fmt)
+    # The file holds residents' phones: who took a copy is on the record.
+    admin_log.record(db.session, now(), viewer().username, "org_exported", {"format": fmt})
+    db.session.commit()
     day = now().astimezone(SHANGHAI).date().isoformat()
     kind = org_xlsx.XLSX_TYPE if fmt == "xlsx" else org_xlsx.YAML_TYPE
     return download(Response(content, content_type=kind), f"organisation-{day}.{fmt}")
