@@ -22,7 +22,7 @@ from test_migrations import _differences
 from engine.access import Cover, Viewer, inbox_scope, viewer_of
 from engine.deadlines import item_overdue
 from engine.inbox import inbox_page
-from engine.models import NO_DEADLINE, Case, DiagramVersion, Person, Unit, WorkItem
+from engine.models import NO_DEADLINE, Case, Person, WorkItem
 from engine.org import import_org
 from engine.passwords import Passwords
 from engine.storage import head_revision, make_sessionmaker, upgrade_schema
@@ -201,30 +201,45 @@ def test_a_database_migrated_from_0009_has_due_key_filled(new_database, engines,
     engine = engines(new_database())
     upgrade_schema(engine, "0009_case_facts")
     sessions = make_sessionmaker(engine)
+    # The rows as 0009 stored them, written through its own tables (the models are head's):
+    # the diagram version (no comment, no activation) and the grid with the units above it.
+    # The organisation file is imported after the upgrade, onto these units by their codes.
     at_0009 = MetaData()
-    at_0009.reflect(engine, only=["diagram_version"])
-    with engine.begin() as conn:  # the version as 0009 stored it (no comment, no activation)
+    at_0009.reflect(engine, only=["diagram_version", "unit"])
+    units = at_0009.tables["unit"]
+    with engine.begin() as conn:
         conn.execute(
             at_0009.tables["diagram_version"].insert(),
             {"process_id": "case_loop", "sha256": bundle.sha256, "files": bundle.files,
              "deployed_by": "system", "deployed_at": START},
         )  # fmt: skip
-    with sessions() as session:  # org tables are the same at 0009 and at head
-        import_org(session, ORG_YAML, Passwords(cheap=True))
-        session.commit()
-        grid = session.scalars(select(Unit).where(Unit.code == GRIDS[0])).one()
-        district = session.get(Unit, grid.parent_id)
-        village = session.get(Unit, district.parent_id)
-        diagram = session.scalar(select(DiagramVersion.id))
-        session.execute(
+        parent = None
+        for code, level in (("XDK", "town"), ("V01", "village"), ("V01-D1", "district"),
+                            (GRIDS[0], "grid")):  # fmt: skip
+            parent = conn.execute(
+                units.insert().returning(units.c.id),
+                {"code": code, "name": code, "level": level, "parent_id": parent,
+                 "households": 0, "active": True, "settings": {}},
+            ).scalar_one()  # fmt: skip
+        grid_id, town_id = (
+            parent,
+            conn.execute(select(units.c.id).where(units.c.code == "XDK")).scalar_one(),
+        )
+        district_id = conn.execute(
+            select(units.c.parent_id).where(units.c.id == grid_id)
+        ).scalar_one()
+        village_id = conn.execute(
+            select(units.c.parent_id).where(units.c.id == district_id)
+        ).scalar_one()
+        diagram = conn.execute(select(at_0009.tables["diagram_version"].c.id)).scalar_one()
+        conn.execute(
             insert(Case.__table__),
             {"id": 1, "number": "XDK-2026-000001", "title": "路灯", "description": "",
-             "town_id": village.parent_id, "village_id": village.id, "district_id": district.id,
-             "grid_id": grid.id, "status": "handling", "opened_at": START, "updated_at": START,
+             "town_id": town_id, "village_id": village_id, "district_id": district_id,
+             "grid_id": grid_id, "status": "handling", "opened_at": START, "updated_at": START,
              "reopen_count": 0, "overdue_marked": False, "event_seq": 0, "event_head": "0" * 64,
              "diagram_id": diagram, "workflow": "", "version": 1},
         )  # fmt: skip
-        session.commit()
     old = MetaData()
     old.reflect(engine, only=["work_item"])
     table = old.tables["work_item"]
@@ -236,7 +251,7 @@ def test_a_database_migrated_from_0009_has_due_key_filled(new_database, engines,
             [
                 {"id": n, "case_id": 1, "task_id": f"t{n}", "spec": "handle_grid",
                  "task": "handle", "name": "处置", "form": "handle", "role": "grid_leader",
-                 "unit_id": grid.id, "village_id": village.id,
+                 "unit_id": grid_id, "village_id": village_id,
                  "created_at": START.replace(tzinfo=None),
                  "due_at": due.replace(tzinfo=None) if due else None,
                  "escalated": False, "cancelled": False}
@@ -248,6 +263,8 @@ def test_a_database_migrated_from_0009_has_due_key_filled(new_database, engines,
     assert _differences(engine) == []
     assert _inbox_indexes(engine) == OPEN_ONLY
     with sessions() as session:
+        import_org(session, ORG_YAML, Passwords(cheap=True))
+        session.commit()
         items = session.scalars(select(WorkItem).order_by(WorkItem.id)).all()
         assert [i.due_key for i in items] == [due or NO_DEADLINE for due in dues]
         page, _key = inbox_page(session, _viewer(session, "gl1"), NOW, limit=10)
