@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Select, and_, false, func, literal, or_, select, tuple_, union
+from sqlalchemy import Select, and_, false, func, literal, select, tuple_, union
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.sql.elements import ColumnElement
 
 from .access import Viewer, inbox_scope
 from .deadlines import overdue_clause
-from .models import NO_DEADLINE, Case, WorkItem
+from .models import NO_DEADLINE, Case, WorkItem, WorkItemWatch
 from .projection import person_key, position_key
 
 # Items without a deadline sort after every dated one (the cursor carries this instant for them).
@@ -126,29 +126,43 @@ def _branches(viewer: Viewer) -> list[ColumnElement[bool]]:
 def watch_items(session: Session, viewer: Viewer, limit: int = 20) -> list[WorkItem]:
     """Supervised (督办) open items that are not the viewer's to do but concern them: cases they
     own, and items whose latest supervision told them or a position they hold (whom it tells is
-    the diagram's `notify` property). Most overdue first."""
+    the diagram's `notify` property). Most overdue first: (due_key, id), as the inbox.
+
+    Like the inbox page, a union of branches that each walk an index in that order and stop
+    after `limit` kept rows: one per key of the viewer (their username, each position they
+    hold) over work_item_watch's primary key (key, due_key, item_id), and one over the cases
+    they own (ix_case_owner, then each case's items). Each keeps the open, supervised items
+    that are not in the viewer's inbox."""
     keys = [person_key(viewer.username)] + [
         position_key(role, unit_id) for role, unit_id in viewer.tier_positions()
     ]
-    concerns = [Case.owner == viewer.username] + [
-        WorkItem.notified.like(f"%,{_escape(key)},%", escape="\\") for key in keys
+    kept = (
+        WorkItem.completed_at.is_(None),
+        WorkItem.supervised_at.is_not(None),
+        ~inbox_scope(viewer),
+    )
+    branches: list[Select] = [
+        select(WorkItemWatch.item_id.label("id"), WorkItemWatch.due_key)
+        .join(WorkItem, WorkItem.id == WorkItemWatch.item_id)
+        .where(WorkItemWatch.key == key, *kept)
+        .order_by(WorkItemWatch.due_key, WorkItemWatch.item_id)
+        .limit(limit)
+        for key in dict.fromkeys(keys)
     ]
-    query = (
-        select(WorkItem)
-        .options(joinedload(WorkItem.case).joinedload(Case.grid), joinedload(WorkItem.unit))
+    branches.append(
+        select(WorkItem.id, WorkItem.due_key)
         .join(Case, Case.id == WorkItem.case_id)
-        .where(
-            WorkItem.completed_at.is_(None),
-            WorkItem.supervised_at.is_not(None),
-            or_(*concerns),
-            ~inbox_scope(viewer),
-        )
+        .where(Case.owner == viewer.username, *kept)
         .order_by(WorkItem.due_key, WorkItem.id)
         .limit(limit)
     )
+    members = [select(b.c.id, b.c.due_key) for b in (q.subquery() for q in branches)]
+    merged = union(*members).subquery("branches")
+    page = select(merged.c.id).order_by(merged.c.due_key, merged.c.id).limit(limit).subquery("page")
+    query = (
+        select(WorkItem)
+        .options(joinedload(WorkItem.case).joinedload(Case.grid), joinedload(WorkItem.unit))
+        .where(WorkItem.id.in_(select(page.c.id)))
+        .order_by(WorkItem.due_key, WorkItem.id)
+    )
     return list(session.scalars(query))
-
-
-def _escape(text: str) -> str:
-    """A LIKE pattern's literal text (usernames may hold _ or %)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

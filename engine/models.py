@@ -365,10 +365,7 @@ class WorkItem(Base):
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     due_key: Mapped[datetime] = mapped_column(UTCDateTime, default=_due_key)
     warn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # its 80% supervision
-    supervised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Whom the latest supervision told (the diagram's `notify`): ",u:name,p:role@unit_id,", so the
-    # 督办 watch list finds an item with LIKE on any database.
-    notified: Mapped[str | None] = mapped_column(String(1000))
+    supervised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # whom: WorkItemWatch
     escalated: Mapped[bool] = mapped_column(Boolean, default=False)  # arrived by escalation
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_by: Mapped[str | None] = mapped_column(String(64))
@@ -376,6 +373,25 @@ class WorkItem(Base):
 
     case: Mapped[Case] = relationship()
     unit: Mapped[Unit] = relationship(foreign_keys=[unit_id])
+
+
+class WorkItemWatch(Base):
+    """Whom an open item's latest supervision (督办) told: one row per person ("u:name") or
+    position ("p:role@unit_id") key, written by engine/projection.py in the supervision's step,
+    replaced by the next supervision of the item and deleted when the item closes. The 督办
+    watch list (engine/inbox.py watch_items) walks a key's rows in the inbox's order, which is
+    why due_key (fixed once the item is made) is copied here: the primary key (key, due_key,
+    item_id) is that walk. The item's own position is left out when the item is unassigned,
+    excludes nobody and is not a town item: everyone at that position has it in their inbox,
+    so it is on no one's watch list through that key (projection.watch_keys)."""
+
+    __tablename__ = "work_item_watch"
+    __table_args__ = (Index("ix_work_item_watch_item", "item_id"),)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    due_key: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("work_item.id"), primary_key=True, autoincrement=False
+    )
 
 
 class Timer(Base):

@@ -1,8 +1,9 @@
 """The projection: a step's outcome (engine/step.py) written to the tables with SQLAlchemy Core.
 
 What a step wrote, in order: the work items it closed and made ready, the supervision marks on
-items, the hash-chained events, the timer rows, and last the case row, whose UPDATE carries the
-version check (`WHERE version = :read`); a lost race raises StaleCase and the service retries.
+items (and whom they told, work_item_watch), the hash-chained events, the timer rows, and last
+the case row, whose UPDATE carries the version check (`WHERE version = :read`); a lost race
+raises StaleCase and the service retries.
 Every statement is built once, at import: SQLAlchemy then only binds parameters. An UPDATE built
 without .values() sets the columns its parameters name. Nothing here commits.
 """
@@ -41,17 +42,19 @@ from .models import (
     Timer,
     Unit,
     WorkItem,
+    WorkItemWatch,
     case_unit,
 )
 from .specs import Spec, TaskInfo
 from .step import Outcome, Ready, Supervision
 
-CASES, ITEMS, EVENTS, TIMERS, UNITS = (
+CASES, ITEMS, EVENTS, TIMERS, UNITS, WATCH = (
     Case.__table__,
     WorkItem.__table__,
     CaseEvent.__table__,
     Timer.__table__,
     Unit.__table__,
+    WorkItemWatch.__table__,
 )
 # A case as a step reads it: every column but the workflow blob, and its version's hash.
 CASE_ROW = select(
@@ -70,7 +73,9 @@ UPDATE_CASE = update(CASES).where(
 )
 INSERT_ITEM = insert(ITEMS).returning(ITEMS.c.id)
 UPDATE_ITEM = update(ITEMS).where(ITEMS.c.id == bindparam("b_item"))
-# A step's closed items: its case's still-open items among the task ids it closed.
+# A step's closed items: its case's still-open items among the task ids it closed. Both UPDATEs
+# return the items they closed and whether each was supervised: only those have watch rows to
+# delete, so a step that closes unsupervised items (nearly every step) runs no other statement.
 CLOSING = (
     ITEMS.c.case_id == bindparam("b_case"),
     ITEMS.c.task_id.in_(bindparam("b_tasks", expanding=True)),
@@ -80,6 +85,7 @@ CLOSE_ITEMS = (
     update(ITEMS)
     .where(*CLOSING)
     .values(completed_at=bindparam("b_now"), cancelled=ITEMS.c.completed_by.is_(None))
+    .returning(ITEMS.c.id, ITEMS.c.supervised_at)
 )
 # The same, when a step completed one of them (`b_done`, by `b_actor`): that one is completed,
 # claimed if it was not, and not cancelled; SET reads the row as it was before the UPDATE.
@@ -101,6 +107,7 @@ COMPLETE_AND_CLOSE = (
         ),
         cancelled=and_(ITEMS.c.id != bindparam("b_done"), ITEMS.c.completed_by.is_(None)),
     )
+    .returning(ITEMS.c.id, ITEMS.c.supervised_at)
 )
 OPEN_DUES = select(ITEMS.c.due_at).where(
     ITEMS.c.case_id == bindparam("b_case"),
@@ -124,6 +131,8 @@ DUE_CASE_AND_BLOB = DUE_CASE.add_columns(CASES.c.workflow)
 DELETE_TIMERS = delete(TIMERS).where(TIMERS.c.case_id == bindparam("b_case"))
 INSERT_TIMERS = insert(TIMERS)
 INSERT_EVENTS = insert(EVENTS)
+INSERT_WATCH = insert(WATCH)
+DELETE_WATCH = delete(WATCH).where(WATCH.c.item_id.in_(bindparam("b_items", expanding=True)))
 
 # Opening a case: the live diagram version (the one activated last), and a grid with the units
 # above it, in one SELECT each.
@@ -268,12 +277,16 @@ def write(
         # escalation, an interrupting timer).
         params = {"b_case": case.id, "b_tasks": outcome.closed, "b_now": now}
         if completed is None:
-            conn.execute(CLOSE_ITEMS, params)
+            closed = conn.execute(CLOSE_ITEMS, params).all()
         else:
-            conn.execute(
+            closed = conn.execute(
                 COMPLETE_AND_CLOSE,
                 {**params, "b_done": completed.id, "b_actor": actor, "b_holder": holder or actor},
-            )
+            ).all()
+        # A closed item leaves every watch list: its watch rows go with it.
+        watched = [row.id for row in closed if row.supervised_at is not None]
+        if watched:
+            conn.execute(DELETE_WATCH, {"b_items": watched})
     new_items = [_new_item(session, case, ready, outcome.escalated, now) for ready in outcome.ready]
     events = list(outcome.events)
     if on_new_items is not None:
@@ -393,24 +406,27 @@ def _update_case(session: Session, case: SimpleNamespace, values: dict[str, Any]
 
 
 def _supervise(session: Session, case, data: dict, supervision: Supervision, now) -> None:
-    """A supervision names its item's deadline and whom it tells; the item records when and whom
-    (the 督办 watch list reads `notified`)."""
-    item = (
-        session.connection()
-        .execute(ITEM_OF_TASK, {"b_case": case.id, "b_task": supervision.task_id})
-        .first()
-    )
+    """A supervision names its item's deadline and whom it tells; the item records when, and
+    work_item_watch whom (the 督办 watch list reads it): the latest supervision's keys replace
+    the earlier one's. An item the same step closed (an escalation at 100%) gets none: it is on
+    no watch list, and nothing would delete them."""
+    conn = session.connection()
+    item = conn.execute(ITEM_OF_TASK, {"b_case": case.id, "b_task": supervision.task_id}).first()
     if item is None:
         return
     told = notify_list(session, case, item, supervision.notify)
     data.setdefault("due_at", iso(item.due_at))
     data["notify"] = [name for name, _key in told]
-    set_item(
-        session,
-        item.id,
-        supervised_at=now,
-        notified="," + ",".join(key for _name, key in told) + "," if told else None,
-    )
+    set_item(session, item.id, supervised_at=now)
+    if item.completed_at is not None:
+        return
+    if item.supervised_at is not None:  # supervised before: those rows are no longer whom
+        conn.execute(DELETE_WATCH, {"b_items": [item.id]})
+    keys = watch_keys(item, [key for _name, key in told])
+    if keys:
+        conn.execute(
+            INSERT_WATCH, [{"key": k, "due_key": item.due_key, "item_id": item.id} for k in keys]
+        )
 
 
 def _new_item(session: Session, case, ready: Ready, escalated: bool, now) -> SimpleNamespace:
@@ -434,7 +450,6 @@ def _new_item(session: Session, case, ready: Ready, escalated: bool, now) -> Sim
         "due_key": ready.due_at or NO_DEADLINE,  # the inbox's order
         "warn_at": ready.warn_at,
         "supervised_at": None,
-        "notified": None,
         "escalated": escalated,
         "completed_at": None,
         "completed_by": None,
@@ -460,13 +475,28 @@ def _new_item(session: Session, case, ready: Ready, escalated: bool, now) -> Sim
 
 
 def person_key(username: str) -> str:
-    """How work_item.notified names a person (prefixed: a username may look like a position)."""
+    """How work_item_watch names a person (prefixed: a username may look like a position)."""
     return f"u:{username}"
 
 
 def position_key(role: str, unit_id: int) -> str:
-    """How work_item.notified names a position: a role at a unit."""
+    """How work_item_watch names a position: a role at a unit."""
     return f"p:{role}@{unit_id}"
+
+
+def watch_keys(item, told: Iterable[str]) -> list[str]:
+    """The work_item_watch keys a supervision of `item` writes: the keys it told, once each,
+    but the item's own position when the item is unassigned, excludes nobody and is not a town
+    item. Everyone holding that position then has the item in their inbox (engine/access.py
+    inbox_scope: its `shared` items), and the watch list leaves out what is in the viewer's
+    inbox, so that row would show on no one's list. Leaving it out keeps a position's rows to
+    what its holders may see there: the 80% supervision tells the holder, which is the item's
+    own position until someone claims it, so without this a grid leader's key would hold all
+    their own supervised items for the list to read and drop. These three fields never change
+    on an item that has them empty (an owner change reassigns assigned items only)."""
+    own = position_key(item.role, item.unit_id)
+    everyones = item.assignee is None and item.excluded is None and item.role != "town_leadership"
+    return [key for key in dict.fromkeys(told) if not (everyones and key == own)]
 
 
 def notify_list(session: Session, case, item, who: str) -> list[tuple[str, str]]:
