@@ -256,6 +256,15 @@ class Case(Base):
     digested_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     escalations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     diagram_id: Mapped[int] = mapped_column(ForeignKey("diagram_version.id"))
+    # The process of the bundle the row runs: `case_loop` for a case, `campaign` for one grid's
+    # instance of a campaign (DESIGN §12), which is a row here so that it steps, escalates, chains
+    # and replays as a case does. Lists and figures of cases read case_loop rows only.
+    process: Mapped[str] = mapped_column(
+        String(32), default="case_loop", server_default="case_loop"
+    )
+    # The campaign a grid's instance belongs to, or that a hazard found on a visit came from.
+    # (No FOREIGN KEY: SQLite would copy the whole case table to add one.)
+    campaign_id: Mapped[int | None] = mapped_column(Integer, index=True)
     workflow: Mapped[str] = deferred(mapped_column(Text))
     version: Mapped[int] = mapped_column(Integer, nullable=False)
 
@@ -568,3 +577,66 @@ class FeedbackFact(Base):
     case_id: Mapped[int] = mapped_column(ForeignKey("case.id"), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     satisfied: Mapped[bool] = mapped_column(Boolean)
+
+
+class Campaign(Base):
+    """工作任务 (DESIGN §12): work the town pushes down to every household of its target grids. Each
+    target grid runs its own instance of the campaign diagram (a `case` row of process
+    `campaign`); this row sums them. Its own events (launched, each grid's supervised, escalated,
+    returned and confirmed, closed) are a chain like a case's, in campaign_event."""
+
+    __tablename__ = "campaign"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    instructions: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(16))  # publicity, patrol, survey, group_drive
+    checklist: Mapped[dict] = mapped_column(JSON)  # a JSON Schema for one household's visit
+    targets: Mapped[list] = mapped_column(JSON)  # the unit codes it was launched to
+    town_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
+    launched_by: Mapped[str] = mapped_column(String(64))
+    launched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))  # open, closed
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    diagram_id: Mapped[int] = mapped_column(ForeignKey("diagram_version.id"))
+    event_seq: Mapped[int] = mapped_column(Integer, default=0)
+    event_head: Mapped[str] = mapped_column(String(64), default="0" * 64)
+
+
+class CampaignEvent(Base):
+    """A campaign's chain (DESIGN §6 form, `case` holding the campaign's number)."""
+
+    __tablename__ = "campaign_event"
+    __table_args__ = (UniqueConstraint("campaign_id", "seq"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str | None] = mapped_column(String(32))
+    data: Mapped[str] = mapped_column(Text)
+    diagram: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class Visit(Base):
+    """One household visited for a campaign, against its checklist. `client_id` is made by the
+    officer's browser, so a visit sent again after a dropped connection is the same visit;
+    coverage counts households, not visits. `case_id`: the case a hazard on it opened."""
+
+    __tablename__ = "visit"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "client_id"),
+        Index("ix_visit_campaign_grid", "campaign_id", "grid_id", "household_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id"))
+    grid_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
+    household_id: Mapped[int] = mapped_column(ForeignKey("household.id"))
+    client_id: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict] = mapped_column(JSON)
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("case.id"))

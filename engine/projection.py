@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from . import casefacts, notify
+from . import campaigns, casefacts, notify
 from .access import eligible_town_leaders
 from .clock import iso
 from .events import GENESIS, canonical, next_event
@@ -45,7 +45,7 @@ from .models import (
     WorkItemWatch,
     case_unit,
 )
-from .specs import Spec, TaskInfo
+from .specs import PROCESS_ID, Spec, TaskInfo
 from .step import Outcome, Ready, Supervision
 
 CASES, ITEMS, EVENTS, TIMERS, UNITS, WATCH = (
@@ -337,7 +337,10 @@ def write(
                     for due, kind, name in sorted(outcome.timers)
                 ],
             )
-    casefacts.on_step(session, case, events, facts.tier, now)
+    if getattr(case, "process", PROCESS_ID) == PROCESS_ID:
+        casefacts.on_step(session, case, events, facts.tier, now)
+    else:  # a campaign's grid instance: its campaign sums it (DESIGN §12)
+        campaigns.on_grid_step(session, case, events, facts.closed, now, actor)
     values["workflow"] = workflow_blob
     _update_case(session, case, values)
     notify.on_step(

@@ -40,7 +40,7 @@ from .errors import Conflict
 from .events import GENESIS, as_dict, case_events, chain_hash
 from .migration import MIGRATED
 from .models import LEVEL_OF_ROLE, Case, DiagramVersion, Timer, Unit, WorkItem
-from .specs import Spec, SpecRegistry
+from .specs import PROCESS_ID, Spec, SpecRegistry
 from .step import (
     Complete,
     Fire,
@@ -53,7 +53,8 @@ from .step import (
 )
 from .workcal import WorkCalendar, load_calendar
 
-BOOKKEEPING = frozenset({"claimed", "released", "owner_changed"})
+# A campaign's `visited` (engine/campaigns.py) records a household's visit on its grid's chain.
+BOOKKEEPING = frozenset({"claimed", "released", "owner_changed", "visited"})
 # What a step adds to the last event it records, beside the command's data: the tier and the
 # deadlines of the task it started (engine/step.py).
 STARTED = ("tier", "due_at", "warn_at")
@@ -182,6 +183,8 @@ class _Rows:
 
     def bookkeeping(self, event: dict, stored_item: WorkItem | None) -> None:
         data = event["data"] if isinstance(event["data"], dict) else {}
+        if event["type"] == "visited":
+            return  # a visit moves no item
         if event["type"] == "owner_changed":
             self.owner = data.get("to")
             for item in self.items.values():
@@ -315,7 +318,11 @@ class _Replay:
         self.step_at = stored["at"]
         info = None
         if kind == "opened":
-            command: Any = Open({k: v for k, v in data.items() if k not in STARTED})
+            # What the step added of the item it started goes; what opened the process stays
+            # (a campaign's instance opens with its due_at).
+            command: Any = Open(
+                {k: v for k, v in data.items() if k not in STARTED or k in spec.opening}
+            )
             self.rows.grid = data.get("grid")
         elif kind == "task_completed":
             task_id, info = self._ready(stored["task"])
@@ -390,14 +397,15 @@ class _Replay:
         return self.spec
 
     def _version(self, sha: str) -> Spec:
-        spec = self.registry.parsed(sha)
+        process = getattr(self.case, "process", None) or PROCESS_ID
+        spec = self.registry.parsed(sha, process)
         if spec is None:
             version = self.session.scalars(
                 select(DiagramVersion).where(DiagramVersion.sha256 == sha)
             ).first()
             if version is None:
                 raise _Diverged(Divergence(0, "hash", "a stored diagram version", sha))
-            spec = self.registry.get(version)
+            spec = self.registry.get(version, process)
         return spec
 
     def _event(self, stored: dict, type_: str, task: str | None, data: dict) -> dict:

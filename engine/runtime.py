@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
-from . import migration, projection, spiffclock
+from . import campaigns, migration, projection, spiffclock
 from .access import Viewer, acting_for, can_see_case
 from .clock import SHANGHAI, Clock, iso
 from .delegation import recorded
@@ -40,27 +40,39 @@ from .events import (
     reporter_record,
 )
 from .models import (
+    Campaign,
     Case,
     CaseDepartment,
     CaseEvent,
     Counter,
     DiagramVersion,
+    Household,
     Reporter,
     Timer,
     Unit,
+    Visit,
     WorkItem,
 )
 from .photos import attach as attach_photos
 from .photos import attach_problems as photo_problems
 from .projection import StaleCase
 from .serializer import make_serializer
-from .specs import OPEN_STATUSES, PROCESS_ID, Spec, SpecRegistry, TaskInfo
+from .specs import (
+    CAMPAIGN_PROCESS_ID,
+    CAMPAIGN_STATUSES,
+    OPEN_STATUSES,
+    PROCESS_ID,
+    Spec,
+    SpecRegistry,
+    TaskInfo,
+)
 from .step import Complete, Fire, Migrate, Open, Outcome, Transfer, run_step
 from .words import version_choices
 from .workcal import WorkCalendar, load_calendar
 
 log = logging.getLogger(__name__)
-OPEN = frozenset(OPEN_STATUSES)
+# Rows whose timers still fire: an open case, or a campaign's grid instance still at work.
+OPEN = frozenset(OPEN_STATUSES) | frozenset(CAMPAIGN_STATUSES)
 MAX_ATTEMPTS = 4
 MAX_NOTE = 500  # characters of a transfer note
 
@@ -153,95 +165,126 @@ class Runtime:
         a resident's case (actor None) leaves accept unclaimed for the grid's officers."""
 
         def step(ctx: StepContext) -> int:
-            session = ctx.session
-            version = projection.live_version(session, PROCESS_ID)
-            if version is None:
-                raise Conflict("no diagram is deployed; run `gridloop init-db`")
-            spec = self._spec(
-                session, SimpleNamespace(diagram_sha=version.sha256, diagram_id=version.id)
+            return self.open_in(
+                ctx,
+                actor,
+                title=title,
+                grid=grid,
+                description=description,
+                category=category,
+                severity=severity,
+                household=household,
+                reporter=reporter,
+                photos=photos,
             )
-            problems = _word_problems(spec, category=category, severity=severity)
-            units = projection.grid_chain(session, grid)
-            if units is None or (
-                actor is not None and ("info_officer", units.grid_id) not in actor.tier_positions()
-            ):
-                problems["grid"] = (
-                    "not a grid you serve as information officer" if actor else "unknown grid"
-                )
-            uploader = actor.username if actor else None
-            problems.update(photo_problems(session, uploader, None, photos))
-            if problems:
-                raise Invalid("the request has errors", dict(sorted(problems.items())))
-            data = {
-                "title": title,
-                "description": description or "",
-                "grid": grid,
-                "category": category,
-                "severity": severity,
-                "household": household,
-            }
-            record = salt = None
-            if reporter:
-                # The reporter's details stay in their own table; the chain covers them by hash.
-                record = reporter_record(reporter.get("name"), reporter.get("phone"))
-                salt = secrets.token_hex(16)
-                data["reporter_hash"] = reporter_hash(salt, record)
-            if photos:  # the chain covers the files by their sha256
-                data["photos"] = list(photos)
-            outcome = run_step(None, spec, Open(data), ctx.now, ctx.deadline)
-            row = {
-                "number": self._next_number(session, units.town_code, ctx.now),
-                "title": title,
-                "description": description or "",
-                "category": category,
-                "severity": severity,
-                "household": household,
-                "town_id": units.town_id,
-                "village_id": units.village_id,
-                "district_id": units.district_id,
-                "grid_id": units.grid_id,
-                "owner": None,
-                "status": "accepting",
-                "tier": None,
-                "due_at": None,
-                "opened_at": ctx.now,
-                "closed_at": None,
-                "updated_at": ctx.now,
-                "satisfaction": None,
-                "reopen_count": 0,
-                "overdue_marked": False,
-                "event_seq": 0,
-                "event_head": GENESIS,
-                "digested_seq": 0,
-                "escalations": 0,
-                "diagram_id": version.id,
-                "workflow": "",
-                "version": 1,
-            }
-            case_id = projection.insert_case(session, row)
-            case = SimpleNamespace(id=case_id, diagram_sha=version.sha256, **row)
-            if record is not None:
-                session.execute(
-                    insert(Reporter.__table__).values(case_id=case_id, salt=salt, **record)
-                )
-            if photos:
-                attach_photos(session, actor.username, case_id, photos)
-
-            def claim_accept(items: list[SimpleNamespace]) -> list:
-                if actor is None or not items:
-                    return []
-                accept = items[0]
-                accept.claimed_by, accept.claimed_at = actor.username, ctx.now
-                projection.set_item(
-                    session, accept.id, claimed_by=actor.username, claimed_at=ctx.now
-                )
-                return [("claimed", accept.task, {"work_item": accept.id})]
-
-            self._write(ctx, case, spec, outcome, claim_accept)
-            return case_id
 
         case_id = self._run(session, None, actor.username if actor else "system", step)
         return session.get(Case, case_id)
+
+    def open_in(
+        self,
+        ctx: StepContext,
+        actor: Viewer | None,
+        *,
+        title: str,
+        grid: str,
+        description: str = "",
+        category: str | None = None,
+        severity: str | None = None,
+        household: str | None = None,
+        reporter: dict | None = None,
+        photos: list[str] | None = None,
+        campaign: tuple[int, str] | None = None,
+    ) -> int:
+        """open_case's step, inside a step of the caller's: a hazard found on a campaign visit
+        opens its case in the visit's transaction. `campaign`: (id, number) of the campaign it
+        came from, recorded on the case row and in its `opened` event. Returns the case's id."""
+        session = ctx.session
+        version = projection.live_version(session, PROCESS_ID)
+        if version is None:
+            raise Conflict("no diagram is deployed; run `gridloop init-db`")
+        spec = self._spec(
+            session, SimpleNamespace(diagram_sha=version.sha256, diagram_id=version.id)
+        )
+        problems = _word_problems(spec, category=category, severity=severity)
+        units = projection.grid_chain(session, grid)
+        if units is None or (
+            actor is not None and ("info_officer", units.grid_id) not in actor.tier_positions()
+        ):
+            problems["grid"] = (
+                "not a grid you serve as information officer" if actor else "unknown grid"
+            )
+        uploader = actor.username if actor else None
+        problems.update(photo_problems(session, uploader, None, photos))
+        if problems:
+            raise Invalid("the request has errors", dict(sorted(problems.items())))
+        data = {
+            "title": title,
+            "description": description or "",
+            "grid": grid,
+            "category": category,
+            "severity": severity,
+            "household": household,
+        }
+        record = salt = None
+        if reporter:
+            # The reporter's details stay in their own table; the chain covers them by hash.
+            record = reporter_record(reporter.get("name"), reporter.get("phone"))
+            salt = secrets.token_hex(16)
+            data["reporter_hash"] = reporter_hash(salt, record)
+        if photos:  # the chain covers the files by their sha256
+            data["photos"] = list(photos)
+        if campaign is not None:
+            data["campaign"] = campaign[1]
+        outcome = run_step(None, spec, Open(data), ctx.now, ctx.deadline)
+        row = {
+            "number": self._next_number(session, units.town_code, ctx.now),
+            "title": title,
+            "description": description or "",
+            "category": category,
+            "severity": severity,
+            "household": household,
+            "town_id": units.town_id,
+            "village_id": units.village_id,
+            "district_id": units.district_id,
+            "grid_id": units.grid_id,
+            "owner": None,
+            "status": "accepting",
+            "tier": None,
+            "due_at": None,
+            "opened_at": ctx.now,
+            "closed_at": None,
+            "updated_at": ctx.now,
+            "satisfaction": None,
+            "reopen_count": 0,
+            "overdue_marked": False,
+            "event_seq": 0,
+            "event_head": GENESIS,
+            "digested_seq": 0,
+            "escalations": 0,
+            "diagram_id": version.id,
+            "process": PROCESS_ID,
+            "campaign_id": campaign[0] if campaign is not None else None,
+            "workflow": "",
+            "version": 1,
+        }
+        case_id = projection.insert_case(session, row)
+        case = SimpleNamespace(id=case_id, diagram_sha=version.sha256, **row)
+        if record is not None:
+            session.execute(insert(Reporter.__table__).values(case_id=case_id, salt=salt, **record))
+        if photos:
+            attach_photos(session, actor.username, case_id, photos)
+
+        def claim_accept(items: list[SimpleNamespace]) -> list:
+            if actor is None or not items:
+                return []
+            accept = items[0]
+            accept.claimed_by, accept.claimed_at = actor.username, ctx.now
+            projection.set_item(session, accept.id, claimed_by=actor.username, claimed_at=ctx.now)
+            return [("claimed", accept.task, {"work_item": accept.id})]
+
+        self._write(ctx, case, spec, outcome, claim_accept)
+        return case_id
 
     def claim(self, session: Session, actor: Viewer, item_id: int) -> WorkItem:
         def step(ctx: StepContext) -> int:
@@ -396,6 +439,124 @@ class Runtime:
             ctx.written = (case.id, None, {})  # the case changed version: expire a held copy
 
         self._run(session, None, actor, step)
+
+    # ----------------------------------------------------------------- campaigns (DESIGN §12)
+
+    def launch_campaign(self, session: Session, actor: Viewer, body: Any) -> Campaign:
+        """Launch a campaign and fan it out (engine/campaigns.py): the campaign row and its
+        `launched` event, and an instance of the bundle's campaign process opened in every target
+        grid, all in one transaction: a launch that fails anywhere launches nothing."""
+
+        def step(ctx: StepContext) -> int:
+            session = ctx.session
+            plan = campaigns.plan_launch(session, actor, body, ctx.now)
+            campaign = campaigns.insert_campaign(session, plan, actor.username, ctx.now)
+            spec = self._spec(
+                session,
+                SimpleNamespace(
+                    process=CAMPAIGN_PROCESS_ID,
+                    diagram_sha=campaign.diagram_sha,
+                    diagram_id=campaign.diagram_id,
+                ),
+            )
+            opening = {
+                "campaign": campaign.number,
+                "launched_at": iso(ctx.now),
+                "due_at": iso(plan.due_at),
+            }
+            for n, grid in enumerate(plan.grids, 1):
+                data = {**opening, "grid": grid.code}
+                outcome = run_step(None, spec, Open(data), ctx.now, ctx.deadline)
+                row = _instance_row(campaign, grid, n, ctx.now)
+                case = SimpleNamespace(
+                    id=projection.insert_case(session, row), diagram_sha=campaign.diagram_sha, **row
+                )
+                self._write(ctx, case, spec, outcome)
+            ctx.hot = None  # one workflow of hundreds is not worth keeping warm
+            return campaign.id
+
+        campaign_id = self._run(session, None, actor.username, step)
+        return session.get(Campaign, campaign_id)
+
+    def record_visit(
+        self, session: Session, actor: Viewer, campaign_id: Any, body: Any
+    ) -> tuple[Visit, bool]:
+        """Record one household's visit (DESIGN §12) in one step: the visit row, the `visited`
+        event on its grid's chain and, when the checklist says so, the case a hazard opens.
+        Returns the visit and whether it is new: a repeated client_id returns the first."""
+
+        def step(ctx: StepContext) -> tuple[int, bool]:
+            session = ctx.session
+            campaign = campaigns.visible(session, actor, campaign_id)
+            if not isinstance(body, dict):
+                raise Invalid("the request has errors", {"body": "must be a JSON object"})
+            household, client_id = body.get("household"), body.get("client_id")
+            problems = {}
+            if not isinstance(client_id, str) or not 0 < len(client_id) <= campaigns.MAX_CLIENT_ID:
+                problems["client_id"] = f"required: at most {campaigns.MAX_CLIENT_ID} characters"
+            if not isinstance(household, dict):
+                problems["household"] = "must be {grid, number}"
+            if problems:
+                raise Invalid("the request has errors", problems)
+            instance = campaigns.walker_grid(session, actor, campaign, household.get("grid"))
+            first = session.scalars(
+                select(Visit).where(Visit.campaign_id == campaign.id, Visit.client_id == client_id)
+            ).first()
+            if first is not None:
+                if first.grid_id != instance.grid_id:
+                    raise Conflict("this client_id names a visit of another grid")
+                return first.id, False
+            number = household.get("number")
+            house = None
+            if isinstance(number, int) and not isinstance(number, bool) and 0 < number < 2**31:
+                house = session.scalars(
+                    select(Household).where(
+                        Household.grid_id == instance.grid_id, Household.number == number
+                    )
+                ).first()
+            if house is None:
+                raise NotFound("no such household")
+            data = body.get("data")
+            problems = campaigns.checklist_problems_of(campaign, data)
+            if problems:
+                raise Invalid("the checklist has errors", problems)
+            event = {"household": number, "client_id": client_id, "data": dict(data)}
+            case_id = None
+            hazards = campaigns.opens_case(campaign, data)
+            if hazards:
+                items = campaign.checklist["properties"]
+                officer = (
+                    actor if ("info_officer", instance.grid_id) in actor.tier_positions() else None
+                )
+                case_id = self.open_in(
+                    ctx,
+                    officer,
+                    title=(
+                        campaign.title + "：" + "、".join(items[h].get("title", h) for h in hazards)
+                    )[:200],
+                    grid=household["grid"],
+                    household=f"{number}号 {house.head or ''}".strip()[:100],
+                    campaign=(campaign.id, campaign.number),
+                )
+                event["case"] = session.scalar(select(Case.number).where(Case.id == case_id))
+            visit_id = session.execute(
+                insert(Visit.__table__).returning(Visit.__table__.c.id),
+                {
+                    "campaign_id": campaign.id,
+                    "grid_id": instance.grid_id,
+                    "household_id": house.id,
+                    "client_id": client_id,
+                    "data": dict(data),
+                    "recorded_by": actor.username,
+                    "at": ctx.now,
+                    "case_id": case_id,
+                },
+            ).scalar_one()
+            self._touch(ctx, projection.case_row(session, instance.id), ("visited", None, event))
+            return visit_id, True
+
+        visit_id, new = self._run(session, None, actor.username, step)
+        return session.get(Visit, visit_id), new
 
     def fire_due_timers(
         self, session: Session, as_of: datetime | None = None, limit: int = 500
@@ -570,9 +731,11 @@ class Runtime:
             self._hot.popitem(last=False)
 
     def _spec(self, session: Session, case) -> Spec:
-        spec = self.registry.parsed(case.diagram_sha)
+        """The spec the row runs: its version's case loop, or its campaign process."""
+        process = getattr(case, "process", None) or PROCESS_ID
+        spec = self.registry.parsed(case.diagram_sha, process)
         if spec is None:
-            spec = self.registry.get(session.get(DiagramVersion, case.diagram_id))
+            spec = self.registry.get(session.get(DiagramVersion, case.diagram_id), process)
         return spec
 
     def _load(self, session: Session, case, stored: str | None = None) -> BpmnWorkflow:
@@ -668,6 +831,41 @@ class Runtime:
             session.execute(insert(Counter.__table__).values(key=key, value=1))
         value = session.scalar(select(Counter.value).where(Counter.key == key))
         return f"{town_code}-{year}-{value:06d}"
+
+
+def _instance_row(campaign, grid, n: int, now: datetime) -> dict[str, Any]:
+    """A campaign's grid instance as a case row (process `campaign`, DESIGN §12)."""
+    return {
+        "number": campaigns.instance_number(campaign.number, n),
+        "title": campaign.title,
+        "description": "",
+        "category": None,
+        "severity": None,
+        "household": None,
+        "town_id": grid.town_id,
+        "village_id": grid.village_id,
+        "district_id": grid.district_id,
+        "grid_id": grid.id,
+        "owner": None,
+        "status": "returning",
+        "tier": None,
+        "due_at": None,
+        "opened_at": now,
+        "closed_at": None,
+        "updated_at": now,
+        "satisfaction": None,
+        "reopen_count": 0,
+        "overdue_marked": False,
+        "event_seq": 0,
+        "event_head": GENESIS,
+        "digested_seq": 0,
+        "escalations": 0,
+        "diagram_id": campaign.diagram_id,
+        "process": CAMPAIGN_PROCESS_ID,
+        "campaign_id": campaign.id,
+        "workflow": "",
+        "version": 1,
+    }
 
 
 def _name_both(outcome: Outcome, kind: str, actor: Viewer, holder: str) -> None:
@@ -771,14 +969,19 @@ def validate_form(spec: Spec, info: TaskInfo, data: Any) -> dict:
     """Validate submitted data against the task's JSON Schema: one message per field."""
     if not isinstance(data, dict):
         raise Invalid("data must be an object", {"data": "must be an object"})
-    validator = spec.validators[info.form]
+    fields = form_problems(spec.validators[info.form], data)
+    if fields:
+        raise Invalid("the form has errors", fields)
+    return data
+
+
+def form_problems(validator, data: Any) -> dict[str, str]:
+    """What a JSON Schema validator finds wrong with `data`: one message per field."""
     fields: dict[str, str] = {}
     for error in sorted(validator.iter_errors(data), key=lambda e: list(e.path)):
         for name, message in _field_messages(error):
             fields.setdefault(name, message)
-    if fields:
-        raise Invalid("the form has errors", fields)
-    return data
+    return fields
 
 
 def _field_messages(error) -> list[tuple[str, str]]:

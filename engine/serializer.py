@@ -13,20 +13,24 @@ from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
 from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter, WorkflowConverter
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
 
-from .specs import SpecRegistry
+from .specs import PROCESS_ID, SpecRegistry
 
 
 class _SpecByReference(BpmnWorkflowConverter):
     def to_dict(self, workflow):
         dct = WorkflowConverter.to_dict(self, workflow)
-        dct["spec"] = {"sha256": self.registry.gridloop_specs.by_process(workflow.spec).sha256}
+        spec = self.registry.gridloop_specs.by_process(workflow.spec)
+        dct["spec"] = {"sha256": spec.sha256}
+        if spec.process_id != PROCESS_ID:  # a campaign's grid instance: the bundle's other process
+            dct["spec"]["process"] = spec.process_id
         dct["subprocess_specs"] = {}
         dct["subprocesses"] = self.mapping_to_dict(workflow.subprocesses)
         dct["bpmn_events"] = self.registry.convert(workflow.bpmn_events)
         return dct
 
     def from_dict(self, dct):
-        spec = self.registry.gridloop_specs.by_sha(dct.pop("spec")["sha256"])
+        ref = dct.pop("spec")
+        spec = self.registry.gridloop_specs.by_sha(ref["sha256"], ref.get("process", PROCESS_ID))
         dct.pop("subprocess_specs", None)
         workflow = self.target_class(spec.process, spec.subprocesses, deserializing=True)
         workflow.tasks = self.mapping_from_dict(dct["tasks"], _uuid, workflow=workflow)

@@ -157,7 +157,7 @@ def open_items_of(case_ids: list[int]) -> dict[int, list[WorkItem]]:
 
 def item_json(item: WorkItem) -> dict:
     case = item.case
-    spec = runtime().registry.get(case.diagram)
+    spec = runtime().registry.get(case.diagram, case.process)
     return {
         "id": item.id,
         "task": item.task,

@@ -196,7 +196,7 @@ def task(item_id: int):
     item = _visible_item(item_id)
     if item.completed_at is not None:
         raise _conflict(item_id)
-    schema = runtime().registry.get(item.case.diagram).forms[item.form]
+    schema = runtime().registry.get(item.case.diagram, item.case.process).forms[item.form]
     if request.method == "GET":
         # The task page shows the whole case: an auditor's opening is logged, as on the case page.
         access_log.record(db.session, viewer(), item.case_id, "page", now())
@@ -232,7 +232,7 @@ def transfer(item_id: int):
     try:
         _engine(item_id, lambda: runtime().transfer(db.session, viewer(), item_id, to, note))
     except Invalid as exc:
-        schema = runtime().registry.get(item.case.diagram).forms[item.form]
+        schema = runtime().registry.get(item.case.diagram, item.case.process).forms[item.form]
         errors = {k: _error_text(v, None) for k, v in (exc.fields or {}).items()}
         page = _task_page(item, schema, _initial_values(item, schema), transfer_errors=errors)
         return page, 400
@@ -363,7 +363,7 @@ def _task_page(
     events = [as_dict(case.number, row) for row in case_events(db.session, case)]
     names = display_names({e["actor"] for e in events} | {item.claimed_by, case.owner})
     open_items = open_items_of([case.id])[case.id]
-    transferable = item.spec in runtime().registry.get(case.diagram).transferable
+    transferable = item.spec in runtime().registry.get(case.diagram, case.process).transferable
     return render_template(
         "inbox/task.html",
         transferable=transferable,

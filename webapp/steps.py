@@ -87,7 +87,7 @@ def walk(case: Case) -> dict:
     """The case's frames, one per event the replay agreed with, and where it stopped agreeing."""
     events = [as_dict(case.number, row) for row in case_events(db.session, case)]
     result = _replayed(case)
-    spec = runtime().registry.get(case.diagram)
+    spec = runtime().registry.get(case.diagram, case.process)
     names = display_names(e["actor"] for e in events)
     tables = table_names(case.diagram.sha256, case.diagram.files)
     body: dict = {

@@ -1,0 +1,228 @@
+"""Campaigns (DESIGN §12, issue 13): a town leader's launch fans out one instance of the campaign
+diagram per target grid, and nothing elsewhere; officers record one visit per household, a resend
+is the same visit, coverage counts households; a late grid is supervised and escalates; a hazard
+on the checklist opens a linked case owned by the officer; another grid's officer cannot see or
+tick these households; the campaign closes when every grid is confirmed, or at its due time with
+what is missing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from conftest import ACCEPT_NORMAL, START
+from sqlalchemy import func, select
+
+from engine import campaigns
+from engine.clock import iso
+from engine.errors import Forbidden, Invalid, NotFound
+from engine.events import chain_hash
+from engine.models import Campaign, Case, CaseEvent, Visit, WorkItem
+from engine.replay import replay
+
+DUE = START + timedelta(days=10)
+CHECKLIST = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "told": {"type": "boolean", "title": "已宣传"},
+        "burning": {"type": "boolean", "title": "发现焚烧隐患", "x-opens-case": True},
+        "note": {"type": "string", "title": "备注", "maxLength": 200},
+    },
+    "required": ["told"],
+}
+
+
+def launch(gl, targets=("V01",), by="tl1", **fields):
+    body = {
+        "title": "秸秆禁烧宣传",
+        "instructions": "逐户宣传禁烧政策",
+        "kind": "patrol",
+        "targets": list(targets),
+        "due_at": iso(DUE),
+        "checklist": CHECKLIST,
+        **fields,
+    }
+    return gl.runtime.launch_campaign(gl.session, gl.viewer(by), body)
+
+
+def instances(gl, campaign) -> list[Case]:
+    return list(
+        gl.session.scalars(
+            select(Case).where(Case.campaign_id == campaign.id, Case.process == "campaign")
+        )
+    )
+
+
+def grid_of(gl, case) -> str:
+    return gl.session.get(type(case.grid), case.grid_id).code
+
+
+def visit(gl, campaign, who="off1", grid="V01-D1-G01", number=1, client_id=None, **data):
+    body = {
+        "household": {"grid": grid, "number": number},
+        "data": {"told": True, **data},
+        "client_id": client_id or f"{who}-{grid}-{number}",
+    }
+    return gl.runtime.record_visit(gl.session, gl.viewer(who), campaign.id, body)
+
+
+def test_a_campaign_to_two_villages_makes_one_return_item_per_grid_and_none_elsewhere(gl):
+    before = gl.session.scalar(select(func.count()).select_from(WorkItem))
+    campaign = launch(gl, targets=("V01", "V02-D1-G02"))
+    rows = instances(gl, campaign)
+    assert sorted(grid_of(gl, c) for c in rows) == ["V01-D1-G01", "V01-D1-G02", "V02-D1-G02"]
+    items = gl.session.scalars(select(WorkItem).order_by(WorkItem.id)).all()[before:]
+    assert sorted((grid_of(gl, i.case), i.task, i.role) for i in items) == [
+        ("V01-D1-G01", "campaign_return", "info_officer"),
+        ("V01-D1-G02", "campaign_return", "info_officer"),
+        ("V02-D1-G02", "campaign_return", "info_officer"),
+    ]
+    assert [i.task for i in gl.inbox("off3")] == []  # V02-D1-G01 was not a target
+    assert [i.task for i in gl.inbox("off4")] == ["campaign_return"]
+    assert all(i.due_at == DUE for i in items)
+    # The campaign's own chain starts with its launch, naming every grid.
+    event = gl.session.scalars(select(campaigns.CampaignEvent)).one()
+    assert (event.type, event.seq) == ("launched", 1)
+    assert campaign.number.startswith("XDK-2026-T")
+
+
+def test_only_a_town_leader_launches_and_bad_launches_name_every_field(gl):
+    with pytest.raises(Forbidden):
+        launch(gl, by="vs1")
+    with pytest.raises(Invalid) as err:
+        launch(
+            gl,
+            targets=("V01", "NOPE"),
+            kind="party",
+            due_at="2020-01-01T00:00:00Z",
+            checklist={"type": "object", "properties": {"n": {"type": "number"}}},
+            title=" ",
+        )
+    assert set(err.value.fields) == {
+        "title",
+        "kind",
+        "due_at",
+        "targets[1]",
+        "checklist.properties.n",
+    }
+    assert gl.session.scalar(select(func.count()).select_from(Campaign)) == 0
+
+
+def test_coverage_counts_households_once_however_often_visited_and_a_resend_is_the_same_visit(gl):
+    campaign = launch(gl, targets=("V01-D1-G01",))
+    first, new = visit(gl, campaign, number=1, client_id="c-1")
+    again, new_again = visit(gl, campaign, number=1, client_id="c-1")  # resent after a drop
+    assert (new, new_again, again.id) == (True, False, first.id)
+    visit(gl, campaign, who="off1b", number=1, client_id="c-2")  # a second visit, same house
+    visit(gl, campaign, number=2, client_id="c-3")
+    assert gl.session.scalar(select(func.count()).select_from(Visit)) == 3
+    figures = campaigns.coverage(gl.session, gl.viewer("tl1"), campaign, None, START)
+    assert (figures["households_total"], figures["households_covered"]) == (4, 2)
+    assert (figures["grids_total"], figures["grids_returned"]) == (1, 0)
+    [village] = figures["children"]
+    assert (village["unit"]["code"], village["households_covered"]) == ("V01", 2)
+    left = campaigns.unreached(gl.session, gl.viewer("gl1"), campaign, None, START)
+    assert [(h["number"], h["visited"]) for h in left] == [
+        (1, True),
+        (2, True),
+        (3, False),
+        (4, False),
+    ]
+    # Each visit is on its grid's chain.
+    [grid] = instances(gl, campaign)
+    assert [e.type for e in gl.events(grid)].count("visited") == 3
+
+
+def test_bad_checklist_data_is_refused_by_field_and_records_nothing(gl):
+    campaign = launch(gl, targets=("V01-D1-G01",))
+    body = {"household": {"grid": "V01-D1-G01", "number": 1}, "data": {"note": 5}, "client_id": "x"}
+    with pytest.raises(Invalid) as err:
+        gl.runtime.record_visit(gl.session, gl.viewer("off1"), campaign.id, body)
+    assert err.value.fields == {"data.note": "must be of type string", "data.told": "required"}
+    assert gl.session.scalar(select(func.count()).select_from(Visit)) == 0
+
+
+def test_an_officer_of_another_grid_cannot_see_or_tick_these_households(gl):
+    campaign = launch(gl, targets=("V01-D1-G01",))
+    with pytest.raises(NotFound):  # off2 serves V01-D1-G02, not a target
+        visit(gl, campaign, who="off2", grid="V01-D1-G01")
+    with pytest.raises(NotFound):
+        campaigns.visible(gl.session, gl.viewer("off3"), campaign.id)
+    with pytest.raises(NotFound):  # a household number the grid does not have
+        visit(gl, campaign, number=99)
+    assert campaigns.unreached(gl.session, gl.viewer("off2"), campaign, None, START) == []
+
+
+def test_a_hazard_on_the_checklist_opens_a_case_owned_by_that_officer_linked_both_ways(gl):
+    campaign = launch(gl, targets=("V01-D1-G01",))
+    found, _new = visit(gl, campaign, number=3, burning=True)
+    case = gl.session.get(Case, found.case_id)
+    assert (case.process, case.campaign_id, case.status) == ("case_loop", campaign.id, "accepting")
+    [accept] = gl.items(case)
+    assert (accept.task, accept.claimed_by) == ("accept", "off1")
+    assert gl.events(case)[0].type == "opened"
+    assert campaign.number in gl.events(case)[0].data
+    case = gl.complete("off1", case, ACCEPT_NORMAL)
+    assert case.owner == "off1"
+    json_ = campaigns.visit_json(found, "V01-D1-G01", 3, case.number)
+    assert json_["data"]["case"] == case.number
+
+
+def test_a_late_grid_is_supervised_at_80_percent_and_escalates_at_its_due_time(gl):
+    campaign = launch(gl, targets=("V01-D1-G01", "V01-D1-G02"))
+    g1, g2 = sorted(instances(gl, campaign), key=lambda c: c.grid_id)
+    gl.fire(START + timedelta(days=8))  # 80% of the ten days
+    item = gl.item(gl.reload(g1))
+    assert item.supervised_at is not None
+    gl.complete("off2", gl.reload(g2), {"note": "done"})
+    gl.complete("gl2", gl.reload(g2), {"confirmation": "confirmed"})
+    gl.fire(DUE)
+    types = [
+        e["type"] for e in campaigns.events_of(gl.session, gl.session.get(Campaign, campaign.id))
+    ]
+    # G01 and G02 supervised at 80%; G02 returns after it, so its confirmation is past its 80%
+    # at once; at the due time G01 escalates and the campaign closes without it.
+    assert types == [
+        "launched",
+        "supervised",
+        "supervised",
+        "returned",
+        "supervised",
+        "confirmed",
+        "escalated",
+        "closed",
+    ]
+    closed = campaigns.events_of(gl.session, gl.session.get(Campaign, campaign.id))[-1]
+    assert closed["data"]["missing"] == ["V01-D1-G01"]
+    # The district leader is told of the late grid, as of a late handle item.
+    assert "district_leader@V01-D1" in gl.last(gl.reload(g1), "supervised").data
+    states = campaigns.grid_states(
+        gl.session, gl.viewer("tl1"), gl.session.get(Campaign, campaign.id), DUE
+    )
+    assert [(s.code, s.late, s.returned, s.supervised) for s in states] == [
+        ("V01-D1-G01", True, False, True),
+        ("V01-D1-G02", False, True, True),
+    ]
+
+
+def test_the_campaign_closes_when_every_grid_is_confirmed_and_its_chain_verifies(gl):
+    campaign = launch(gl, targets=("V01-D1-G01",))
+    [grid] = instances(gl, campaign)
+    visit(gl, campaign, number=1)
+    gl.complete("off1", grid, {"note": "all told"})
+    gl.complete("gl1", gl.reload(grid), {"confirmation": "confirmed"})
+    row = gl.session.get(Campaign, campaign.id)
+    gl.session.refresh(row)
+    assert row.status == "closed"
+    events = campaigns.events_of(gl.session, row)
+    assert [e["type"] for e in events] == ["launched", "returned", "confirmed", "closed"]
+    assert events[-1]["data"] == {"missing": [], "households_total": 4, "households_covered": 1}
+    head = "0" * 64
+    for event in events:
+        stored = event.pop("hash")
+        head = chain_hash(head, event)
+        assert head == stored
+    # The grid's own chain replays from its events like a case's.
+    assert replay(gl.session, gl.reload(grid), gl.runtime.registry).ok
+    assert gl.session.scalar(select(func.count()).select_from(CaseEvent)) > 0
