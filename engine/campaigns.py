@@ -662,23 +662,30 @@ def _figures(unit, grids: list[GridState]) -> dict[str, Any]:
 
 
 def unreached(
-    session: Session, viewer: Viewer, campaign: Campaign, unit_code: str | None, now: datetime
+    session: Session,
+    viewer: Viewer,
+    campaign: Campaign,
+    unit_code: str | None,
+    now: datetime,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """The households of the campaign's grids (in the unit, the viewer's) not visited yet
-    (未走访) or not in the group chat (未入群), to be caught up one by one."""
+    (未走访), and for a group drive (一户一代表) those not in the group chat either (未入群), to
+    be caught up one by one; the first `limit` of them in grid and number order."""
     grids = coverage_grids(session, viewer, campaign, unit_code, now)
     if not grids:
         return []
     codes = {g.id: g.code for g in grids}
     visited = select(Visit.household_id).where(Visit.campaign_id == campaign.id)
-    rows = session.execute(
+    behind = Household.id.not_in(visited)
+    if campaign.kind == "group_drive":
+        behind = or_(behind, Household.in_group.is_(False))
+    query = (
         select(Household, Household.id.in_(visited).label("visited"))
-        .where(
-            Household.grid_id.in_(codes),
-            or_(Household.id.not_in(visited), Household.in_group.is_(False)),
-        )
+        .where(Household.grid_id.in_(codes), behind)
         .order_by(Household.grid_id, Household.number)
-    ).all()
+    )
+    rows = session.execute(query.limit(limit) if limit is not None else query).all()
     return [
         {
             "grid": codes[h.grid_id],

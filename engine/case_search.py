@@ -23,6 +23,7 @@ from .clock import SHANGHAI, as_utc
 from .deadlines import overdue_clause
 from .errors import NotFound
 from .models import CASE_UNIT_COLUMN, Case, CaseDepartment, CaseEvent, Person, Unit, WorkItem
+from .specs import PROCESS_ID
 
 # The statuses of DESIGN §5, and "open": any status but the two that close a case.
 STATUSES = ("accepting", "handling", "feedback", "reporting", "archived", "rejected")
@@ -134,7 +135,8 @@ def _under(unit_id: int | None, held: set[int], parents: dict[int, int | None]) 
 def search_query(viewer: Viewer, filters: CaseFilters, now: datetime) -> Select:
     """The cases the viewer may read that match every filter given, as a select of Case (no
     order: case_page pages it newest first). `now` decides what is overdue."""
-    conditions = [case_scope(viewer)]
+    # A campaign's grid instances are case rows too (engine/campaigns.py): not cases to list.
+    conditions = [case_scope(viewer), Case.process == PROCESS_ID]
     if filters.number:
         conditions.append(_number_prefix(filters.number))
     if filters.unit is not None:

@@ -123,14 +123,19 @@ def test_coverage_counts_households_once_however_often_visited_and_a_resend_is_t
     [village] = figures["children"]
     assert (village["unit"]["code"], village["households_covered"]) == ("V01", 2)
     left = campaigns.unreached(gl.session, gl.viewer("gl1"), campaign, None, START)
+    assert [(h["number"], h["visited"]) for h in left] == [(3, False), (4, False)]
+    # A group drive (一户一代表) also lists the visited households not yet in the group chat.
+    drive = launch(gl, targets=("V01-D1-G01",), kind="group_drive")
+    visit(gl, drive, number=1, client_id="d-1")
+    left = campaigns.unreached(gl.session, gl.viewer("gl1"), drive, None, START)
     assert [(h["number"], h["visited"]) for h in left] == [
         (1, True),
-        (2, True),
+        (2, False),
         (3, False),
         (4, False),
     ]
     # Each visit is on its grid's chain.
-    [grid] = instances(gl, campaign)
+    grid = instances(gl, campaign)[0]
     assert [e.type for e in gl.events(grid)].count("visited") == 3
 
 
