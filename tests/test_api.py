@@ -95,6 +95,7 @@ CASE_FIELDS = {
     "satisfaction",
     "reopen_count",
     "diagram",
+    "campaign",  # DESIGN §12: {id, title} of a case a campaign's visit opened, else null
 }
 ITEM_FIELDS = {
     "id",

@@ -96,6 +96,7 @@ def test_an_auditor_is_refused_every_change_before_the_body_is_read(town):
         "sha256": "0" * 64,
         "username": "off1",
         "code": "V01-D1-G01",
+        "campaign_id": 1,
     }
     bodies = [None, {"title": "x", "grid": "V01-D1-G01"}, {"data": {"outcome": "resolved"}}]
     refused = []
@@ -120,7 +121,7 @@ def test_an_auditor_is_refused_every_change_before_the_body_is_read(town):
     assert {
         "api.open_case", "api.complete", "api.claim", "api.transfer", "api.upload_photo",
         "api.api_create", "inbox.task", "inbox.claim", "inbox.transfer", "cases.new",
-        "photos.upload_page", "delegation.index",
+        "photos.upload_page", "delegation.index", "api.campaign_launch", "api.campaign_visit",
     } <= set(refused)  # fmt: skip
     assert _counts(gl) == before, "nothing changed"
     # Reading stays open to them.

@@ -107,10 +107,10 @@ def test_a_town_item_fired_ahead_of_the_clock_is_overdue_everywhere(web_town, we
 # and auditors also get the figures and the overdue board.
 FIGURES = ["dashboards.index", "board.index"]
 MENUS = {
-    "off1": ["inbox.index", "cases.mine", "cases.new", "households.index"],
-    "gl1": ["inbox.index", "households.index", "cases.index", *FIGURES],
-    "tl1": ["inbox.index", "cases.index", *FIGURES],
-    "aud": ["cases.index", *FIGURES, "audit.index"],
+    "off1": ["inbox.index", "cases.mine", "cases.new", "households.index", "campaigns.index"],
+    "gl1": ["inbox.index", "households.index", "campaigns.index", "cases.index", *FIGURES],
+    "tl1": ["inbox.index", "campaigns.index", "cases.index", *FIGURES],
+    "aud": ["campaigns.index", "cases.index", *FIGURES, "audit.index"],
     "ps1": ["cases.index"],
     "adm": [
         "diagrams.index",

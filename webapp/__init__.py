@@ -89,6 +89,7 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
         api,
         audit,
         auth,
+        campaign_api,
         delegation,
         diagrams,
         dossier,
@@ -120,6 +121,8 @@ def create_app(config: dict | None = None, clock: Clock | None = None) -> Flask:
         "migrations",
         "org_pages",
         "households",
+        "campaign_walk",
+        "campaign_pages",
     ):
         module = import_module(f"webapp.{name}")
         app.register_blueprint(module.bp)

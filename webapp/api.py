@@ -22,7 +22,8 @@ from engine.deadlines import case_deadline, item_overdue
 from engine.errors import Conflict, Forbidden, GridloopError, Invalid, NotFound
 from engine.events import as_dict, case_events
 from engine.inbox import inbox_page
-from engine.models import ApiToken, Case, Person, WorkItem
+from engine.models import ApiToken, Campaign, Case, Person, WorkItem
+from engine.specs import CAMPAIGN_PROCESS_ID
 
 from . import photos, schemas
 from . import services as app_services
@@ -141,7 +142,17 @@ def case_json(case: Case, open_items: list[WorkItem]) -> dict:
         "satisfaction": case.satisfaction,
         "reopen_count": case.reopen_count,
         "diagram": case.diagram.sha256,
+        "campaign": campaign_ref(case.campaign_id),
     }
+
+
+def campaign_ref(campaign_id: int | None) -> dict | None:
+    """{id, title} of the campaign a case belongs to (a grid's instance, or a case a visit's
+    hazard opened; DESIGN §12), else None. session.get reads each campaign once a request."""
+    if campaign_id is None:
+        return None
+    campaign = db.session.get(Campaign, campaign_id)
+    return {"id": campaign.id, "title": campaign.title} if campaign is not None else None
 
 
 def open_items_of(case_ids: list[int]) -> dict[int, list[WorkItem]]:
@@ -158,7 +169,7 @@ def open_items_of(case_ids: list[int]) -> dict[int, list[WorkItem]]:
 def item_json(item: WorkItem) -> dict:
     case = item.case
     spec = runtime().registry.get(case.diagram, case.process)
-    return {
+    answer = {
         "id": item.id,
         "task": item.task,
         "name": item.name,
@@ -177,6 +188,10 @@ def item_json(item: WorkItem) -> dict:
         "claimed_by": item.claimed_by,
         "form": spec.forms[item.form],
     }
+    if case.process == CAMPAIGN_PROCESS_ID:  # DESIGN §12: a campaign's item names no case
+        answer["case"] = None
+        answer["campaign"] = campaign_ref(case.campaign_id)
+    return answer
 
 
 def visible_case(number: str) -> Case:

@@ -151,9 +151,11 @@ def build_openapi() -> dict:
     paths.update(_diagram_paths())
     paths.update(_migration_paths())
     paths.update(_household_paths())
+    paths.update(_campaign_paths())
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
+    _campaign_refs(document)
     document["servers"] = [{"url": "/api/v1"}]
     return document
 
@@ -567,3 +569,259 @@ def _household_paths() -> dict:
         }
     }
     return {"/grids/{code}/households": {"get": op}}
+
+
+# ------------------------------------------------------------------ campaigns (helper 1)
+
+
+def _campaign_paths() -> dict:
+    """工作任务 (webapp/campaign_api.py; engine/campaigns.py; DESIGN §12): a town leader's
+    campaign over villages, districts and grids, its visits, chain and coverage. Each answer holds
+    the grids of the campaign in the caller's units; a campaign with none of them is 404."""
+    obj, string, integer, boolean = (
+        "object",
+        {"type": "string"},
+        {"type": "integer"},
+        {"type": "boolean"},
+    )
+    nullable = {"type": "string", "nullable": True}
+    grid = {
+        "type": obj,
+        "properties": {
+            "code": string,
+            "name": string,
+            "status": string,
+            "supervised": boolean,
+            "returned": {**boolean, "description": "its return was completed and confirmed"},
+            "late": {**boolean, "description": "not returned by the campaign's due time"},
+            "households_total": integer,
+            "households_covered": integer,
+        },
+    }
+    campaign = {
+        "type": obj,
+        "properties": {
+            "id": integer,
+            "number": {**string, "description": "town, year and sequence: XDK-2026-T0007"},
+            "title": string,
+            "instructions": string,
+            "kind": {"type": "string", "enum": ["publicity", "patrol", "survey", "group_drive"]},
+            "targets": {"type": "array", "items": string},
+            "checklist": {"type": obj, "description": "a JSON Schema for one household's visit"},
+            "launched_by": string,
+            "launched_at": string,
+            "due_at": string,
+            "status": {"type": "string", "enum": ["open", "closed"]},
+            "closed_at": nullable,
+            "households_total": integer,
+            "households_covered": integer,
+            "grids": {"type": "array", "items": grid},
+        },
+    }
+    launch = {
+        "type": obj,
+        "required": ["title", "kind", "targets", "due_at", "checklist"],
+        "properties": {
+            "title": string,
+            "instructions": string,
+            "kind": campaign["properties"]["kind"],
+            "targets": {
+                "type": "array",
+                "items": string,
+                "description": "codes of villages, districts and grids of the town",
+            },
+            "due_at": {**string, "description": "ISO 8601 with its offset, in the future"},
+            "checklist": {
+                "type": obj,
+                "description": "a JSON Schema object whose properties are boolean or string "
+                "items; a boolean marked `x-opens-case: true` opens a case when a visit sets it",
+            },
+        },
+    }
+    household = {"type": obj, "properties": {"grid": string, "number": integer}}
+    visit_in = {
+        "type": obj,
+        "required": ["household", "data", "client_id"],
+        "properties": {
+            "household": household,
+            "data": {"type": obj, "description": "the answer to the campaign's checklist"},
+            "client_id": {
+                **string,
+                "maxLength": 64,
+                "description": "made by the client: a resend with it returns the same visit",
+            },
+        },
+    }
+    visit = {
+        "type": obj,
+        "properties": {
+            "id": integer,
+            "client_id": string,
+            "household": household,
+            "data": {"type": obj},
+            "recorded_by": string,
+            "at": string,
+            "case": {**nullable, "description": "the number of the case a hazard opened"},
+        },
+    }
+    figures = {
+        "unit": {
+            "type": obj,
+            "properties": {"code": string, "name": string, "level": string},
+        },
+        "households_total": integer,
+        "households_covered": {**integer, "description": "households, not visits"},
+        "grids_total": integer,
+        "grids_returned": integer,
+        "late": {"type": "array", "items": string},
+    }
+    unreached = {
+        "type": obj,
+        "properties": {
+            "grid": string,
+            "number": integer,
+            "head": nullable,
+            "phone": {**string, "description": "masked: its first 3 and last 4 digits"},
+            "in_group": boolean,
+            "visited": boolean,
+        },
+    }
+    coverage = {
+        "type": obj,
+        "properties": {
+            **figures,
+            "children": {
+                "type": "array",
+                "items": {"type": obj, "properties": figures},
+                "description": "the same figures for each unit one level below",
+            },
+            "unreached": {
+                "type": "array",
+                "items": unreached,
+                "description": "with households=1 only: the first 500 households not visited "
+                "(for a group drive, or not in the group chat), in grid and number order",
+            },
+            "unreached_more": {**boolean, "description": "with households=1: the list was cut"},
+        },
+    }
+    event = {"type": obj, "properties": {name: {} for name in _EVENT_FIELDS}}
+    cid = _p("campaign_id", "integer")
+
+    def answer(op: dict, schema: dict, status: str = "200") -> dict:
+        op["responses"][status]["content"] = {"application/json": {"schema": schema}}
+        return op
+
+    def body(op: dict, schema: dict) -> dict:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+        return op
+
+    launch_op = body(
+        answer(
+            _op(
+                "Launch a campaign (town leaders): one instance per target grid",
+                ("201", None),
+                errors=("400", "401", "403"),
+            ),
+            campaign,
+            "201",
+        ),
+        launch,
+    )
+    visit_op = body(
+        answer(
+            _op(
+                "Record one household's visit: 201, or 200 with the same visit for a repeated "
+                "client_id; 400 for data failing the checklist; 404 for a household outside "
+                "my grids",
+                ("201", None),
+                params=[cid],
+                errors=("400", "401", "403", "404", "409"),
+            ),
+            visit,
+            "201",
+        ),
+        visit_in,
+    )
+    visit_op["responses"]["200"] = {
+        "description": "the visit already recorded with this client_id",
+        "content": {"application/json": {"schema": visit}},
+    }
+    coverage_params = [
+        cid,
+        {**_q("unit"), "description": "a unit I cover (default: the campaign's town)"},
+        {**_q("households", "boolean"), "description": "also list `unreached` households"},
+    ]
+    return {
+        "/campaigns": {
+            "post": launch_op,
+            "get": answer(
+                _op("Campaigns with a grid in my units, newest first", ("200", None)),
+                {"type": obj, "properties": {"items": {"type": "array", "items": campaign}}},
+            ),
+        },
+        "/campaigns/{campaign_id}": {
+            "get": answer(
+                _op("One campaign", ("200", None), params=[cid], errors=("401", "404")),
+                campaign,
+            )
+        },
+        "/campaigns/{campaign_id}/visits": {"post": visit_op},
+        "/campaigns/{campaign_id}/events": {
+            "get": answer(
+                _op(
+                    "The campaign's hash-chained events (launched, supervised, escalated, "
+                    "returned, confirmed, closed), chained like a case's",
+                    ("200", None),
+                    params=[cid],
+                    errors=("401", "404"),
+                ),
+                {
+                    "type": obj,
+                    "properties": {"events": {"type": "array", "items": event}, "head": string},
+                },
+            )
+        },
+        "/campaigns/{campaign_id}/coverage": {
+            "get": answer(
+                _op(
+                    "Coverage of a unit over my grids of the campaign, with its children",
+                    ("200", None),
+                    params=coverage_params,
+                    errors=("400", "401", "404"),
+                ),
+                coverage,
+            )
+        },
+    }
+
+
+_EVENT_FIELDS = ("case", "seq", "at", "type", "actor", "task", "data", "diagram", "hash")
+
+
+def _campaign_refs(document: dict) -> None:
+    """DESIGN §12 in the case and work-item answers: a case carries `campaign` ({id, title} of
+    the campaign it came from, else null); a campaign's work item has `case: null` and
+    `campaign: {id, title}`."""
+    ref = {
+        "type": "object",
+        "nullable": True,
+        "properties": {"id": {"type": "integer"}, "title": {"type": "string"}},
+    }
+    schemas_ = document.get("components", {}).get("schemas", {})
+    if "CaseOut" in schemas_:
+        schemas_["CaseOut"]["properties"]["campaign"] = {
+            **ref,
+            "description": "the campaign whose visit opened the case, else null",
+        }
+    if "WorkItemOut" in schemas_:
+        item = schemas_["WorkItemOut"]["properties"]
+        item["campaign"] = {
+            **ref,
+            "description": "only on a campaign's items (campaign_return, campaign_confirm)",
+        }
+        if "case" in item:
+            item["case"] = {
+                "allOf": [item["case"]],
+                "nullable": True,
+                "description": "null on a campaign's items",
+            }

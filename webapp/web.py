@@ -145,6 +145,8 @@ def menu() -> list[tuple[str, str]]:
         links.append(("cases.new", gettext("New case")))
     if {"info_officer", "grid_leader"} & viewer().roles:  # the grid's register (住户名册)
         links.append(("households.index", gettext("Household register")))
+    if p.handles or viewer().is_auditor:  # 工作任务: the campaigns their units hold
+        links.append(("campaigns.index", gettext("Campaigns")))
     if p.reads_cases:
         links.append(("cases.index", case_list_title()))
     if p.reads_cases and (p.handles or p.audits):  # covers a unit (a leader) or audits

@@ -347,10 +347,10 @@ def test_english_after_switching_language(login, step):
 # auditors also get the figures and the overdue board.
 FIGURES = ["dashboards.index", "board.index"]
 ROLE_MENUS = {
-    "off1": ["inbox.index", "cases.mine", "cases.new", "households.index"],
-    "gl1": ["inbox.index", "households.index", "cases.index", *FIGURES],
-    "tl1": ["inbox.index", "cases.index", *FIGURES],
-    "aud": ["cases.index", *FIGURES, "audit.index"],
+    "off1": ["inbox.index", "cases.mine", "cases.new", "households.index", "campaigns.index"],
+    "gl1": ["inbox.index", "households.index", "campaigns.index", "cases.index", *FIGURES],
+    "tl1": ["inbox.index", "campaigns.index", "cases.index", *FIGURES],
+    "aud": ["campaigns.index", "cases.index", *FIGURES, "audit.index"],
     "ps1": ["cases.index"],
     "adm": [
         "diagrams.index",
