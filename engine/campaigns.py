@@ -55,6 +55,14 @@ MAX_TARGETS = 500
 MAX_CHECKLIST_ITEMS = 50
 MAX_CLIENT_ID = 64
 OPENS_CASE = "x-opens-case"
+# The keywords a checklist and each of its items may use.
+CHECKLIST_KEYS = frozenset(
+    {"$schema", "type", "title", "x-title-en", "description", "properties", "required"}
+    | {"additionalProperties"}
+)
+ITEM_KEYS = frozenset(
+    {"type", "title", "x-title-en", "description", "maxLength", "minLength", OPENS_CASE}
+)
 # The grid instance's events the campaign's chain records, by (type, task): a 100% supervision
 # (`overdue`) is the campaign's `escalated`.
 RETURNED, CONFIRMED, CLOSED, LAUNCHED = "returned", "confirmed", "closed", "launched"
@@ -138,7 +146,8 @@ def plan_launch(session: Session, viewer: Viewer, body: Any, now: datetime) -> P
         kind=kind,
         targets=targets,
         due_at=due_at,
-        checklist=checklist,
+        # A visit answers the items and nothing else (what it sends goes into the chain).
+        checklist={**checklist, "additionalProperties": False},
         town=session.get(Unit, town_id),
         grids=grids,
     )
@@ -165,12 +174,17 @@ def checklist_problems(checklist: Any) -> dict[str, str]:
     the items, each a boolean (yes/no) or a string (text); `x-opens-case` only on a boolean."""
     if not isinstance(checklist, dict):
         return {"checklist": "must be a JSON Schema object"}
+    # Only the words a checklist needs: no $ref (the validator would fetch it), no pattern (a
+    # regular expression can take a worker for ever), nothing a visit's check could trip over.
+    unknown = sorted(set(checklist) - CHECKLIST_KEYS)
+    if unknown:
+        return {"checklist": "unsupported keywords: " + ", ".join(unknown)}
     try:
         jsonschema.Draft202012Validator.check_schema(checklist)
         check_data(checklist, "checklist")  # it goes into the chain: no decimals
     except jsonschema.SchemaError as exc:
         return {"checklist": f"is not a valid JSON Schema: {exc.message}"}
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         return {"checklist": str(exc)}
     items = checklist.get("properties")
     if checklist.get("type") != "object" or not isinstance(items, dict) or not items:
@@ -182,6 +196,8 @@ def checklist_problems(checklist: Any) -> dict[str, str]:
         where = f"checklist.properties.{name}"
         if not isinstance(item, dict) or item.get("type") not in ("boolean", "string"):
             problems[where] = "an item must be a boolean (yes/no) or a string (text)"
+        elif set(item) - ITEM_KEYS:
+            problems[where] = "unsupported keywords: " + ", ".join(sorted(set(item) - ITEM_KEYS))
         elif item.get(OPENS_CASE) and item.get("type") != "boolean":
             problems[where] = f"{OPENS_CASE} is for yes/no items only"
     return problems
@@ -712,6 +728,19 @@ def coverage_grids(
 
 
 # --------------------------------------------------------------------------- visits
+
+
+def client_id_taken() -> Conflict:
+    """The one refusal of a visit that sending it again cannot change (the walk's queue drops
+    it); any other 409 (a step that kept losing races) is worth sending again."""
+    refusal = Conflict("this client_id names a visit of another grid")
+    refusal.code = "client_id_taken"
+    return refusal
+
+
+def may_walk(viewer: Viewer) -> bool:
+    """Whether the viewer walks any grid (records visits at all)."""
+    return any(role in WALKERS for role, _unit, _level in viewer.positions)
 
 
 def walker_grid(session: Session, viewer: Viewer, campaign: Campaign, grid_code: Any):

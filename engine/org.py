@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from .clock import iso
 from .events import Chain
-from .models import ApiToken, Household, Liaison, Person, Position, Unit, WorkItem
+from .models import ApiToken, Household, Liaison, Person, Position, Unit, Visit, WorkItem
 from .notify import FORMATS as NOTIFY_FORMATS
 from .notify import is_http_url, webhook_allowance, webhook_refusal
 from .passwords import Passwords
@@ -771,6 +771,16 @@ class _Sync:
                 for number, row in have.items()
                 if number not in households and row.added_by is None
             )
+        # A household a campaign visit names stays (its visit is proof of coverage): the file
+        # no longer lists it, but deleting it would break the visit's record.
+        visited = set()
+        for chunk in _chunks(removed):
+            visited.update(
+                self.session.scalars(
+                    select(Visit.household_id).where(Visit.household_id.in_(chunk))
+                )
+            )
+        removed = [r for r in removed if r not in visited]
         for chunk in _chunks(removed):
             self.session.execute(delete(Household).where(Household.id.in_(chunk)))
         if added:

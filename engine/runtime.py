@@ -488,6 +488,8 @@ class Runtime:
         def step(ctx: StepContext) -> tuple[int, bool]:
             session = ctx.session
             campaign = campaigns.visible(session, actor, campaign_id)
+            if not campaigns.may_walk(actor):  # who, before what they sent (DESIGN §4)
+                raise NotFound("no such household")  # DESIGN §12: none of their grids
             if not isinstance(body, dict):
                 raise Invalid("the request has errors", {"body": "must be a JSON object"})
             household, client_id = body.get("household"), body.get("client_id")
@@ -504,7 +506,7 @@ class Runtime:
             ).first()
             if first is not None:
                 if first.grid_id != instance.grid_id:
-                    raise Conflict("this client_id names a visit of another grid")
+                    raise campaigns.client_id_taken()
                 return first.id, False
             number = household.get("number")
             house = None

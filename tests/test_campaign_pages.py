@@ -161,6 +161,7 @@ def test_a_town_leader_launches_through_the_page_with_its_csrf_token(make_app):
                 "item_2": {"title": "发现焚烧隐患", "type": "boolean", "x-opens-case": True},
                 "item_3": {"title": "备注", "type": "string", "maxLength": 500},
             },
+            "additionalProperties": False,  # a visit answers the items and nothing else
         }
         grids = db.session.scalar(
             select(func.count()).select_from(Case).where(Case.campaign_id == campaign.id)

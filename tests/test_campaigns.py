@@ -231,3 +231,55 @@ def test_the_campaign_closes_when_every_grid_is_confirmed_and_its_chain_verifies
     # The grid's own chain replays from its events like a case's.
     assert replay(gl.session, gl.reload(grid), gl.runtime.registry).ok
     assert gl.session.scalar(select(func.count()).select_from(CaseEvent)) > 0
+
+
+@pytest.mark.parametrize(
+    "checklist, field",
+    [
+        (  # a $ref the validator would fetch from the network on every visit
+            {"type": "object", "properties": {"a": {"type": "boolean", "$ref": "http://x/"}}},
+            "checklist.properties.a",
+        ),
+        (  # a regular expression that can take a worker for ever
+            {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a|a)*$"}}},
+            "checklist.properties.a",
+        ),
+        ({"type": "object", "$defs": {}, "properties": {"a": {"type": "boolean"}}}, "checklist"),
+        ({"type": "object", "properties": {"a": {"type": "boolean"}}, "x": 1.5}, "checklist"),
+    ],
+)
+def test_a_checklist_may_use_only_the_words_a_checklist_needs(gl, checklist, field):
+    with pytest.raises(Invalid) as err:
+        launch(gl, checklist=checklist)
+    assert field in err.value.fields
+    assert gl.session.scalar(select(func.count()).select_from(Campaign)) == 0
+
+
+def test_a_visit_answers_the_checklist_and_nothing_else_and_only_walkers_record_visits(gl):
+    loose = {"type": "object", "properties": {"told": {"type": "boolean"}}}
+    campaign = launch(gl, targets=("V01-D1-G01",), checklist=loose)
+    with pytest.raises(Invalid) as err:  # a float would break the chain: refused as a field
+        visit(gl, campaign, extra=0.5)
+    assert err.value.fields == {"data.extra": "unknown field"}
+    with pytest.raises(NotFound):  # a town leader sees the campaign but walks no grid
+        gl.runtime.record_visit(gl.session, gl.viewer("tl1"), campaign.id, {"bad": 1})
+    assert gl.session.scalar(select(func.count()).select_from(Visit)) == 0
+
+
+def test_an_organisation_import_keeps_a_household_a_visit_names(gl):
+    from conftest import ORG_YAML
+
+    from engine.models import Household, Unit
+    from engine.org import import_org
+    from engine.passwords import Passwords
+
+    campaign = launch(gl, targets=("V01-D1-G01",))
+    visit(gl, campaign, number=4)
+    fewer = ORG_YAML.replace("households: 4", "households: 2")
+    import_org(gl.session, fewer, Passwords(cheap=True))
+    gl.session.commit()
+    grid = gl.session.scalars(select(Unit).where(Unit.code == "V01-D1-G01")).one()
+    numbers = gl.session.scalars(
+        select(Household.number).where(Household.grid_id == grid.id).order_by(Household.number)
+    ).all()
+    assert numbers == [1, 2, 4]  # 3 went with the file; 4 stays for its visit

@@ -75,6 +75,8 @@ def _engine_error(exc: GridloopError):
         NotFound: _("There is no such household in the grids you walk."),
         Conflict: _("This visit was recorded for another grid."),
     }
+    if isinstance(exc, Conflict) and exc.code != "client_id_taken":
+        messages[Conflict] = _("Others were saving in this grid just now; it will be sent again.")
     message = messages.get(type(exc)) or _("Please correct the marked fields.")
     fields = {k: _error_text(v, None) for k, v in (exc.fields or {}).items()}
     return _json_error(status, exc.code, str(message), fields or None)
@@ -276,7 +278,8 @@ def form_answers(campaign: Campaign, form) -> dict[str, Any]:
 def _record_form(campaign_id: int, code: str):
     campaign, _instance = _walk(campaign_id, code)
     raw_number = request.form.get("number", "")
-    number = int(raw_number) if raw_number.isdigit() and len(raw_number) < 10 else None
+    digits = raw_number.isascii() and raw_number.isdigit()
+    number = int(raw_number) if digits and len(raw_number) < 10 else None
     if number is None:
         raise NotFound("no such household")
     data = form_answers(campaign, request.form)

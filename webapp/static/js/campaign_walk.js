@@ -285,6 +285,9 @@
             return ok ? sendOne(visit, true) : signedOut ? "stop" : "keep";
           });
         }
+        if (got.status === 409 && code !== "client_id_taken") {
+          return "keep"; // the grid was busy (others saving at once): send it again later
+        }
         if (got.status >= 400 && got.status < 500 && got.status !== 408 && got.status !== 429 && got.body) {
           drop(visit.client_id); // refused for good: sending it again changes nothing
           if (row) {
