@@ -205,7 +205,7 @@ def test_a_database_migrated_from_0009_has_due_key_filled(new_database, engines,
     # the diagram version (no comment, no activation) and the grid with the units above it.
     # The organisation file is imported after the upgrade, onto these units by their codes.
     at_0009 = MetaData()
-    at_0009.reflect(engine, only=["diagram_version", "unit"])
+    at_0009.reflect(engine, only=["diagram_version", "unit", "case"])
     units = at_0009.tables["unit"]
     with engine.begin() as conn:
         conn.execute(
@@ -233,10 +233,11 @@ def test_a_database_migrated_from_0009_has_due_key_filled(new_database, engines,
         ).scalar_one()
         diagram = conn.execute(select(at_0009.tables["diagram_version"].c.id)).scalar_one()
         conn.execute(
-            insert(Case.__table__),
+            at_0009.tables["case"].insert(),
             {"id": 1, "number": "XDK-2026-000001", "title": "路灯", "description": "",
              "town_id": town_id, "village_id": village_id, "district_id": district_id,
-             "grid_id": grid_id, "status": "handling", "opened_at": START, "updated_at": START,
+             "grid_id": grid_id, "status": "handling", "opened_at": START.replace(tzinfo=None),
+             "updated_at": START.replace(tzinfo=None),
              "reopen_count": 0, "overdue_marked": False, "event_seq": 0, "event_head": "0" * 64,
              "diagram_id": diagram, "workflow": "", "version": 1},
         )  # fmt: skip

@@ -23,7 +23,7 @@ from datetime import timedelta
 
 from alembic import command
 from conftest import GRID, ORG_YAML, START
-from sqlalchemy import MetaData, event, insert, literal_column, or_, select
+from sqlalchemy import MetaData, event, literal_column, or_, select
 from sqlalchemy.orm import joinedload
 from test_migrations import _differences
 
@@ -300,11 +300,15 @@ def _fill_0012(engine, session) -> dict[str, int]:
             {"id": n, "number": f"XDK-2026-{n:06d}", "title": "路灯", "description": "",
              "town_id": village.parent_id, "village_id": village.id, "district_id": district.id,
              "grid_id": grid.id, "owner": OWNERS[code], "status": "handling",
-             "opened_at": START, "updated_at": START, "reopen_count": 0,
+             "opened_at": START.replace(tzinfo=None), "updated_at": START.replace(tzinfo=None),
+             "reopen_count": 0,
              "overdue_marked": False, "event_seq": 0, "event_head": "0" * 64,
              "diagram_id": diagram, "workflow": "", "version": 1}
         )  # fmt: skip
-    session.execute(insert(Case.__table__), rows)
+    # Through 0012's own case table (the model's has later columns).
+    at_0012 = MetaData()
+    at_0012.reflect(engine, only=["case"])
+    session.execute(at_0012.tables["case"].insert(), rows)
     session.commit()
 
     table = MetaData()
