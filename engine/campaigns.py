@@ -23,7 +23,7 @@ also a `visited` event on its grid's chain, so the chain covers what was recorde
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -54,6 +54,7 @@ MAX_INSTRUCTIONS = 5000
 MAX_TARGETS = 500
 MAX_CHECKLIST_ITEMS = 50
 MAX_CLIENT_ID = 64
+MAX_SPAN = timedelta(days=366)  # from launch to due
 OPENS_CASE = "x-opens-case"
 # The keywords a checklist and each of its items may use.
 CHECKLIST_KEYS = frozenset(
@@ -159,13 +160,15 @@ def _instant(value: Any, now: datetime, problems: dict[str, str]) -> datetime | 
         return None
     try:
         due = parse_iso(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: beyond year 9999 in UTC
         problems["due_at"] = "must be an ISO 8601 time with its offset"
         return None
     if due.tzinfo is None:
         problems["due_at"] = "must be an ISO 8601 time with its offset"
     elif due <= now:
         problems["due_at"] = "must be in the future"
+    elif due - now > MAX_SPAN:
+        problems["due_at"] = "must be within a year"
     return due
 
 
@@ -291,6 +294,7 @@ def insert_campaign(session: Session, plan: Plan, actor: str, now: datetime) -> 
         "diagram_id": version.id,
         "event_seq": 0,
         "event_head": GENESIS,
+        "digested_seq": 0,
     }
     campaign_id = session.execute(insert(CAMPAIGNS).returning(CAMPAIGNS.c.id), row).scalar_one()
     campaign = SimpleNamespace(id=campaign_id, diagram_sha=version.sha256, **row)
@@ -638,7 +642,11 @@ def coverage(
     unit = session.get(Unit, campaign.town_id)
     if unit_code is not None:
         unit = session.scalars(select(Unit).where(Unit.code == unit_code)).first()
-        if unit is None or unit.level not in ("town", "village", "district", "grid"):
+        if (
+            unit is None
+            or unit.level not in ("town", "village", "district", "grid")
+            or (unit.level == "town" and unit.id != campaign.town_id)
+        ):
             raise NotFound("no such unit")
     grids = [g for g in grid_states(session, viewer, campaign, now) if _under(g, unit)]
     figures = _figures(unit, grids)

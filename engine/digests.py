@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from . import admin_log
 from .clock import SHANGHAI, iso
 from .events import GENESIS, canonical, check_chain, check_rewrite
-from .models import Case, CaseEvent, ChainRewrite, Digest
+from .models import Campaign, CampaignEvent, Case, CaseEvent, ChainRewrite, Digest
 
 CHUNK = 500  # cases verified per query
 
@@ -53,7 +53,16 @@ def make(session: Session, now: datetime, made_by: str) -> Digest:
         ).all(),
         key=lambda row: row.number,
     )
-    heads = [[number, seq, head] for _id, number, seq, head in rows]
+    # A campaign's own chain (engine/campaigns.py) is anchored like a case's, by its number.
+    grown = session.execute(
+        select(Campaign.id, Campaign.number, Campaign.event_seq, Campaign.event_head).where(
+            Campaign.event_seq > Campaign.digested_seq
+        )
+    ).all()
+    heads = sorted(
+        ([number, seq, head] for _id, number, seq, head in (*rows, *grown)),
+        key=lambda h: h[0],
+    )
     log_head = admin_log.undigested(session)  # the administration log is one more chain
     if log_head is not None:
         heads.append(log_head)
@@ -76,6 +85,13 @@ def make(session: Session, now: datetime, made_by: str) -> Digest:
         session.execute(
             update(Case)
             .where(Case.id == case_id, Case.digested_seq < seq)
+            .values(digested_seq=seq)
+            .execution_options(synchronize_session=False)
+        )
+    for campaign_id, _number, seq, _head in grown:
+        session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id, Campaign.digested_seq < seq)
             .values(digested_seq=seq)
             .execution_options(synchronize_session=False)
         )
@@ -184,8 +200,8 @@ def verify_all(
     log_heads = expected.pop(admin_log.LOG, [])
     if case_number is None:
         _check_admin_log(session, report, log_heads)
-    if case_number is None:  # a case a digest names must still exist
-        present = {number for _id, number in cases}
+        present = {number for _id, number in cases} | _check_campaigns(session, report, expected)
+        # A chain a digest names must still exist.
         for number, heads in sorted(expected.items()):
             if number not in present:
                 seq, _head, n = min(heads)
@@ -208,6 +224,33 @@ def _check_admin_log(
     if found:
         seq, reason = min(found)
         report.problems.append(Problem(admin_log.LOG, seq, reason))
+
+
+def _check_campaigns(session: Session, report: Report, expected: dict) -> set[str]:
+    """Each campaign's own chain on its own and against every digest naming it; returns their
+    numbers."""
+    numbers = set()
+    for campaign_id, number in session.execute(
+        select(Campaign.id, Campaign.number).order_by(Campaign.id)
+    ):
+        numbers.add(number)
+        rows = list(
+            session.scalars(
+                select(CampaignEvent)
+                .where(CampaignEvent.campaign_id == campaign_id)
+                .order_by(CampaignEvent.seq)
+            )
+        )
+        report.events += len(rows)
+        found = [
+            b
+            for b in (check_chain(number, rows), _check_against(rows, expected.get(number, ())))
+            if b is not None
+        ]
+        if found:
+            seq, reason = min(found)
+            report.problems.append(Problem(number, seq, reason))
+    return numbers
 
 
 def _digested_heads(session: Session, report: Report) -> dict[str, list[tuple[int, str, int]]]:

@@ -602,6 +602,8 @@ class Campaign(Base):
     diagram_id: Mapped[int] = mapped_column(ForeignKey("diagram_version.id"))
     event_seq: Mapped[int] = mapped_column(Integer, default=0)
     event_head: Mapped[str] = mapped_column(String(64), default="0" * 64)
+    # The seq of this chain's head in the latest digest that names it (0: in none yet).
+    digested_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class CampaignEvent(Base):

@@ -7,6 +7,7 @@ what is missing."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -283,3 +284,60 @@ def test_an_organisation_import_keeps_a_household_a_visit_names(gl):
         select(Household.number).where(Household.grid_id == grid.id).order_by(Household.number)
     ).all()
     assert numbers == [1, 2, 4]  # 3 went with the file; 4 stays for its visit
+
+
+def test_the_campaign_chain_is_in_the_daily_digest_and_a_rewrite_of_it_is_caught(gl):
+    from sqlalchemy import update
+
+    from engine import digests
+    from engine.models import CampaignEvent
+
+    campaign = launch(gl, targets=("V01-D1-G01",))
+    digest = digests.make(gl.session, START, "aud")
+    gl.session.commit()
+    heads = {number: (seq, head) for number, seq, head in json.loads(digest.heads)}
+    assert heads[campaign.number][0] == 1  # its `launched` event
+    assert [n for n in heads if n.startswith(campaign.number + "-")]  # and its grid's chain
+    assert digests.verify_all(gl.session).ok
+    # Someone rewrites the launch's targets and recomputes the hash: the digest still catches it.
+    event = gl.session.scalars(select(CampaignEvent)).one()
+    data = json.loads(event.data)
+    data["targets"] = ["V02"]
+    forged = {**campaigns.events_of(gl.session, campaign)[0], "data": data}
+    forged.pop("hash")
+    gl.session.execute(
+        update(CampaignEvent)
+        .where(CampaignEvent.id == event.id)
+        .values(data=json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":")),
+                hash=chain_hash("0" * 64, forged))
+    )  # fmt: skip
+    gl.session.commit()
+    report = digests.verify_all(gl.session)
+    assert [(p.case, p.seq, p.reason) for p in report.problems] == [
+        (campaign.number, 1, "does not match digest 1")
+    ]
+
+
+@pytest.mark.parametrize(
+    "due, message",
+    [
+        ("9999-12-31T23:59:59-01:00", "must be an ISO 8601 time with its offset"),
+        ("2030-01-01T00:00:00+08:00", "must be within a year"),
+        ("2026-12-01T00:00:00", "must be an ISO 8601 time with its offset"),
+    ],
+)
+def test_a_due_time_out_of_range_is_a_field_problem_not_a_crash(gl, due, message):
+    with pytest.raises(Invalid) as err:
+        launch(gl, due_at=due)
+    assert err.value.fields == {"due_at": message}
+
+
+def test_coverage_of_another_town_is_not_found(gl, session):
+    from engine.models import Unit
+
+    campaign = launch(gl, targets=("V01-D1-G01",))
+    other = Unit(code="ZZ", name="别镇", level="town", households=0, settings={})
+    session.add(other)
+    session.commit()
+    with pytest.raises(NotFound):
+        campaigns.coverage(gl.session, gl.viewer("aud"), campaign, "ZZ", START)

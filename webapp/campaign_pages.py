@@ -248,9 +248,9 @@ def _due(day: str, clock: str) -> tuple[str | None, str | None]:
         return None, _("Enter a due date and time.")
     try:
         when = datetime.combine(date.fromisoformat(day), time.fromisoformat(clock), SHANGHAI)
-    except ValueError:
+        return iso(when), None
+    except (ValueError, OverflowError):  # OverflowError: a year 1 in Asia/Shanghai is before UTC's
         return None, _("Enter the date as YYYY-MM-DD and the time as HH:MM.")
-    return iso(when), None
 
 
 def _messages(problems: dict[str, str], targets: list[str]) -> dict[str, str]:
@@ -275,6 +275,8 @@ def _messages(problems: dict[str, str], targets: list[str]) -> dict[str, str]:
             said["due"] = (
                 _("The due time must be in the future.")
                 if "future" in problem
+                else _("The due time must be within a year.")
+                if "within a year" in problem
                 else _("Enter a due date and time.")
             )
         elif field.startswith("targets["):

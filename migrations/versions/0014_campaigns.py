@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("diagram_id", sa.Integer(), nullable=False),
         sa.Column("event_seq", sa.Integer(), nullable=False),
         sa.Column("event_head", sa.String(length=64), nullable=False),
+        sa.Column("digested_seq", sa.Integer(), nullable=False, server_default="0"),
         sa.ForeignKeyConstraint(["town_id"], ["unit.id"]),
         sa.ForeignKeyConstraint(["diagram_id"], ["diagram_version.id"]),
         sa.PrimaryKeyConstraint("id"),
