@@ -56,13 +56,23 @@ MAX_CHECKLIST_ITEMS = 50
 MAX_CLIENT_ID = 64
 MAX_SPAN = timedelta(days=366)  # from launch to due
 OPENS_CASE = "x-opens-case"
+# A yes/no item whose yes marks the household as in the grid's group chat (一户一代表): a group
+# drive has one; launching one without it adds IN_GROUP_ITEM.
+SETS_IN_GROUP = "x-in-group"
+IN_GROUP_ITEM = {
+    "type": "boolean",
+    "title": "已入群",
+    "x-title-en": "A representative joined the group chat",
+    SETS_IN_GROUP: True,
+}
 # The keywords a checklist and each of its items may use.
 CHECKLIST_KEYS = frozenset(
     {"$schema", "type", "title", "x-title-en", "description", "properties", "required"}
     | {"additionalProperties"}
 )
 ITEM_KEYS = frozenset(
-    {"type", "title", "x-title-en", "description", "maxLength", "minLength", OPENS_CASE}
+    {"type", "title", "x-title-en", "description", "maxLength", "minLength"}
+    | {OPENS_CASE, SETS_IN_GROUP}
 )
 # The grid instance's events the campaign's chain records, by (type, task): a 100% supervision
 # (`overdue`) is the campaign's `escalated`.
@@ -147,10 +157,28 @@ def plan_launch(session: Session, viewer: Viewer, body: Any, now: datetime) -> P
         kind=kind,
         targets=targets,
         due_at=due_at,
-        # A visit answers the items and nothing else (what it sends goes into the chain).
-        checklist={**checklist, "additionalProperties": False},
+        checklist=_completed(checklist, kind),
         town=session.get(Unit, town_id),
         grids=grids,
+    )
+
+
+def _completed(checklist: dict, kind: str) -> dict:
+    """The checklist as launched: a visit answers its items and nothing else (what it sends goes
+    into the chain), and a group drive asks whether the household joined the group chat."""
+    checklist = {**checklist, "additionalProperties": False}
+    items = checklist["properties"]
+    if kind == "group_drive" and not any(i.get(SETS_IN_GROUP) for i in items.values()):
+        checklist["properties"] = {**items, "in_group": dict(IN_GROUP_ITEM)}
+    return checklist
+
+
+def joins_group(campaign: Campaign, data: dict) -> bool:
+    """Whether this visit's answer says the household joined the group chat."""
+    items = campaign.checklist.get("properties", {})
+    return any(
+        isinstance(item, dict) and item.get(SETS_IN_GROUP) and data.get(name) is True
+        for name, item in items.items()
     )
 
 
@@ -201,8 +229,8 @@ def checklist_problems(checklist: Any) -> dict[str, str]:
             problems[where] = "an item must be a boolean (yes/no) or a string (text)"
         elif set(item) - ITEM_KEYS:
             problems[where] = "unsupported keywords: " + ", ".join(sorted(set(item) - ITEM_KEYS))
-        elif item.get(OPENS_CASE) and item.get("type") != "boolean":
-            problems[where] = f"{OPENS_CASE} is for yes/no items only"
+        elif (item.get(OPENS_CASE) or item.get(SETS_IN_GROUP)) and item.get("type") != "boolean":
+            problems[where] = f"{OPENS_CASE} and {SETS_IN_GROUP} are for yes/no items only"
     return problems
 
 

@@ -554,6 +554,12 @@ class Runtime:
                     "case_id": case_id,
                 },
             ).scalar_one()
+            if campaigns.joins_group(campaign, data) and not house.in_group:
+                session.execute(
+                    update(Household.__table__)
+                    .where(Household.__table__.c.id == house.id)
+                    .values(in_group=True)
+                )
             self._touch(ctx, projection.case_row(session, instance.id), ("visited", None, event))
             return visit_id, True
 

@@ -225,7 +225,7 @@ def test_the_script_written_schema_is_read_and_rebuilt_from_its_items(app):
 
     response = client.post(
         "/campaigns/new",
-        data=form(kind="group_drive", checklist=json.dumps(written, ensure_ascii=False)),
+        data=form(kind="survey", checklist=json.dumps(written, ensure_ascii=False)),
     )
     assert response.status_code == 302, text_of(response)
     with app.app_context():

@@ -341,3 +341,18 @@ def test_coverage_of_another_town_is_not_found(gl, session):
     session.commit()
     with pytest.raises(NotFound):
         campaigns.coverage(gl.session, gl.viewer("aud"), campaign, "ZZ", START)
+
+
+def test_a_group_drive_asks_about_the_group_chat_and_a_yes_marks_the_household(gl):
+    from engine.models import Household
+
+    drive = launch(gl, targets=("V01-D1-G01",), kind="group_drive")
+    assert drive.checklist["properties"]["in_group"]["x-in-group"] is True
+    visit(gl, drive, number=2, in_group=True)
+    visit(gl, drive, number=3, in_group=False)
+    joined = gl.session.scalars(
+        select(Household.number).where(Household.in_group.is_(True)).order_by(Household.number)
+    ).all()
+    assert joined == [2]
+    left = campaigns.unreached(gl.session, gl.viewer("gl1"), drive, None, START)
+    assert [(h["number"], h["visited"]) for h in left] == [(1, False), (3, True), (4, False)]
