@@ -10,48 +10,29 @@ writes progress through another, committed as it goes, so the page can follow it
 from __future__ import annotations
 
 import logging
-import threading
 
 from engine.clock import iso
 from engine.digests import verify_all
 from engine.models import Job
 
+from .background import start_job
 from .root import Root
-from .scheduler import QUEUE
 
 log = logging.getLogger(__name__)
 KIND = "verify"
-JOB_TIMEOUT = 6 * 3600  # a province's chains take a while
 
 
 def start_verification(root: Root, by: str, inline: bool = False) -> int:
     """Record a queued verification and start it; its job id. `inline` runs it before returning
     (tests, and the CLI have their own command)."""
-    with root.session() as session:
-        job = Job(
-            kind=KIND,
-            state="queued",
-            done=0,
-            total=0,
-            created_by=by,
-            created_at=root.clock.now(),
-        )
-        session.add(job)
-        session.commit()
-        job_id = job.id
-    if inline:
-        run_verification(root, job_id)
-    elif root.redis_url:
-        from rq import Queue
-
-        Queue(QUEUE, connection=root.redis).enqueue(
-            "jobs.audit.verification_job", job_id, job_timeout=JOB_TIMEOUT
-        )
-    else:
-        threading.Thread(
-            target=run_verification, args=(root, job_id), name=f"gridloop-verify-{job_id}"
-        ).start()
-    return job_id
+    return start_job(
+        root,
+        kind=KIND,
+        by=by,
+        run=run_verification,
+        rq_function="jobs.audit.verification_job",
+        inline=inline,
+    )
 
 
 def run_verification(root: Root, job_id: int) -> None:

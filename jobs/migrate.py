@@ -12,19 +12,17 @@ for (an unknown hash is refused then) and again when it starts, from what the re
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from engine import migration
 from engine.clock import iso
 from engine.models import Job
 
+from .background import start_job
 from .root import Root
-from .scheduler import QUEUE
 
 log = logging.getLogger(__name__)
 KIND = "migrate"
-JOB_TIMEOUT = 6 * 3600
 PROGRESS_EVERY = 20  # cases between progress commits (and after the last)
 
 
@@ -39,32 +37,16 @@ def start_migration(
     """Record a queued migration and start it; its job id. `inline` runs it before returning
     (tests; the CLI)."""
     request = {"to": to, "cases": cases, "from": source}
-    with root.session() as session:
-        job = Job(
-            kind=KIND,
-            state="queued",
-            done=0,
-            total=len(cases) if cases is not None else 0,
-            result={"request": request, "results": []},
-            created_by=by,
-            created_at=root.clock.now(),
-        )
-        session.add(job)
-        session.commit()
-        job_id = job.id
-    if inline:
-        run_migration(root, job_id)
-    elif root.redis_url:
-        from rq import Queue
-
-        Queue(QUEUE, connection=root.redis).enqueue(
-            "jobs.migrate.migration_job", job_id, job_timeout=JOB_TIMEOUT
-        )
-    else:
-        threading.Thread(
-            target=run_migration, args=(root, job_id), name=f"gridloop-migrate-{job_id}"
-        ).start()
-    return job_id
+    return start_job(
+        root,
+        kind=KIND,
+        by=by,
+        run=run_migration,
+        rq_function="jobs.migrate.migration_job",
+        inline=inline,
+        total=len(cases) if cases is not None else 0,
+        result={"request": request, "results": []},
+    )
 
 
 def run_migration(root: Root, job_id: int) -> None:
