@@ -831,3 +831,20 @@ def visit_json(visit: Visit, grid_code: str, number: int, case_number: str | Non
         "at": iso(visit.at),
         "case": case_number,
     }
+
+
+def hazard_cases(session: Session, viewer: Viewer, campaign: Campaign) -> list[Case]:
+    """The cases the campaign's visits opened (hazards, disputes), those the viewer may read,
+    newest first: the campaign's side of the link both ways (DESIGN §12)."""
+    return list(
+        session.scalars(
+            select(Case)
+            .where(
+                Case.campaign_id == campaign.id,
+                Case.process != CAMPAIGN_PROCESS_ID,
+                case_scope(viewer),
+            )
+            .order_by(Case.id.desc())
+            .limit(200)
+        )
+    )

@@ -27,6 +27,7 @@ from .case_search import overdue_condition
 from .clock import SHANGHAI
 from .deadlines import item_overdue
 from .models import TIERS, Case, CaseFact, FeedbackFact, Unit, WorkItem, case_unit
+from .specs import PROCESS_ID
 
 CHILD_LEVEL = {"town": "village", "village": "district", "district": "grid"}
 LEVEL_COLUMN = {
@@ -448,6 +449,7 @@ def slowest_open(
         .where(
             case_unit(Case, unit.level) == unit.id,
             case_scope(viewer),
+            Case.process == PROCESS_ID,  # a campaign's grid items are not cases waiting
             WorkItem.completed_at.is_(None),
         )
         .order_by(WorkItem.created_at, WorkItem.id)

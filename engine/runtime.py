@@ -537,7 +537,8 @@ class Runtime:
                         campaign.title + "：" + "、".join(items[h].get("title", h) for h in hazards)
                     )[:200],
                     grid=household["grid"],
-                    household=f"{number}号 {house.head or ''}".strip()[:100],
+                    # The number only: the opened event keeps it for good (no names, §6).
+                    household=f"{number}号",
                     campaign=(campaign.id, campaign.number),
                 )
                 event["case"] = session.scalar(select(Case.number).where(Case.id == case_id))

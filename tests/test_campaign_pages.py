@@ -327,7 +327,7 @@ def test_the_heat_table_lists_villages_and_drills_down_to_a_grid(app):
     assert rows == [(G01, "2"), (G01, "4")]
     assert "139****1111" in grid and "13900001111" not in grid
     assert "未走访住户（2）" in grid.replace(" (", "（").replace(")", "）")
-    assert "未走访" in grid and "未入群" in grid
+    assert "未走访" in grid and "未入群" not in grid  # a patrol asks nothing of the group chat
     # The breadcrumb leads back up.
     assert f'href="{url}"' in grid and f'href="{url}?unit=V01-D1"' in grid
 
@@ -340,6 +340,7 @@ def test_a_group_drive_also_lists_the_households_not_in_the_group(app):
     rows = re.findall(r'data-testid="household" data-grid="[^"]+" data-number="(\d+)"', page)
     assert rows == ["2", "3", "4"]  # 3 was visited but is not in the group
     assert "未走访或未入群住户" in page and "一户一代表入群" in page
+    assert "未入群" in page.replace("未走访或未入群住户", "")  # the badge on household 3
 
 
 def test_the_walk_link_is_for_the_grids_own_officers_and_leader(app):

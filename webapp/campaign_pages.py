@@ -452,6 +452,7 @@ def show(campaign_id: int):
         unreached=unreached[:UNREACHED_SHOWN],
         unreached_more=len(unreached) > UNREACHED_SHOWN,
         group_drive=campaign.kind == "group_drive",
+        hazards=campaigns.hazard_cases(db.session, me, campaign),
         walks=_walks(grids),
         checklist=campaign.checklist.get("properties", {}),
         unit_code=code,

@@ -31,7 +31,7 @@ from engine.case_search import STATUSES as SEARCH_STATUSES
 from engine.deadlines import case_deadline
 from engine.errors import Forbidden, Invalid, NotFound
 from engine.events import as_dict, case_events
-from engine.models import Case, CaseDepartment, Household, Person, Unit, WorkItem
+from engine.models import Campaign, Case, CaseDepartment, Household, Person, Unit, WorkItem
 
 from . import schemas
 from .api import case_json, flatten_messages, open_items_of
@@ -220,6 +220,8 @@ def show(number: str):
         departments=departments,
         events=[event_view(e, names) for e in events],
         satisfaction=SATISFACTION_NAMES.get(case.satisfaction),
+        # A hazard found on a campaign's visit links back to its campaign (DESIGN §12).
+        campaign=db.session.get(Campaign, case.campaign_id) if case.campaign_id else None,
     )
 
 

@@ -26,8 +26,8 @@ from engine.deadlines import case_deadline, item_overdue
 from engine.errors import Conflict, Forbidden, Invalid, NotFound
 from engine.events import as_dict, case_events
 from engine.inbox import inbox_page, watch_items
-from engine.models import Case, Unit, WorkItem
-from engine.specs import PROCESS_ID
+from engine.models import Campaign, Case, Unit, WorkItem
+from engine.specs import CAMPAIGN_PROCESS_ID
 from engine.words import choices_of
 
 from .api import open_items_of
@@ -202,7 +202,8 @@ def task(item_id: int):
         access_log.record(db.session, viewer(), item.case_id, "page", now())
         item = _visible_item(item_id)  # the log's commit expired it
         return _task_page(item, schema, _initial_values(item, schema))
-    number = item.case.number
+    number, campaign_id = item.case.number, item.case.campaign_id
+    campaign_item = item.case.process == CAMPAIGN_PROCESS_ID
     try:
         _engine(
             item_id,
@@ -214,6 +215,8 @@ def task(item_id: int):
         values = _submitted_values(schema, request.form)
         return _task_page(item, schema, values, exc.fields or {}), 400
     flash(_("Submitted."))
+    if campaign_item:  # a grid's return or confirmation: back to its campaign
+        return redirect(url_for("campaigns.show", campaign_id=campaign_id))
     return redirect(url_for("cases.show", number=number))
 
 
@@ -277,7 +280,7 @@ def diagram_xml(number: str):
         abort(404)
     files = case.diagram.files
     bpmn = [text for path, text in sorted(files.items()) if path.endswith(".bpmn")]
-    text = next((t for t in bpmn if f'id="{PROCESS_ID}"' in t), bpmn[0] if bpmn else None)
+    text = next((t for t in bpmn if f'id="{case.process}"' in t), bpmn[0] if bpmn else None)
     if text is None:
         abort(404)
     response = Response(lanes_for_people(text), mimetype="application/xml")
@@ -348,6 +351,13 @@ def _conflict(item_id: int) -> Conflict:
     return Conflict(_("The case changed meanwhile. Please try again."))
 
 
+def _campaign_of(case: Case) -> Campaign | None:
+    """The campaign a grid's instance belongs to (its task page shows the campaign, not a case)."""
+    if case.process != CAMPAIGN_PROCESS_ID or case.campaign_id is None:
+        return None
+    return db.session.get(Campaign, case.campaign_id)
+
+
 def _task_page(
     item: WorkItem,
     schema: dict,
@@ -382,6 +392,7 @@ def _task_page(
         overdue=item_overdue(item, now()),
         case_deadline=case_deadline(open_items, now()),
         steps=step_strip(case.status),
+        campaign=_campaign_of(case),
     )
 
 

@@ -40,6 +40,10 @@ STATUS_NAMES = {
     "reporting": lazy_gettext("Reporting"),
     "archived": lazy_gettext("Archived"),
     "rejected": lazy_gettext("Rejected"),
+    # A campaign's grid instance (workflows/bpmn/campaign.bpmn).
+    "returning": lazy_gettext("Walking and returning"),
+    "confirming": lazy_gettext("Confirming the return"),
+    "confirmed": lazy_gettext("Confirmed"),
 }
 TASK_NAMES = {
     "accept": lazy_gettext("Accept"),
@@ -47,6 +51,8 @@ TASK_NAMES = {
     "feedback": lazy_gettext("Feedback"),
     "report": lazy_gettext("Report"),
     "review": lazy_gettext("Review"),
+    "campaign_return": lazy_gettext("Walk and return"),
+    "campaign_confirm": lazy_gettext("Confirm the grid's return"),
 }
 # The five steps of the loop, for progress strips: 受理 → 处置 → 反馈 → 上报 → 归档.
 STEPS = (
