@@ -861,3 +861,19 @@ def _compiled(source: str, mode: str):
 class RestrictedScriptEngine(PythonScriptEngine):
     def __init__(self, helpers: Mapping[str, Callable[..., Any]]):
         super().__init__(environment=RestrictedEnvironment(helpers))
+
+    def validate(self, expression):
+        """Whether the text parses (SyntaxError if not), remembered per text: SpiffWorkflow's DMN
+        engine asks it of each input and each cell it evaluates, on every evaluation."""
+        problem = _syntax_error(expression)
+        if problem is not None:
+            raise SyntaxError(problem)
+
+
+@lru_cache(maxsize=4096)
+def _syntax_error(expression: str) -> str | None:
+    try:
+        ast.parse(expression)
+    except SyntaxError as exc:
+        return str(exc)
+    return None
