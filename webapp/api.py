@@ -101,8 +101,13 @@ def token_required(view):
         if not header.startswith("Bearer "):
             return error(401, "unauthorized", "a Bearer token is required")
         digest = hashlib.sha256(header[7:].strip().encode()).hexdigest()
-        token = db.session.get(ApiToken, digest)
-        person = db.session.get(Person, token.person_id) if token else None
+        # The token and its person in one SELECT (the person's positions follow in another).
+        found = db.session.execute(
+            select(ApiToken, Person)
+            .join(Person, Person.id == ApiToken.person_id)
+            .where(ApiToken.token_hash == digest)
+        ).first()
+        token, person = found if found is not None else (None, None)
         if (
             token is None
             or token.expires_at <= now()
