@@ -97,6 +97,12 @@ def _all_positions(viewer: Viewer):
         yield from cover.positions
 
 
+def held_positions(viewer: Viewer) -> list[tuple[str, int, str]]:
+    """(role, unit id, level) of every position the viewer works: their own and, while a
+    delegation (代理) runs, their delegators'."""
+    return list(_all_positions(viewer))
+
+
 def case_scope(viewer: Viewer) -> ColumnElement[bool]:
     """SQL condition: the cases this viewer may read."""
     if viewer.is_auditor:

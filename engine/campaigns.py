@@ -31,7 +31,7 @@ import jsonschema
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from .access import Viewer, case_scope
+from .access import Viewer, case_scope, held_positions
 from .clock import SHANGHAI, iso, parse_iso
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .events import GENESIS, canonical, check_data, next_event
@@ -775,8 +775,9 @@ def client_id_taken() -> Conflict:
 
 
 def may_walk(viewer: Viewer) -> bool:
-    """Whether the viewer walks any grid (records visits at all)."""
-    return any(role in WALKERS for role, _unit, _level in viewer.positions)
+    """Whether the viewer walks any grid (records visits at all), in their own name or, while a
+    delegation runs, for a colleague (代理)."""
+    return any(role in WALKERS for role, _unit, _level in held_positions(viewer))
 
 
 def walker_grid(session: Session, viewer: Viewer, campaign: Campaign, grid_code: Any):
@@ -794,7 +795,7 @@ def walker_grid(session: Session, viewer: Viewer, campaign: Campaign, grid_code:
         )
     ).first()
     if row is None or not any(
-        role in WALKERS and unit_id == row.grid_id for role, unit_id, _l in viewer.positions
+        role in WALKERS and unit_id == row.grid_id for role, unit_id, _l in held_positions(viewer)
     ):
         raise NotFound("no such household")
     return row

@@ -356,3 +356,25 @@ def test_a_group_drive_asks_about_the_group_chat_and_a_yes_marks_the_household(g
     assert joined == [2]
     left = campaigns.unreached(gl.session, gl.viewer("gl1"), drive, None, START)
     assert [(h["number"], h["visited"]) for h in left] == [(1, False), (3, True), (4, False)]
+
+
+def test_a_delegate_walks_the_grid_of_the_grid_leader_they_stand_in_for(gl):
+    from engine.access import viewer_of
+    from engine.models import Delegation, Person
+
+    campaign = launch(gl, targets=("V01-D1-G01",))
+    body = {"household": {"grid": "V01-D1-G01", "number": 1}, "data": {"told": True}}
+    dl1 = gl.session.scalars(select(Person).where(Person.username == "dl1")).one()
+    with pytest.raises(NotFound):  # a district leader walks no grid of their own
+        gl.runtime.record_visit(gl.session, viewer_of(gl.session, dl1, START), campaign.id,
+                                {**body, "client_id": "d-0"})  # fmt: skip
+    gl.session.add(
+        Delegation(delegator="gl1", delegate="dl1", starts_at=START - timedelta(hours=1),
+                   ends_at=START + timedelta(days=2), created_at=START)
+    )  # fmt: skip
+    gl.session.commit()
+    standing_in = viewer_of(gl.session, dl1, START)
+    made, new = gl.runtime.record_visit(
+        gl.session, standing_in, campaign.id, {**body, "client_id": "d-1"}
+    )
+    assert (new, made.recorded_by) == (True, "dl1")

@@ -32,6 +32,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from engine import campaigns
+from engine.access import held_positions
 from engine.clock import SHANGHAI, iso
 from engine.errors import Forbidden, Invalid, NotFound
 from engine.models import Campaign, Unit
@@ -423,7 +424,9 @@ def _trail(unit_code: str, town_id: int) -> list[Unit]:
 
 def _walks(grids) -> list[Any]:
     """The campaign's grids the viewer walks (their information officer or leader)."""
-    mine = {unit_id for role, unit_id, _level in viewer().positions if role in campaigns.WALKERS}
+    mine = {
+        unit_id for role, unit_id, _level in held_positions(viewer()) if role in campaigns.WALKERS
+    }
     return [g for g in grids if g.id in mine]
 
 
