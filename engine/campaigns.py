@@ -542,6 +542,7 @@ class GridState:
     code: str
     name: str
     case_id: int
+    number: str  # the grid instance's chain (replay, dossier and step-through read it)
     status: str
     supervised: bool
     returned: bool
@@ -558,7 +559,13 @@ def grid_states(
     """The campaign's grids the viewer's units hold, with what each has done."""
     rows = session.execute(
         select(
-            Case.id, Case.grid_id, Case.district_id, Case.village_id, Case.status, Case.closed_at
+            Case.id,
+            Case.number,
+            Case.grid_id,
+            Case.district_id,
+            Case.village_id,
+            Case.status,
+            Case.closed_at,
         ).where(
             Case.campaign_id == campaign.id,
             Case.process == CAMPAIGN_PROCESS_ID,
@@ -609,6 +616,7 @@ def grid_states(
                 code=unit.code,
                 name=unit.name,
                 case_id=r.id,
+                number=r.number,
                 status=r.status,
                 supervised=r.id in supervised,
                 returned=returned,

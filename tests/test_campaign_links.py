@@ -91,3 +91,15 @@ def test_the_longest_waiting_list_holds_cases_not_campaign_items(make_app):
         rows = figures.slowest_open(db.session, me, town, later)
         assert [r["title"] for r in rows] == ["路灯坏了"]
         db.session.remove()
+
+
+def test_an_auditor_reaches_each_grids_own_record_from_the_campaign(make_app):
+    app = make_app()
+    campaign_id = launch(app, targets=("V01-D1",))
+    page = web_client(app, "aud").get(f"/campaigns/{campaign_id}").get_data(as_text=True)
+    numbers = sorted(set(__import__("re").findall(r'href="/cases/(XDK-2026-T\d{4}-\d{3})"', page)))
+    assert len(numbers) == 2  # V01-D1's two grids
+    step_through = web_client(app, "aud").get(f"/cases/{numbers[0]}/steps")
+    assert step_through.status_code == 200
+    leader = web_client(app, "tl1").get(f"/campaigns/{campaign_id}").get_data(as_text=True)
+    assert 'data-testid="grid-records"' not in leader

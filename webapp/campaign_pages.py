@@ -456,6 +456,10 @@ def show(campaign_id: int):
         unreached_more=len(unreached) > UNREACHED_SHOWN,
         group_drive=campaign.kind == "group_drive",
         hazards=campaigns.hazard_cases(db.session, me, campaign),
+        # Auditors reach each grid's own chain (events, replay, dossier) from here.
+        records=campaigns.coverage_grids(db.session, me, campaign, code, at)
+        if me.is_auditor
+        else [],
         walks=_walks(grids),
         checklist=campaign.checklist.get("properties", {}),
         unit_code=code,
