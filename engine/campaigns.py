@@ -522,8 +522,11 @@ def _instances(campaign_id: int, viewer: Viewer | None = None):
     return query.where(case_scope(viewer)) if viewer is not None else query
 
 
-def listed(session: Session, viewer: Viewer) -> list[Campaign]:
-    """The campaigns with a grid in the viewer's units, newest first."""
+def listed(
+    session: Session, viewer: Viewer, before: int | None = None, limit: int | None = None
+) -> list[Campaign]:
+    """The campaigns with a grid in the viewer's units, newest first: those older than the
+    campaign id `before`, at most `limit` of them (a town runs hundreds a year)."""
     town = town_of(viewer)
     mine = select(Case.campaign_id).where(Case.process == CAMPAIGN_PROCESS_ID, case_scope(viewer))
     conditions = [Campaign.id.in_(mine)]
@@ -531,9 +534,51 @@ def listed(session: Session, viewer: Viewer) -> list[Campaign]:
         conditions.append(Campaign.town_id == town)
     if viewer.is_auditor:
         conditions = [Campaign.id.is_not(None)]
-    return list(
-        session.scalars(select(Campaign).where(or_(*conditions)).order_by(Campaign.id.desc()))
+    query = select(Campaign).where(or_(*conditions)).order_by(Campaign.id.desc())
+    if before is not None:
+        query = query.where(Campaign.id < before)
+    return list(session.scalars(query.limit(limit) if limit is not None else query))
+
+
+def progress(
+    session: Session, viewer: Viewer, campaign_list: list[Campaign]
+) -> dict[int, tuple[int, int]]:
+    """(households covered, households in all) of each campaign over the grids the viewer's
+    units hold, for a list of campaigns in three grouped reads."""
+    ids = [c.id for c in campaign_list]
+    if not ids:
+        return {}
+    whole = {c.id for c in campaign_list if viewer.is_auditor or town_of(viewer) == c.town_id}
+    rows = session.execute(
+        select(Case.campaign_id, Case.grid_id, case_scope(viewer).label("mine")).where(
+            Case.campaign_id.in_(ids), Case.process == CAMPAIGN_PROCESS_ID
+        )
+    ).all()
+    grids: dict[int, set[int]] = {i: set() for i in ids}
+    for campaign_id, grid_id, mine in rows:
+        if mine or campaign_id in whole:
+            grids[campaign_id].add(grid_id)
+    every = set().union(*grids.values())
+    households = dict(
+        session.execute(
+            select(Household.grid_id, func.count())
+            .where(Household.grid_id.in_(every or {-1}))
+            .group_by(Household.grid_id)
+        ).all()
     )
+    covered = session.execute(
+        select(Visit.campaign_id, Visit.grid_id, func.count(func.distinct(Visit.household_id)))
+        .where(Visit.campaign_id.in_(ids))
+        .group_by(Visit.campaign_id, Visit.grid_id)
+    ).all()
+    done: dict[tuple[int, int], int] = {(c, g): n for c, g, n in covered}
+    return {
+        i: (
+            sum(min(done.get((i, g), 0), households.get(g, 0)) for g in grids[i]),
+            sum(households.get(g, 0) for g in grids[i]),
+        )
+        for i in ids
+    }
 
 
 @dataclass(frozen=True)

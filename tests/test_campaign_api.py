@@ -376,3 +376,17 @@ def test_the_openapi_document_lists_the_campaign_calls(client):
     assert set(paths["/campaigns/{campaign_id}/events"]) == {"get"}
     coverage = paths["/campaigns/{campaign_id}/coverage"]["get"]
     assert {p["name"] for p in coverage["parameters"]} == {"campaign_id", "unit", "households"}
+
+
+def test_the_campaign_list_comes_a_page_at_a_time(client, as_, monkeypatch):
+    from webapp import campaign_api
+
+    monkeypatch.setattr(campaign_api, "PAGE", 1)
+    older = launched(client, as_, targets=(G01,))
+    newer = launched(client, as_, targets=(G01,))
+    first = client.get(f"{API}/campaigns", headers=as_("tl1")).get_json()
+    assert [c["id"] for c in first["items"]] == [newer["id"]]
+    url = f"{API}/campaigns?cursor={first['next_cursor']}"
+    second = client.get(url, headers=as_("tl1")).get_json()
+    assert ([c["id"] for c in second["items"]], second["next_cursor"]) == ([older["id"]], None)
+    assert error_fields(client.get(f"{API}/campaigns?cursor=x", headers=as_("tl1")), 400)

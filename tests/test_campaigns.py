@@ -378,3 +378,19 @@ def test_a_delegate_walks_the_grid_of_the_grid_leader_they_stand_in_for(gl):
         gl.session, standing_in, campaign.id, {**body, "client_id": "d-1"}
     )
     assert (new, made.recorded_by) == (True, "dl1")
+
+
+def test_the_campaign_list_pages_and_sums_each_campaigns_households_in_grouped_reads(gl):
+    first = launch(gl, targets=("V01-D1-G01",))
+    second = launch(gl, targets=("V01",))
+    visit(gl, first, number=1)
+    visit(gl, second, number=2, client_id="s-1")
+    visit(gl, second, who="off2", grid="V01-D1-G02", number=1, client_id="s-2")
+    leader = gl.viewer("tl1")
+    assert [c.id for c in campaigns.listed(gl.session, leader, limit=1)] == [second.id]
+    assert [c.id for c in campaigns.listed(gl.session, leader, before=second.id)] == [first.id]
+    both = campaigns.listed(gl.session, leader)
+    assert campaigns.progress(gl.session, leader, both) == {first.id: (1, 4), second.id: (2, 7)}
+    # An officer of V01-D1-G02 sums only their own grid of the second campaign.
+    mine = campaigns.listed(gl.session, gl.viewer("off2"))
+    assert campaigns.progress(gl.session, gl.viewer("off2"), mine) == {second.id: (1, 3)}

@@ -26,10 +26,20 @@ from engine.models import Case, Household, Unit, Visit
 
 from .api import bp, parse, token_required
 from .extensions import db
+from .paging import decode_cursor, encode_cursor
 from .security import json_body
 from .web import now, runtime, writes
 
 UNREACHED = 500  # households listed at most in one coverage answer (`unreached_more` says if cut)
+
+
+PAGE = 20  # campaigns in one GET /campaigns answer
+
+
+class ListArgs(Schema):
+    """GET /campaigns: where the previous page ended."""
+
+    cursor = fields.String(validate=validate.Length(min=1, max=200))
 
 
 class CoverageArgs(Schema):
@@ -70,9 +80,18 @@ def campaign_launch():
 @bp.get("/campaigns")
 @token_required
 def campaign_list():
-    """The campaigns with a grid in the caller's units, newest first."""
-    items = campaigns.listed(db.session, g.viewer)
-    return jsonify({"items": [_campaign_json(c) for c in items]})
+    """The campaigns with a grid in the caller's units, newest first, PAGE at a time: pass
+    `next_cursor` back as `cursor` for the older ones."""
+    args = parse(ListArgs, request.args.to_dict())
+    before = decode_cursor(args["cursor"], int)[0] if "cursor" in args else None
+    items = campaigns.listed(db.session, g.viewer, before=before, limit=PAGE + 1)
+    more, items = len(items) > PAGE, items[:PAGE]
+    return jsonify(
+        {
+            "items": [_campaign_json(c) for c in items],
+            "next_cursor": encode_cursor([items[-1].id]) if more else None,
+        }
+    )
 
 
 @bp.get("/campaigns/<int:campaign_id>")

@@ -60,6 +60,7 @@ ITEM_TYPES = {"boolean": _l("Yes/no"), "string": _l("Text")}
 TEXT_MAX = 500  # a text item's answer
 LABEL_MAX = 200
 UNREACHED_SHOWN = 200  # on the page; the workbook lists them all
+PAGE = 20  # campaigns a list page shows, newest first
 BLANK_ROWS = 3
 MORE_ROWS = 5
 ROW_FIELD = re.compile(r"^item-(\d{1,3})-(label|type|opens)$")
@@ -97,16 +98,16 @@ def heat(covered: int, total: int) -> str:
 @bp.get("/campaigns")
 @login_required
 def index():
-    me, at = viewer(), now()
-    rows = []
-    for campaign in campaigns.listed(db.session, me):
-        grids = campaigns.grid_states(db.session, me, campaign, at)
-        total = sum(g.households for g in grids)
-        covered = sum(min(g.covered, g.households) for g in grids)
-        rows.append((campaign, covered, total))
+    me = viewer()
+    before = request.args.get("before", type=int)
+    page = campaigns.listed(db.session, me, before=before, limit=PAGE + 1)
+    more, page = len(page) > PAGE, page[:PAGE]
+    figures = campaigns.progress(db.session, me, page)
+    rows = [(c, *figures[c.id]) for c in page]
     return render_template(
         "campaigns/index.html",
         rows=rows,
+        older=page[-1].id if more else None,
         launches=campaigns.town_of(me) is not None,
         KIND_NAMES=KIND_NAMES,
         CAMPAIGN_STATUS=CAMPAIGN_STATUS,

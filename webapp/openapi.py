@@ -755,8 +755,19 @@ def _campaign_paths() -> dict:
         "/campaigns": {
             "post": launch_op,
             "get": answer(
-                _op("Campaigns with a grid in my units, newest first", ("200", None)),
-                {"type": obj, "properties": {"items": {"type": "array", "items": campaign}}},
+                _op(
+                    "Campaigns with a grid in my units, newest first, 20 at a time",
+                    ("200", None),
+                    params=[{**_q("cursor"), "description": "next_cursor of the page before"}],
+                    errors=("400", "401"),
+                ),
+                {
+                    "type": obj,
+                    "properties": {
+                        "items": {"type": "array", "items": campaign},
+                        "next_cursor": {"type": ["string", "null"]},
+                    },
+                },
             ),
         },
         "/campaigns/{campaign_id}": {
