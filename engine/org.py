@@ -34,6 +34,9 @@ from .safeyaml import YamlFileError, load_yaml
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
 USERNAME_HINT = "may hold only ASCII letters, digits and . _ - @, starting with a letter or digit"
 CODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# The town's code starts every case number (XDK-2026-000042) and campaign grid number
+# (XDK-2026-T0007-001), which must fit case.number's 32 characters.
+MAX_TOWN_CODE = 16
 CODE_HINT = "may hold only ASCII letters, digits and . _ -, starting with a letter or digit"
 MAX_HOUSEHOLDS = 10_000  # per grid: catches a typo such as 4800 for 48 before it writes rows
 # The largest household number: household.number is an INTEGER column, 32 bits on PostgreSQL
@@ -286,7 +289,8 @@ class _Reader:
     ) -> str | None:
         """Register the unit whose mapping is `node`; its code, or None when the code is bad."""
         line = _node_line(node, line)
-        code = self.text(node, "code", path, line, max_len=64, pattern=CODE_RE, hint=CODE_HINT)
+        longest = MAX_TOWN_CODE if level == "town" else 64
+        code = self.text(node, "code", path, line, max_len=longest, pattern=CODE_RE, hint=CODE_HINT)
         name = self.text(node, "name", path, line, max_len=200)
         if code is None:
             return None

@@ -394,3 +394,17 @@ def test_the_campaign_list_pages_and_sums_each_campaigns_households_in_grouped_r
     # An officer of V01-D1-G02 sums only their own grid of the second campaign.
     mine = campaigns.listed(gl.session, gl.viewer("off2"))
     assert campaigns.progress(gl.session, gl.viewer("off2"), mine) == {second.id: (1, 3)}
+
+
+def test_a_town_code_too_long_for_case_and_campaign_numbers_is_a_problem_of_the_file(gl):
+    from conftest import ORG_YAML
+
+    from engine.org import OrgFileError, import_org
+    from engine.passwords import Passwords
+
+    long_code = "X" * 17
+    with pytest.raises(OrgFileError) as err:
+        import_org(
+            gl.session, ORG_YAML.replace("code: XDK", f"code: {long_code}"), Passwords(cheap=True)
+        )
+    assert "is longer than 16 characters" in str(err.value)
