@@ -80,10 +80,83 @@ def load_demo(
         _drive(session, sim, rng, grid, plan, now)
         if n % max(1, cases // 60) == 0:
             tick(1)
+    _demo_campaign(session, sim, rng, now)
     while runtime.fire_due_timers(session, as_of=now):
         pass
     tick(100)
-    return f"Loaded the demo township with {cases} sample cases."
+    return f"Loaded the demo township with {cases} sample cases and a campaign."
+
+
+# The demo's campaign (工作任务, DESIGN §12): launched six days ago to the first village, due in
+# four days; the demo grid (V01-D1-G01) walked to 60 % with its return in the officer's inbox,
+# the next grid returned and confirmed, the others part-walked, one hazard found on a visit.
+DEMO_CAMPAIGN = {
+    "title": "秸秆禁烧入户宣传",
+    "instructions": "逐户宣传秸秆禁烧政策，发放告知书；发现焚烧隐患当场登记。",
+    "kind": "patrol",
+    "targets": ["V01"],
+    "checklist": {
+        "type": "object",
+        "properties": {
+            "told": {"type": "boolean", "title": "已宣传禁烧政策", "x-title-en": "Told"},
+            "leaflet": {"type": "boolean", "title": "已发放告知书", "x-title-en": "Leaflet given"},
+            "burning": {
+                "type": "boolean",
+                "title": "发现焚烧隐患",
+                "x-title-en": "Burning hazard found",
+                "x-opens-case": True,
+            },
+            "note": {"type": "string", "title": "备注", "x-title-en": "Note", "maxLength": 200},
+        },
+    },
+}
+
+
+def _demo_campaign(session: Session, sim: Runtime, rng: random.Random, now) -> None:
+    from .clock import iso
+    from .models import Case
+
+    sim.clock.set(now - timedelta(days=6))
+    leader = session.scalars(select(Person).where(Person.username == "town.leader1")).one()
+    body = {**DEMO_CAMPAIGN, "due_at": iso(now + timedelta(days=4))}
+    campaign = sim.launch_campaign(session, viewer_of(session, leader), body)
+    grids = list(
+        session.execute(
+            select(Case.id, Unit.code, Unit.id.label("grid_id"))
+            .join(Unit, Unit.id == Case.grid_id)
+            .where(Case.campaign_id == campaign.id, Case.process == "campaign")
+            .order_by(Unit.code)
+        )
+    )
+    for n, (case_id, code, grid_id) in enumerate(grids):
+        officer = viewer_of(session, _holder(session, "info_officer", grid_id))
+        numbers = session.scalars(
+            select(Household.number).where(Household.grid_id == grid_id).order_by(Household.number)
+        ).all()
+        share = 1.0 if n == 1 else 0.6 if n == 0 else rng.uniform(0.05, 0.4)
+        for k, number in enumerate(numbers[: int(len(numbers) * share)]):
+            sim.clock.set(now - timedelta(days=5) + timedelta(minutes=37 * k + 5 * n))
+            data = {"told": True, "leaflet": rng.random() < 0.9}
+            if n == 2 and k == 3:
+                data["burning"] = True
+            sim.record_visit(
+                session,
+                officer,
+                campaign.id,
+                {"household": {"grid": code, "number": number}, "data": data,
+                 "client_id": f"demo-{code}-{number}"},
+            )  # fmt: skip
+        if n == 1:  # one grid has walked every household, returned and been confirmed
+            sim.clock.set(now - timedelta(days=2))
+            item = session.scalars(
+                select(WorkItem).where(WorkItem.case_id == case_id, WorkItem.completed_at.is_(None))
+            ).one()
+            sim.complete(session, officer, item.id, {"note": "全组已逐户宣传并发放告知书。"})
+            item = session.scalars(
+                select(WorkItem).where(WorkItem.case_id == case_id, WorkItem.completed_at.is_(None))
+            ).one()
+            leader_of_grid = viewer_of(session, _holder(session, "grid_leader", grid_id))
+            sim.complete(session, leader_of_grid, item.id, {"confirmation": "confirmed"})
 
 
 def _drive(
