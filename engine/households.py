@@ -25,8 +25,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .access import Viewer
-from .errors import Forbidden, Invalid, NotFound
-from .models import Household, Unit
+from .errors import Conflict, Forbidden, Invalid, NotFound
+from .models import Household, Unit, Visit
 from .org import MAX_HOUSEHOLD_NUMBER, MAX_HOUSEHOLDS
 from .privacy import PHONE_MAX_DIGITS, PHONE_MIN_DIGITS, mask_phone, phone_digits
 
@@ -40,6 +40,8 @@ TAKEN = "another household of this grid has this number"
 TOO_LONG = f"at most {MAX_HEAD} characters"
 NOT_A_PHONE = f"must be a phone number of {PHONE_MIN_DIGITS} to {PHONE_MAX_DIGITS} digits"
 FULL = f"the grid has {MAX_HOUSEHOLDS} households already"
+FROM_FILE = "this household comes from the organisation file; it is removed there"
+VISITED = "a campaign visit names this household; it stays as proof of coverage"
 
 
 class _Keep:
@@ -346,6 +348,30 @@ def edit_household(
     row.head, row.phone, row.in_group = name, digits, bool(in_group)
     _flush(session)
     return _entry(row)
+
+
+def remove_household(session: Session, viewer: Viewer, code: str, number: int) -> Entry:
+    """The grid's officer or leader removes a household added in Gridloop by mistake. One the
+    organisation file lists is the file's to remove (Conflict), and so is one a campaign visit
+    names: the visit is proof of coverage (Conflict). NotFound for a household the grid does
+    not have."""
+    grid = _editable_grid(session, viewer, code)
+    row = _household(session, grid, number)
+    if row.added_by is None:
+        raise Conflict(FROM_FILE)
+    if session.scalar(select(Visit.id).where(Visit.household_id == row.id).limit(1)):
+        raise Conflict(VISITED)
+    entry = _entry(row)
+    session.delete(row)
+    _flush(session)
+    session.execute(
+        update(Unit)
+        .where(Unit.id == grid.id)
+        .values(households=Unit.households - 1)
+        .execution_options(synchronize_session=False)
+    )
+    session.expire(grid, ["households"])
+    return entry
 
 
 def set_in_group(session: Session, viewer: Viewer, code: str, number: int, in_group: bool) -> Entry:

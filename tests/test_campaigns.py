@@ -408,3 +408,15 @@ def test_a_town_code_too_long_for_case_and_campaign_numbers_is_a_problem_of_the_
             gl.session, ORG_YAML.replace("code: XDK", f"code: {long_code}"), Passwords(cheap=True)
         )
     assert "is longer than 16 characters" in str(err.value)
+
+
+def test_a_household_a_visit_names_cannot_be_removed(gl):
+    from engine import households
+    from engine.errors import Conflict
+
+    households.add_household(gl.session, gl.viewer("off1"), "V01-D1-G01", number=5, head="钱五")
+    gl.session.commit()
+    campaign = launch(gl, targets=("V01-D1-G01",))
+    visit(gl, campaign, number=5)
+    with pytest.raises(Conflict, match="proof of coverage"):
+        households.remove_household(gl.session, gl.viewer("off1"), "V01-D1-G01", 5)

@@ -531,6 +531,7 @@ def test_an_officer_of_another_grid_gets_404_on_the_page_and_on_every_post(app):
     assert (
         off2.post(f"/grids/{G01}/households/4/in-group", data={"in_group": "1"}).status_code == 404
     )
+    assert off2.post(f"/grids/{G01}/households/4/remove").status_code == 404
     ps1 = web_client(app, "ps1")
     assert ps1.get(f"/grids/{G01}/households").status_code == 404
     assert "menu-households.index" not in ps1.get("/cases").get_data(as_text=True)
@@ -614,3 +615,20 @@ def test_the_list_of_grids_follows_each_ones_units(app):
     assert listed_grids("vs2") == ["V02-D1-G01", "V02-D1-G02"]
     assert listed_grids("ps1") == [] and listed_grids("adm") == []
     assert "入群 1/4" in text_of(web_client(app, "tl2").get("/households"))
+
+
+def test_an_officer_removes_a_household_added_by_mistake_but_not_the_files_or_a_visited_one(app):
+    off1 = web_client(app, "off1")
+    off1.post(f"/grids/{G01}/households", data={"number": "9", "head": "误加"})
+    assert progress(off1) == "1/5"
+    page = off1.get(f"/grids/{G01}/households").get_data(as_text=True)
+    assert page.count('data-testid="remove-form"') == 1  # only the one an officer added
+    removed = off1.post(f"/grids/{G01}/households/9/remove")
+    assert removed.status_code == 302
+    assert "已删除 9 号住户" in text_of(off1.get(f"/grids/{G01}/households"))
+    assert progress(off1) == "1/4"
+    refused = off1.post(f"/grids/{G01}/households/1/remove", follow_redirects=True)
+    assert "此户来自组织架构文件" in text_of(refused)
+    with app.app_context():
+        assert sorted(grid_rows(db.session)) == [1, 2, 3, 4]
+        assert db.session.scalar(select(Unit.households).where(Unit.code == G01)) == 4

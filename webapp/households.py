@@ -17,7 +17,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from engine import households
-from engine.errors import Invalid
+from engine.errors import Conflict, Invalid
 from engine.models import Unit
 
 from .api import bp as api_bp
@@ -40,6 +40,12 @@ MESSAGES = {
         high=households.PHONE_MAX_DIGITS,
     ),
     households.FULL: _l("This grid cannot take more households."),
+    households.FROM_FILE: _l(
+        "This household comes from the organisation file; ask the administrator to remove it there."
+    ),
+    households.VISITED: _l(
+        "A campaign visit names this household; it stays as proof of the visit."
+    ),
 }
 FIELDS = ("number", "head", "phone")
 
@@ -147,6 +153,23 @@ def edit(code: str, number: int):
     db.session.commit()
     flash(_("Household %(number)s was saved.", number=entry.number))
     return redirect(url_for("households.grid", code=code, _anchor=f"h-{entry.number}"))
+
+
+@bp.post("/grids/<code>/households/<int:number>/remove")
+@login_required
+@writes
+def remove(code: str, number: int):
+    """Remove a household an officer added by mistake (not one from the organisation file, nor
+    one a campaign visit names: those are refused with the reason)."""
+    try:
+        entry = households.remove_household(db.session, viewer(), code, number)
+    except Conflict as exc:
+        db.session.rollback()
+        flash(str(MESSAGES.get(exc.message, exc.message)), "error")
+        return redirect(url_for("households.grid", code=code, _anchor=f"h-{number}"))
+    db.session.commit()
+    flash(_("Household %(number)s was removed.", number=entry.number))
+    return redirect(url_for("households.grid", code=code))
 
 
 @bp.post("/grids/<code>/households/<int:number>/in-group")
