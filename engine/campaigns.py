@@ -847,11 +847,23 @@ def walker_grid(session: Session, viewer: Viewer, campaign: Campaign, grid_code:
             Unit.code == grid_code,
         )
     ).first()
-    if row is None or not any(
-        role in WALKERS and unit_id == row.grid_id for role, unit_id, _l in held_positions(viewer)
-    ):
+    if row is None:
         raise NotFound("no such household")
-    return row
+    holder = walks_for(viewer, row.grid_id)
+    if holder is None:
+        raise NotFound("no such household")
+    return SimpleNamespace(id=row.id, grid_id=row.grid_id, holder=holder)
+
+
+def walks_for(viewer: Viewer, grid_id: int) -> str | None:
+    """In whose name the viewer walks the grid: their own, a delegator's while a delegation runs
+    (代理: the visit's event names both), or None."""
+    if any(role in WALKERS and unit == grid_id for role, unit, _l in viewer.positions):
+        return viewer.username
+    for cover in viewer.covers:
+        if any(role in WALKERS and unit == grid_id for role, unit, _l in cover.positions):
+            return cover.delegator
+    return None
 
 
 def checklist_problems_of(campaign: Campaign, data: Any) -> dict[str, str]:

@@ -352,9 +352,10 @@ def edit_household(
 
 def remove_household(session: Session, viewer: Viewer, code: str, number: int) -> Entry:
     """The grid's officer or leader removes a household added in Gridloop by mistake. One the
-    organisation file lists is the file's to remove (Conflict), and so is one a campaign visit
-    names: the visit is proof of coverage (Conflict). NotFound for a household the grid does
-    not have."""
+    organisation file brought is the file's to remove (Conflict); one an officer added and a
+    later file also lists can still be removed here, and that file's next import brings it back.
+    One a campaign visit names stays: the visit is proof of coverage (Conflict, also when the
+    visit is recorded while this runs). NotFound for a household the grid does not have."""
     grid = _editable_grid(session, viewer, code)
     row = _household(session, grid, number)
     if row.added_by is None:
@@ -362,8 +363,11 @@ def remove_household(session: Session, viewer: Viewer, code: str, number: int) -
     if session.scalar(select(Visit.id).where(Visit.household_id == row.id).limit(1)):
         raise Conflict(VISITED)
     entry = _entry(row)
-    session.delete(row)
-    _flush(session)
+    try:
+        with session.begin_nested():  # a visit committed meanwhile: its foreign key refuses
+            session.delete(row)
+    except IntegrityError:
+        raise Conflict(VISITED) from None
     session.execute(
         update(Unit)
         .where(Unit.id == grid.id)

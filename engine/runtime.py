@@ -522,7 +522,11 @@ class Runtime:
             problems = campaigns.checklist_problems_of(campaign, data)
             if problems:
                 raise Invalid("the checklist has errors", problems)
-            event = {"household": number, "client_id": client_id, "data": dict(data)}
+            event = recorded(
+                {"household": number, "client_id": client_id, "data": dict(data)},
+                actor,
+                instance.holder,
+            )
             case_id = None
             hazards = campaigns.opens_case(campaign, data)
             if hazards:

@@ -452,3 +452,11 @@ def test_the_pages_speak_english_on_request(app):
     assert "Visit coverage" in page and "Households not visited" in page
     new = text_of(client.get("/campaigns/new"))
     assert "Launch a campaign" in new and "Opens a case when a problem is found" in new
+
+
+@pytest.mark.parametrize("before", ["99999999999999999999", "0", "-3"])
+def test_a_page_position_that_is_no_id_shows_the_first_page(app, before):
+    campaign_id = launch(app)
+    page = web_client(app, "tl1").get(f"/campaigns?before={before}")
+    assert page.status_code == 200
+    assert f'data-id="{campaign_id}"' in page.get_data(as_text=True)

@@ -378,6 +378,9 @@ def test_a_delegate_walks_the_grid_of_the_grid_leader_they_stand_in_for(gl):
         gl.session, standing_in, campaign.id, {**body, "client_id": "d-1"}
     )
     assert (new, made.recorded_by) == (True, "dl1")
+    [grid] = instances(gl, campaign)
+    event = gl.last(gl.reload(grid), "visited")
+    assert (event.actor, json.loads(event.data)["on_behalf_of"]) == ("dl1", "gl1")
 
 
 def test_the_campaign_list_pages_and_sums_each_campaigns_households_in_grouped_reads(gl):

@@ -100,6 +100,8 @@ def heat(covered: int, total: int) -> str:
 def index():
     me = viewer()
     before = request.args.get("before", type=int)
+    if before is not None and not 0 < before < 2**31:  # not an id: the first page
+        before = None
     page = campaigns.listed(db.session, me, before=before, limit=PAGE + 1)
     more, page = len(page) > PAGE, page[:PAGE]
     figures = campaigns.progress(db.session, me, page)
