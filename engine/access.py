@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, exists, false, or_, select, true
+from sqlalchemy import and_, bindparam, exists, false, or_, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -75,9 +75,10 @@ def viewer_of(session: Session, person: Person, now: datetime | None = None) -> 
 
 
 def _liaises(session: Session, person_id: int) -> frozenset[int]:
-    return frozenset(
-        session.scalars(select(Liaison.village_id).where(Liaison.person_id == person_id))
-    )
+    return frozenset(session.scalars(LIAISES, {"b_person": person_id}))
+
+
+LIAISES = select(Liaison.village_id).where(Liaison.person_id == bindparam("b_person"))
 
 
 def _covers(session: Session, username: str, positions, now: datetime) -> tuple[Cover, ...]:

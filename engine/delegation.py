@@ -17,13 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
 from .clock import SHANGHAI, as_utc
 from .errors import Conflict, Forbidden, Invalid, NotFound
-from .models import LEVEL_OF_ROLE, TIERS, Delegation, Person, Position, Unit
+from .models import LEVEL_OF_ROLE, TIERS, Delegation, Person, Position, Unit, UTCDateTime
 
 MAX_DAYS = 90  # the longest span, in days: a longer absence is a change of position
 AHEAD_DAYS = 366  # how far ahead the first day may be
@@ -248,15 +248,23 @@ def delegators_of(
     """The active people `delegate` covers for at `now`, positions loaded, in one query; only
     while `delegate` still holds a colleague's position (`held`: their (role, unit id) pairs),
     so a delegation stops passing anything on when either of them moves to another post."""
-    query = (
-        select(Person)
-        .join(Delegation, Delegation.delegator == Person.username)
-        .where(Delegation.delegate == delegate, running(now), Person.active)
-        .options(selectinload(Person.positions).joinedload(Position.unit))
-        .order_by(Person.username)
-        .distinct()
+    found = session.scalars(DELEGATORS, {"b_delegate": delegate, "b_now": now})
+    return [p for p in found if is_colleague(p, held)]
+
+
+# delegators_of's query, built once: every request's viewer asks it.
+DELEGATORS = (
+    select(Person)
+    .join(Delegation, Delegation.delegator == Person.username)
+    .where(
+        Delegation.delegate == bindparam("b_delegate"),
+        running(bindparam("b_now", type_=UTCDateTime)),
+        Person.active,
     )
-    return [p for p in session.scalars(query) if is_colleague(p, held)]
+    .options(selectinload(Person.positions).joinedload(Position.unit))
+    .order_by(Person.username)
+    .distinct()
+)
 
 
 def recorded(data: dict, actor, holder: str) -> dict:
