@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from .access import Viewer, case_scope, held_positions
 from .clock import SHANGHAI, iso, parse_iso
 from .errors import Conflict, Forbidden, Invalid, NotFound
-from .events import GENESIS, canonical, check_data, next_event
+from .events import GENESIS, chained_rows, check_data
 from .models import (
     Campaign,
     CampaignEvent,
@@ -352,28 +352,17 @@ def _append(session: Session, campaign, now: datetime, actor: str, events, **val
     one read: a concurrent grid step that appended first makes this step retry (StaleCase)."""
     from .projection import StaleCase  # projection calls on_grid_step: import at call time
 
-    seq, head, at = campaign.event_seq, campaign.event_head, iso(now)
-    rows = []
-    for type_, task, data in events:
-        seq += 1
-        _event, head = next_event(
-            head, campaign.number, seq, at, type_, actor, task, data, campaign.diagram_sha
-        )
-        rows.append(
-            {
-                "campaign_id": campaign.id,
-                "seq": seq,
-                "at": at,
-                "type": type_,
-                "actor": actor,
-                "task": task,
-                "data": canonical(data),
-                "diagram": campaign.diagram_sha,
-                "hash": head,
-            }
-        )
+    rows, seq, head = chained_rows(
+        campaign.number,
+        campaign.event_seq,
+        campaign.event_head,
+        iso(now),
+        actor,
+        campaign.diagram_sha,
+        events,
+    )
     conn = session.connection()
-    conn.execute(insert(CAMPAIGN_EVENTS), rows)
+    conn.execute(insert(CAMPAIGN_EVENTS), [{"campaign_id": campaign.id, **r} for r in rows])
     moved = conn.execute(
         update(CAMPAIGNS)
         .where(CAMPAIGNS.c.id == campaign.id, CAMPAIGNS.c.event_seq == campaign.event_seq)

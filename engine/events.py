@@ -94,6 +94,37 @@ def next_event(
     return event, chain_hash(prev, event)
 
 
+def chained_rows(
+    number: str,
+    seq: int,
+    head: str,
+    at: str,
+    actor: str,
+    diagram: str,
+    events: list[tuple[str, str | None, dict]],
+) -> tuple[list[dict[str, Any]], int, str]:
+    """The stored rows of `events` chained after (seq, head) of the chain named `number` (a case
+    or a campaign): their fields as hashed (`data` as its canonical text) and each hash; returns
+    the rows and the new (seq, head). The caller adds the row's owner (case_id, campaign_id)."""
+    rows = []
+    for type_, task, data in events:
+        seq += 1
+        _event, head = next_event(head, number, seq, at, type_, actor, task, data, diagram)
+        rows.append(
+            {
+                "seq": seq,
+                "at": at,
+                "type": type_,
+                "actor": actor,
+                "task": task,
+                "data": canonical(data),
+                "diagram": diagram,
+                "hash": head,
+            }
+        )
+    return rows, seq, head
+
+
 class Chain:
     """Appends to one case's chain within the current step's transaction. The head (last seq and
     hash) lives on the case row, so it moves under the case's version check."""

@@ -412,16 +412,10 @@ class Timer(Base):
     name: Mapped[str] = mapped_column(String(100))
 
 
-class CaseEvent(Base):
-    """Append-only and hash-chained (DESIGN §6). `at` and `data` keep the exact text that was hashed."""
+class ChainedEvent:
+    """The stored fields of an event of a chain (DESIGN §6), a case's or a campaign's: `at` and
+    `data` keep the exact text that was hashed."""
 
-    __tablename__ = "case_event"
-    __table_args__ = (
-        UniqueConstraint("case_id", "seq"),
-        Index("ix_case_event_actor", "actor", "case_id"),
-    )
-    id: Mapped[int] = mapped_column(primary_key=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("case.id"))
     seq: Mapped[int] = mapped_column(Integer)
     at: Mapped[str] = mapped_column(String(32))
     type: Mapped[str] = mapped_column(String(32))
@@ -430,6 +424,18 @@ class CaseEvent(Base):
     data: Mapped[str] = mapped_column(Text)
     diagram: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class CaseEvent(ChainedEvent, Base):
+    """Append-only and hash-chained (DESIGN §6)."""
+
+    __tablename__ = "case_event"
+    __table_args__ = (
+        UniqueConstraint("case_id", "seq"),
+        Index("ix_case_event_actor", "actor", "case_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("case.id"))
 
 
 class LoginFailure(Base):
@@ -606,21 +612,13 @@ class Campaign(Base):
     digested_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
-class CampaignEvent(Base):
+class CampaignEvent(ChainedEvent, Base):
     """A campaign's chain (DESIGN §6 form, `case` holding the campaign's number)."""
 
     __tablename__ = "campaign_event"
     __table_args__ = (UniqueConstraint("campaign_id", "seq"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id"))
-    seq: Mapped[int] = mapped_column(Integer)
-    at: Mapped[str] = mapped_column(String(32))
-    type: Mapped[str] = mapped_column(String(32))
-    actor: Mapped[str] = mapped_column(String(64))
-    task: Mapped[str | None] = mapped_column(String(32))
-    data: Mapped[str] = mapped_column(Text)
-    diagram: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
 
 
 class Visit(Base):

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, aliased
 from . import campaigns, casefacts, notify
 from .access import eligible_town_leaders
 from .clock import iso
-from .events import GENESIS, canonical, next_event
+from .events import GENESIS, chained_rows
 from .models import (
     LEVEL_OF_ROLE,
     NO_DEADLINE,
@@ -371,26 +371,17 @@ def append(
     session: Session, case, diagram: str, now: datetime, actor: str, events: list[Event]
 ) -> tuple[int, str]:
     """Chain events onto the case's head (DESIGN §6); returns the new (seq, head)."""
-    seq, head, at = case.event_seq or 0, case.event_head or GENESIS, iso(now)
-    rows = []
-    for type_, task, data in events:
-        seq += 1
-        _event, head = next_event(head, case.number, seq, at, type_, actor, task, data, diagram)
-        rows.append(
-            {
-                "case_id": case.id,
-                "seq": seq,
-                "at": at,
-                "type": type_,
-                "actor": actor,
-                "task": task,
-                "data": canonical(data),
-                "diagram": diagram,
-                "hash": head,
-            }
-        )
+    rows, seq, head = chained_rows(
+        case.number,
+        case.event_seq or 0,
+        case.event_head or GENESIS,
+        iso(now),
+        actor,
+        diagram,
+        events,
+    )
     if rows:
-        session.connection().execute(INSERT_EVENTS, rows)
+        session.connection().execute(INSERT_EVENTS, [{"case_id": case.id, **r} for r in rows])
     return seq, head
 
 

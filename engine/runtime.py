@@ -147,38 +147,17 @@ class Runtime:
 
     # ----------------------------------------------------------------- use cases
 
-    def open_case(
-        self,
-        session: Session,
-        actor: Viewer | None,
-        *,
-        title: str,
-        grid: str,
-        description: str = "",
-        category: str | None = None,
-        severity: str | None = None,
-        household: str | None = None,
-        reporter: dict | None = None,
-        photos: list[str] | None = None,
-    ) -> Case:
-        """Open a case in a grid. An information officer of the grid holds its accept item at once;
-        a resident's case (actor None) leaves accept unclaimed for the grid's officers."""
-
-        def step(ctx: StepContext) -> int:
-            return self.open_in(
-                ctx,
-                actor,
-                title=title,
-                grid=grid,
-                description=description,
-                category=category,
-                severity=severity,
-                household=household,
-                reporter=reporter,
-                photos=photos,
-            )
-
-        case_id = self._run(session, None, actor.username if actor else "system", step)
+    def open_case(self, session: Session, actor: Viewer | None, **fields: Any) -> Case:
+        """Open a case in a grid (`fields`: open_in's: title, grid, description, category,
+        severity, household, reporter, photos). An information officer of the grid holds its
+        accept item at once; a resident's case (actor None) leaves accept unclaimed for the
+        grid's officers."""
+        case_id = self._run(
+            session,
+            None,
+            actor.username if actor else "system",
+            lambda ctx: self.open_in(ctx, actor, **fields),
+        )
         return session.get(Case, case_id)
 
     def open_in(
