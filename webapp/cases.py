@@ -72,6 +72,9 @@ EVENT_NAMES = {
     "transferred": _l("Sent to another grid"),
     "migrated": _l("Moved to another version of the process"),
     "owner_changed": _l("Handed to another officer"),
+    # A campaign's grid (engine/campaigns.py): a household's visit, the leader's confirmation.
+    "visited": _l("Household visited"),
+    "confirmed": _l("Return confirmed"),
 }
 SATISFACTION_NAMES = {
     "satisfied": _l("Satisfied"),
@@ -165,6 +168,8 @@ def event_view(event: dict, names: dict[str, str]) -> dict:
         details.append(_("past the deadline"))
     if event["type"] == "transferred" and data.get("to"):
         details.append(_("%(old)s → %(new)s", old=data.get("from") or "—", new=data["to"]))
+    if event["type"] == "visited" and isinstance(data.get("household"), int):
+        details.append(_("household %(number)s", number=data["household"]))
     if event["type"] == "reopened" and data.get("reopen_count"):
         details.append(_("reopened %(count)s times", count=data["reopen_count"]))
     label = str(EVENT_NAMES.get(event["type"], event["type"]))

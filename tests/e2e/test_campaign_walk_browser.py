@@ -224,6 +224,22 @@ def test_an_officer_walks_the_grid_to_the_end_with_one_household_saved_offline(
         expect(first.get_by_test_id("status")).to_have_text("已保存。")
         assert [visits_of(app, n) for n in (1, 2, 3, 4)] == [2, 1, 1, 1]
         expect(progress).to_have_text("已走访 4/4")
+
+        # The return, from the inbox's item: its task page is the campaign's, and submitting
+        # it goes back to the campaign.
+        page.goto("/")
+        item = page.locator('[data-testid="inbox-item"][data-task="campaign_return"]')
+        with page.expect_navigation():
+            item.locator("h3 a").click()
+        expect(page.get_by_test_id("campaign")).to_contain_text("秸秆禁烧宣传")
+        expect(page.get_by_test_id("case-summary")).to_have_count(0)
+        assert_fits(page)
+        shots.take(page, "return-task")
+        page.locator("textarea").first.fill("全组四户已走访")
+        with page.expect_navigation():
+            page.locator('[data-testid="task-form-card"] button[type=submit]').last.click()
+        assert urlsplit(page.url).path == f"/campaigns/{campaign_id}"
+        assert_fits(page)
     finally:
         context.close()
     assert not watcher.problems, "\n".join(watcher.problems)
