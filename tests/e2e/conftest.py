@@ -13,6 +13,7 @@ import re
 import shutil
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -31,20 +32,48 @@ WIDTH, HEIGHT = 360, 740
 PASSWORD = "pw"
 
 
+def own_app(path: Path):
+    """An app on its own SQLite file with the test organisation, as in production (CSRF on,
+    errors render their pages)."""
+    app = build_app(path, ORG_YAML, csrf=True)
+    app.config["TESTING"] = False
+    return app
+
+
+@contextmanager
+def serving(app, name: str, dispose: bool = True) -> Iterator[str]:
+    """`app` on a free port of 127.0.0.1 in a thread; yields its base URL, then stops it and
+    (unless told not to) disposes of the app. Modules whose tests need the database beside the
+    server (to set it up, or to count what the pages wrote) serve an app of their own this way."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+        if dispose:
+            dispose_app(app)
+
+
+def phone_context(browser: Browser, base: str, watcher: Watcher) -> BrowserContext:
+    """A fresh 360 x 740 zh-CN context on `base`, its page problems watched."""
+    context = browser.new_context(
+        base_url=base, viewport={"width": WIDTH, "height": HEIGHT}, locale="zh-CN"
+    )
+    context.set_default_timeout(10_000)
+    watcher.attach(context)
+    return context
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory) -> Iterator[str]:
     """The app on a free port of 127.0.0.1 with the test organisation; yields its base URL."""
-    folder = tmp_path_factory.mktemp("e2e")
-    app = build_app(folder / "e2e.sqlite", ORG_YAML, csrf=True)
-    app.config["TESTING"] = False  # as in production: errors render their pages
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="e2e-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
-    server.server_close()
-    dispose_app(app)
+    app = own_app(tmp_path_factory.mktemp("e2e") / "e2e.sqlite")
+    with serving(app, "e2e-server") as base:
+        yield base
 
 
 @pytest.fixture(scope="session")
@@ -212,13 +241,7 @@ def new_context(browser, live_server, watcher) -> Iterator[Callable[[], BrowserC
     contexts: list[BrowserContext] = []
 
     def make() -> BrowserContext:
-        context = browser.new_context(
-            base_url=live_server,
-            viewport={"width": WIDTH, "height": HEIGHT},
-            locale="zh-CN",
-        )
-        context.set_default_timeout(10_000)
-        watcher.attach(context)
+        context = phone_context(browser, live_server, watcher)
         contexts.append(context)
         return context
 

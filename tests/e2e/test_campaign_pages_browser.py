@@ -9,36 +9,24 @@ the same organisation), like test_campaign_walk_browser.py, and leaves the sessi
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
-from apps import build_app, dispose_app
-from conftest import ORG_YAML
 from playwright.sync_api import expect
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from engine.models import Campaign
 from webapp.extensions import db
 
-from .conftest import HEIGHT, PASSWORD, WIDTH, Watcher, assert_fits
+from .conftest import PASSWORD, Watcher, assert_fits, own_app, phone_context, serving
 
 
 @pytest.fixture(scope="module")
 def pages_server(tmp_path_factory) -> Iterator[tuple[str, object]]:
-    folder = tmp_path_factory.mktemp("e2e-campaign-pages")
-    app = build_app(folder / "campaign_pages.sqlite", ORG_YAML, csrf=True)
-    app.config["TESTING"] = False
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="e2e-campaigns", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", app
-    server.shutdown()
-    thread.join(timeout=10)
-    server.server_close()
-    dispose_app(app)
+    app = own_app(tmp_path_factory.mktemp("e2e-campaign-pages") / "campaign_pages.sqlite")
+    with serving(app, "e2e-campaigns") as base:
+        yield base, app
 
 
 def test_a_town_leader_launches_with_the_builder_and_reads_the_heat_table(
@@ -46,11 +34,7 @@ def test_a_town_leader_launches_with_the_builder_and_reads_the_heat_table(
 ):
     base, app = pages_server
     watcher = Watcher(base)
-    context = browser.new_context(
-        base_url=base, viewport={"width": WIDTH, "height": HEIGHT}, locale="zh-CN"
-    )
-    context.set_default_timeout(10_000)
-    watcher.attach(context)
+    context = phone_context(browser, base, watcher)
     try:
         page = context.new_page()
         page.goto("/login")

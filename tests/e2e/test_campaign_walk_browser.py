@@ -10,17 +10,13 @@ an app of its own, on the same organisation, with its own watcher of what the pa
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
-from apps import build_app, dispose_app
-from conftest import ORG_YAML
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from engine.access import viewer_of
 from engine.clock import iso
@@ -28,7 +24,7 @@ from engine.models import Case, Household, Person, Unit, Visit
 from webapp import services
 from webapp.extensions import db
 
-from .conftest import HEIGHT, PASSWORD, WIDTH, Watcher, assert_fits
+from .conftest import PASSWORD, Watcher, assert_fits, own_app, phone_context, serving
 
 GRID = "V01-D1-G01"  # off1's grid, four households
 CHECKLIST = {
@@ -43,9 +39,7 @@ CHECKLIST = {
 
 @pytest.fixture(scope="module")
 def walk_server(tmp_path_factory) -> Iterator[tuple[str, object, int]]:
-    folder = tmp_path_factory.mktemp("e2e-walk")
-    app = build_app(folder / "walk.sqlite", ORG_YAML, csrf=True)
-    app.config["TESTING"] = False
+    app = own_app(tmp_path_factory.mktemp("e2e-walk") / "walk.sqlite")
     with app.app_context():
         person = db.session.scalars(select(Person).where(Person.username == "tl1")).one()
         campaign = services(app).runtime.launch_campaign(
@@ -63,14 +57,8 @@ def walk_server(tmp_path_factory) -> Iterator[tuple[str, object, int]]:
         db.session.commit()
         campaign_id = campaign.id
         db.session.remove()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="e2e-walk", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", app, campaign_id
-    server.shutdown()
-    thread.join(timeout=10)
-    server.server_close()
-    dispose_app(app)
+    with serving(app, "e2e-walk") as base:
+        yield base, app, campaign_id
 
 
 def visits_of(app, number: int) -> int:
@@ -96,11 +84,7 @@ def test_an_officer_walks_the_grid_to_the_end_with_one_household_saved_offline(
 ):
     base, app, campaign_id = walk_server
     watcher = Watcher(base)
-    context = browser.new_context(
-        base_url=base, viewport={"width": WIDTH, "height": HEIGHT}, locale="zh-CN"
-    )
-    context.set_default_timeout(10_000)
-    watcher.attach(context)
+    context = phone_context(browser, base, watcher)
     try:
         page = context.new_page()
         page.goto("/login")

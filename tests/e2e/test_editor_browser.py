@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +29,6 @@ from conftest import ACCEPT_NORMAL, ORG_YAML, START
 from playwright.sync_api import BrowserContext, Page, expect
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
-from werkzeug.serving import make_server
 
 from engine.clock import FixedClock
 from engine.specs import Bundle, live_version, load_bundle, parse_bundle
@@ -38,7 +36,7 @@ from engine.validation import validate
 from engine.workcal import WorkCalendar
 from webapp.extensions import db
 
-from .conftest import PASSWORD, WIDTH, Shots, Watcher, stray_english
+from .conftest import PASSWORD, WIDTH, Shots, Watcher, serving, stray_english
 from .test_browser import Api
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,13 +68,8 @@ def editor_app(tmp_path_factory, editor_clock):
 
 @pytest.fixture(scope="module")
 def editor_server(editor_app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, editor_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="editor-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
-    server.server_close()
+    with serving(editor_app, "editor-server", dispose=False) as base:  # editor_app disposes
+        yield base
 
 
 @pytest.fixture(scope="module")
