@@ -98,6 +98,18 @@ def _all_positions(viewer: Viewer):
         yield from cover.positions
 
 
+def lies_under(unit_id: int | None, held: set[int], parents: dict[int, int | None]) -> bool:
+    """Whether one of the `held` units is the unit or above it, walking `parents` (unit id ->
+    parent id, read once for many units at a time)."""
+    seen: set[int] = set()
+    while unit_id is not None and unit_id not in seen:
+        if unit_id in held:
+            return True
+        seen.add(unit_id)
+        unit_id = parents.get(unit_id)
+    return False
+
+
 def held_positions(viewer: Viewer) -> list[tuple[str, int, str]]:
     """(role, unit id, level) of every position the viewer works: their own and, while a
     delegation (代理) runs, their delegators'."""

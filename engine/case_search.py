@@ -18,7 +18,7 @@ from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from .access import Viewer, case_scope, unit_by_code
+from .access import Viewer, case_scope, lies_under, unit_by_code
 from .clock import SHANGHAI, as_utc
 from .deadlines import overdue_clause
 from .errors import NotFound
@@ -115,18 +115,8 @@ def covered_units(session: Session, viewer: Viewer) -> list[Unit]:
     if not viewer.is_auditor:
         held = _held_units(viewer)
         parents = dict(session.execute(select(Unit.id, Unit.parent_id)).tuples().all())
-        units = [u for u in units if _under(u.id, held, parents)]
+        units = [u for u in units if lies_under(u.id, held, parents)]
     return sorted(units, key=lambda u: (u.level == "department", u.code))
-
-
-def _under(unit_id: int | None, held: set[int], parents: dict[int, int | None]) -> bool:
-    seen: set[int] = set()
-    while unit_id is not None and unit_id not in seen:
-        if unit_id in held:
-            return True
-        seen.add(unit_id)
-        unit_id = parents.get(unit_id)
-    return False
 
 
 # ------------------------------------------------------------------ the query

@@ -24,7 +24,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .access import Viewer
+from .access import Viewer, lies_under
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .models import Household, Unit, Visit
 from .org import MAX_HOUSEHOLD_NUMBER, MAX_HOUSEHOLDS
@@ -124,17 +124,6 @@ def may_see(viewer: Viewer, grid: Unit) -> bool:
     return False
 
 
-def _under(unit_id: int | None, held: set[int], parents: dict[int, int | None]) -> bool:
-    """may_see by ids, for many grids at once: one of `held` is the unit or above it."""
-    seen: set[int] = set()
-    while unit_id is not None and unit_id not in seen:
-        if unit_id in held:
-            return True
-        seen.add(unit_id)
-        unit_id = parents.get(unit_id)
-    return False
-
-
 def may_edit(viewer: Viewer, grid: Unit) -> bool:
     """The grid's own information officers and leader keep its register (by their own
     positions: a delegation passes work items on, not the register)."""
@@ -190,7 +179,7 @@ def grids_of(session: Session, viewer: Viewer) -> list[GridCount]:
     if not viewer.is_auditor:
         held = _held_units(viewer)
         parents = dict(session.execute(select(Unit.id, Unit.parent_id)).tuples().all())
-        grids = [g for g in grids if _under(g.id, held, parents)]
+        grids = [g for g in grids if lies_under(g.id, held, parents)]
     if not grids:
         return []
     counts = {

@@ -15,27 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import timedelta
 
 import pytest
 from apps import bearer
-from conftest import START
+from test_campaigns import CHECKLIST, DUE
 
 from engine.clock import iso
 
 API = "/api/v1"
 G01 = "V01-D1-G01"
-DUE = START + timedelta(days=10)
-CHECKLIST = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "told": {"type": "boolean", "title": "已宣传"},
-        "burning": {"type": "boolean", "title": "发现焚烧隐患", "x-opens-case": True},
-        "note": {"type": "string", "title": "备注", "maxLength": 200},
-    },
-    "required": ["told"],
-}
 ACCEPT = {"valid": True, "category": "resident_request", "severity": "normal"}
 
 
