@@ -709,7 +709,7 @@ BREAKDOWN = [
     ("    events: hash chain + INSERT", [("engine/projection.py", "append")]),
     ("    new work items: INSERT", [("engine/projection.py", "_new_item")]),
     ("    outbox (notify.on_step)", [("engine/notify.py", "on_step")]),
-    ("  serializer.serialize_json", [("serializer/workflow.py", "serialize_json")]),
+    ("  serializer.serialize_json", [("engine/serializer.py", "serialize_json")]),
     ("  Session.commit", [("sqlalchemy/orm/session.py", "commit")]),
     ("  validate_form (jsonschema)", [("engine/runtime.py", "validate_form")]),
     ("  load_calendar (once per step)", [("engine/workcal.py", "load_calendar")]),

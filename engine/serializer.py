@@ -2,18 +2,121 @@
 
 The embedded spec is ~70% of a blob and of the time to restore it; the spec is already parsed once
 per version in the SpecRegistry, so the blob names it and restoring reuses the parsed object.
+
+Every step writes its case's blob and every step on a case no process holds reads one, so the
+tasks are converted here rather than through SpiffWorkflow's generic registry walk, and the text is
+read and written with orjson. The blob is the same JSON, field for field, as SpiffWorkflow 3.2's
+own serializer writes (tests/test_serializer.py compares them); task data that is not plain JSON
+(a datetime a script left, a set, a float that is not finite) takes SpiffWorkflow's own path.
 """
 
 from __future__ import annotations
 
+import json
+import math
+from functools import lru_cache
 from uuid import UUID
 
+import orjson
 from SpiffWorkflow.bpmn import BpmnWorkflow
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
-from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter, WorkflowConverter
+from SpiffWorkflow.bpmn.serializer.default.workflow import (
+    BpmnWorkflowConverter,
+    TaskConverter,
+    WorkflowConverter,
+)
+from SpiffWorkflow.bpmn.specs.mixins.events.event_types import CatchingEvent
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
+from SpiffWorkflow.task import Task, TaskState
 
 from .specs import PROCESS_ID, SpecRegistry
+
+_SCALARS = frozenset({str, bool, type(None)})
+_MUTABLE = (dict, list, set)
+
+
+def plain(value) -> bool:
+    """True when `value` is JSON as it stands: SpiffWorkflow's registry would return it unchanged,
+    and orjson writes it exactly as the json module does."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is int:
+        return -(2**63) <= value < 2**64  # orjson's range
+    if kind is float:
+        return math.isfinite(value)  # json writes NaN, orjson null
+    if kind is dict:
+        return "typename" not in value and all(
+            type(k) is str and plain(v) for k, v in value.items()
+        )
+    if kind is list:
+        return all(plain(v) for v in value)
+    return False
+
+
+class _FastTask(TaskConverter):
+    """SpiffWorkflow's TaskConverter, the same fields, without its repeated parent lookups and
+    registry walks over data that is plain JSON. A converter that meets data that is not sets
+    `registry.gridloop_plain` False, and the blob is then written by the json module with
+    SpiffWorkflow's encoder, as before."""
+
+    def to_dict(self, task):
+        parent = task.workflow.tasks.get(task._parent)
+        internal = task.internal_data
+        if not internal:
+            internal = {}
+        elif not plain(internal):
+            internal = self.registry.convert(internal)
+            self.registry.gridloop_plain = False
+        if parent is None:
+            data, delta = task.data, {}
+            if not plain(data):
+                self.registry.gridloop_plain = False
+        else:
+            data = {}
+            before, after = parent.data, task.data
+            updates = {k: v for k, v in after.items() if k not in before or v != before[k]}
+            if updates and not plain(updates):
+                self.registry.gridloop_plain = False
+            delta = {"updates": updates, "deletions": [k for k in before if k not in after]}
+        return {
+            "id": str(task.id),
+            "parent": str(task._parent) if parent is not None else None,
+            "children": [str(child) for child in task._children],
+            "last_state_change": task.last_state_change,
+            "state": task._state,
+            "task_spec": task.task_spec.name,
+            "triggered": task.triggered,
+            "internal_data": internal,
+            "data": data,
+            "delta": delta,
+        }
+
+    def from_dict(self, dct, workflow):
+        task_spec = workflow.spec.task_specs.get(dct["task_spec"])
+        task = self.target_class(workflow, task_spec, state=dct["state"], id=_uuid(dct["id"]))
+        parent_id = dct["parent"]
+        task._parent = _uuid(parent_id) if parent_id is not None else None
+        task._children = [_uuid(child) for child in dct["children"]]
+        task.last_state_change = dct["last_state_change"]
+        task.triggered = dct["triggered"]
+        internal = dct["internal_data"]
+        task.internal_data = internal if plain(internal) else self.registry.restore(internal)
+        if isinstance(task_spec, CatchingEvent) and task._state & TaskState.WAITING:
+            workflow.top_workflow.event_manager.add_task(task)
+        delta = dct.get("delta")
+        parent = workflow.tasks.get(task._parent)
+        if delta and parent is not None:
+            # DeepMerge.merge({}, parent.data): a copy one level deep
+            data = {k: v.copy() if isinstance(v, _MUTABLE) else v for k, v in parent.data.items()}
+            updates = delta.get("updates", {})
+            data.update(updates if plain(updates) else self.registry.restore(updates))
+            for key in delta.get("deletions", {}):
+                data.pop(key, None)
+        else:
+            data = self.registry.restore(dct["data"])
+        task.data = data
+        return task
 
 
 class _SpecByReference(BpmnWorkflowConverter):
@@ -41,12 +144,43 @@ class _SpecByReference(BpmnWorkflowConverter):
         return workflow
 
 
-_uuid = UUID
+@lru_cache(maxsize=16384)
+def _uuid(text: str) -> UUID:
+    """A task's id is read three or four times a restore (its own, its parent's, its parent's
+    children); UUIDs are immutable, so one object serves them all."""
+    return UUID(text)
+
+
+class _Serializer(BpmnWorkflowSerializer):
+    """orjson for the text when everything is plain JSON; the json module otherwise."""
+
+    def serialize_json(self, workflow, use_gzip=False):
+        assert not use_gzip
+        self.registry.gridloop_plain = True
+        self.registry._encoder_mode = True  # as SpiffWorkflow's: the encoder converts the rest
+        try:
+            dct = self.to_dict(workflow)
+        finally:
+            self.registry._encoder_mode = False
+        dct[self.VERSION_KEY] = self.VERSION
+        if self.registry.gridloop_plain and plain(dct["data"]) and plain(dct["bpmn_events"]):
+            return orjson.dumps(dct).decode()
+        return json.dumps(dct, cls=self._encoder_cls)
+
+    def deserialize_json(self, serialization, use_gzip=False):
+        assert not use_gzip
+        try:
+            dct = orjson.loads(serialization)
+        except orjson.JSONDecodeError:  # NaN, a lone surrogate: what json accepts and orjson not
+            dct = json.loads(serialization)
+        self.migrate(dct)
+        return self.from_dict(dct)
 
 
 def make_serializer(specs: SpecRegistry) -> BpmnWorkflowSerializer:
     config = dict(SPIFF_CONFIG)
     config[BpmnWorkflow] = _SpecByReference
+    config[Task] = _FastTask
     registry = BpmnWorkflowSerializer.configure(config)
     registry.gridloop_specs = specs
-    return BpmnWorkflowSerializer(registry)
+    return _Serializer(registry)

@@ -1,0 +1,125 @@
+"""The stored workflow: Gridloop's own task conversion and orjson write the same blob as
+SpiffWorkflow 3.2's serializer, read what it wrote, and hand data that is not plain JSON back to it.
+
+No database: the workflows come from the step function (tests/test_step.py's helpers).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from SpiffWorkflow.bpmn import BpmnWorkflow
+from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
+from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
+from test_step import FINISH, open_and_accept, step, supervised_daily
+
+from engine import serializer as serializer_module
+from engine.serializer import make_serializer
+from engine.specs import SpecRegistry, parse_bundle
+from engine.step import Complete, Fire, ready_user_tasks
+
+
+@pytest.fixture(scope="module")
+def spec(bundle):
+    return parse_bundle(bundle)
+
+
+@pytest.fixture(scope="module")
+def registry(spec):
+    registry = SpecRegistry()
+    registry.add(spec)
+    return registry
+
+
+@pytest.fixture(scope="module")
+def ours(registry):
+    return make_serializer(registry)
+
+
+@pytest.fixture(scope="module")
+def stock(registry):
+    """SpiffWorkflow's own serializer, with only the spec stored by reference (as before)."""
+    config = dict(SPIFF_CONFIG)
+    config[BpmnWorkflow] = serializer_module._SpecByReference
+    converters = BpmnWorkflowSerializer.configure(config)
+    converters.gridloop_specs = registry
+    return BpmnWorkflowSerializer(converters)
+
+
+def a_whole_loop(spec):
+    """A case's workflow after each of its steps (the step changes it in place, so each is to be
+    read before the next): accepted, escalated to town and supervised for three days, then
+    worked to its archive."""
+    _opened, outcome = open_and_accept(spec)
+    yield outcome.workflow
+    outcome = supervised_daily(spec, 3)[0]
+    yield outcome.workflow
+    now = datetime(2026, 6, 1, 2, tzinfo=UTC)
+    while ready := ready_user_tasks(outcome.workflow):
+        task_id, task = next(iter(ready.items()))
+        name = spec.tasks[task.task_spec.name].task
+        now += timedelta(hours=1)
+        outcome = step(spec, outcome.workflow, Complete(task_id, name, FINISH[name]), now)
+        yield outcome.workflow
+    assert outcome.facts.closed
+
+
+def test_the_blob_is_spiffworkflows_own_field_for_field(spec, ours, stock):
+    steps = 0
+    for workflow in a_whole_loop(spec):
+        steps += 1
+        written = ours.serialize_json(workflow)
+        assert json.loads(written) == json.loads(stock.serialize_json(workflow))
+        assert ": " not in written[:200]  # written by orjson, not by the json module
+    assert steps >= 6
+
+
+def test_what_either_wrote_reads_back_to_the_same_workflow(spec, ours, stock):
+    for workflow in a_whole_loop(spec):
+        expected = json.loads(stock.serialize_json(workflow))
+        # A blob an earlier release wrote (the json module, SpiffWorkflow's converters)...
+        from_old = ours.deserialize_json(stock.serialize_json(workflow))
+        assert json.loads(stock.serialize_json(from_old)) == expected
+        # ...and one of ours, read by SpiffWorkflow and by us.
+        by_spiff = stock.deserialize_json(ours.serialize_json(workflow))
+        assert json.loads(stock.serialize_json(by_spiff)) == expected
+        mine = ours.deserialize_json(ours.serialize_json(workflow))
+        assert json.loads(stock.serialize_json(mine)) == expected
+        # The restored tasks are whole: same states, data and ids, and they go on stepping.
+        assert {t.id: (t.state, t.data) for t in mine.get_tasks()} == {
+            t.id: (t.state, t.data) for t in workflow.get_tasks()
+        }
+
+
+def test_data_that_is_not_plain_json_takes_spiffworkflows_path(spec, ours, stock):
+    _opened, outcome = open_and_accept(spec)
+    workflow = outcome.workflow
+    task = next(iter(ready_user_tasks(workflow).values()))
+    when = datetime(2026, 3, 1, 8, 30, tzinfo=UTC)
+    task.data["seen_at"] = when  # what a script might leave behind
+    task.internal_data["span"] = timedelta(hours=3)
+    written = ours.serialize_json(workflow)
+    assert json.loads(written) == json.loads(stock.serialize_json(workflow))
+    back = ours.deserialize_json(written)
+    again = next(t for t in back.get_tasks() if t.id == task.id)
+    assert again.data["seen_at"] == when and again.internal_data["span"] == timedelta(hours=3)
+
+    task.data["ratio"] = float("nan")  # json writes NaN; orjson would write null
+    written = ours.serialize_json(workflow)
+    assert "NaN" in written
+    back = ours.deserialize_json(written)  # orjson refuses NaN: read by the json module
+    ratio = next(t for t in back.get_tasks() if t.id == task.id).data["ratio"]
+    assert ratio != ratio
+
+
+def test_a_fired_timer_steps_the_same_on_a_restored_workflow(spec, ours):
+    _opened, accepted = open_and_accept(spec)
+    due = accepted.ready[0].due_at
+    direct = step(spec, accepted.workflow, Fire(), due)
+    _opened, accepted = open_and_accept(spec)
+    restored = ours.deserialize_json(ours.serialize_json(accepted.workflow))
+    again = step(spec, restored, Fire(), due)
+    assert again.events == direct.events and again.facts == direct.facts
+    assert sorted(again.timers) == sorted(direct.timers)
