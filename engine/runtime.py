@@ -68,7 +68,7 @@ from .specs import (
 )
 from .step import Complete, Fire, Migrate, Open, Outcome, Transfer, run_step
 from .words import version_choices
-from .workcal import WorkCalendar, load_calendar
+from .workcal import CalendarCache, WorkCalendar, load_calendar
 
 log = logging.getLogger(__name__)
 # Rows whose timers still fire: an open case, or a campaign's grid instance still at work.
@@ -117,13 +117,17 @@ class StepContext:
     now: datetime
     actor: str
     calendar: WorkCalendar | None = None
+    calendars: CalendarCache | None = None  # the runtime's, kept between steps
     hot: tuple[int, int, BpmnWorkflow] | None = None  # (case id, new version, workflow)
     # (case id, the version the step read, the case row's new values)
     written: tuple[int, int, dict] | None = None
 
     def work_calendar(self) -> WorkCalendar:
         if self.calendar is None:
-            self.calendar = load_calendar(self.session)
+            if self.calendars is not None:
+                self.calendar = self.calendars.load(self.session)
+            else:
+                self.calendar = load_calendar(self.session)
         return self.calendar
 
     def deadline(self, hours: float, clock: str) -> str:
@@ -144,6 +148,7 @@ class Runtime:
         self.serializer = make_serializer(self.registry)
         self._hot: OrderedDict[int, tuple[int, BpmnWorkflow]] = OrderedDict()
         self._hot_limit = hot_cases
+        self.calendars = CalendarCache()
 
     # ----------------------------------------------------------------- use cases
 
@@ -686,7 +691,7 @@ class Runtime:
         case first (the retry then sees the new state and usually answers 409 itself)."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             _end_transaction(session)
-            ctx = StepContext(session, at or self.clock.now(), actor)
+            ctx = StepContext(session, at or self.clock.now(), actor, calendars=self.calendars)
             try:
                 # No autoflush: a step writes when it is done, not whenever it reads, and diagram
                 # code that reads (the calendar) never flushes half a step.

@@ -199,18 +199,47 @@ def missing_arrangement(session: Session, now: datetime) -> int | None:
     return None if entered is not None else year
 
 
+# The administrators' entries, one row a year, in a stable order (CalendarCache compares them).
+CALENDAR_ROWS = select(CalendarYear.year, CalendarYear.holidays, CalendarYear.workdays).order_by(
+    CalendarYear.year
+)
+
+
 def load_calendar(session: Session) -> WorkCalendar:
     """A calendar with every year's administrator entries, for one request or job.
 
     The rows are few (one per year) and read once; the returned object does not see later imports.
     """
+    return _calendar_of(session.execute(CALENDAR_ROWS).all())
+
+
+def _calendar_of(rows) -> WorkCalendar:
     overrides: Overrides = {}
-    for row in session.scalars(select(CalendarYear)):
-        overrides[row.year] = (
-            frozenset(date.fromisoformat(text) for text in row.holidays or ()),
-            frozenset(date.fromisoformat(text) for text in row.workdays or ()),
+    for year, holidays, workdays in rows:
+        overrides[year] = (
+            frozenset(date.fromisoformat(text) for text in holidays or ()),
+            frozenset(date.fromisoformat(text) for text in workdays or ()),
         )
     return WorkCalendar(overrides)
+
+
+class CalendarCache:
+    """The calendar a process built last, kept while the administrators' rows read the same.
+
+    Every step still reads the rows (one small SELECT, so an entry made by another process counts
+    from its next step), but a step no longer builds a calendar whose day verdicts start cold."""
+
+    def __init__(self) -> None:
+        self._last: tuple[list, WorkCalendar] | None = None  # one attribute: swapped whole
+
+    def load(self, session: Session) -> WorkCalendar:
+        rows = [tuple(row) for row in session.execute(CALENDAR_ROWS)]
+        last = self._last
+        if last is not None and last[0] == rows:
+            return last[1]
+        calendar = _calendar_of(rows)
+        self._last = (rows, calendar)
+        return calendar
 
 
 def parse_calendar_file(data: object) -> tuple[int, list[date], list[date]]:

@@ -13,6 +13,7 @@ from engine import workcal
 from engine.models import CalendarYear
 from engine.storage import create_schema, make_engine, make_sessionmaker
 from engine.workcal import (
+    CalendarCache,
     CalendarFileError,
     WorkCalendar,
     import_calendar,
@@ -203,6 +204,27 @@ def test_import_replaces_the_year_and_stores_sorted_iso_dates(session):
     assert cal.is_workday(date(2027, 1, 1)) is True  # the old entry is gone
     assert cal.is_workday(date(2027, 2, 8)) is False
     assert cal.is_workday(date(2027, 2, 20)) is True
+
+
+def test_a_process_keeps_its_calendar_until_an_administrator_changes_the_year(session):
+    """The runtime's cache: one calendar while the rows read the same, and the entry another
+    process commits counts from the next step."""
+    cache = CalendarCache()
+    first = cache.load(session)
+    assert cache.load(session) is first
+    assert first.is_workday(date(2027, 3, 12)) is True  # a Friday; nothing entered
+
+    import_calendar(session, {"year": 2027, "holidays": ["2027-03-12"], "workdays": []})
+    session.commit()
+    entered = cache.load(session)
+    assert entered is not first and entered.is_workday(date(2027, 3, 12)) is False
+    assert cache.load(session) is entered
+
+    import_calendar(session, {"year": 2027, "holidays": [], "workdays": ["2027-03-13"]})
+    session.commit()
+    changed = cache.load(session)
+    assert changed.is_workday(date(2027, 3, 12)) is True
+    assert changed.is_workday(date(2027, 3, 13)) is True  # a make-up Saturday
 
 
 def test_import_does_not_commit(session):
