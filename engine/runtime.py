@@ -665,7 +665,8 @@ class Runtime:
                 .first()
                 is not None
             )
-            found = projection.due_case(session, case_id, ctx.now, case_id not in self._hot)
+            held = case_id in self._hot
+            found = projection.due_case(session, case_id, ctx.now, not held)
             case, due, stored = found if found is not None else (None, False, None)
             if claim and due and not claimed:
                 return None  # another transaction is consuming them right now
@@ -678,6 +679,11 @@ class Runtime:
             workflow = self._load(session, case, stored)
             outcome = run_step(workflow, spec, Fire(), ctx.now, ctx.deadline)
             self._write(ctx, case, spec, outcome)
+            if not held:
+                # A case no step here held is not kept warm because its timer fired: its next
+                # step is likely days away, and a burst would fill the cache with thousands of
+                # workflows that every garbage collection then walks (3.4 against 2.6 ms a case).
+                ctx.hot = None
             return True
 
         return self._run(session, as_of, "system", step)

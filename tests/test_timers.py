@@ -13,6 +13,7 @@ from conftest import ACCEPT_NORMAL, GRID, START
 
 from engine.clock import iso
 from engine.models import Unit
+from engine.runtime import Runtime
 from engine.workcal import import_calendar
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -305,6 +306,23 @@ def test_fire_as_of_moves_each_due_case_once(gl):
         "grid_leader",
     ]
     assert gl.types(fresh)[-1] == "task_completed"
+
+
+def test_a_firing_keeps_warm_only_the_cases_this_process_was_working_on(gl):
+    """A worker draining a burst of timers must not fill its memory with workflows nobody there
+    works on (every garbage collection walks them); a process that held a case keeps it."""
+    a = gl.accepted()
+    b = gl.accepted("off2", grid="V01-D1-G02")
+    gl.clock.advance(hours=30)
+    assert gl.runtime.fire_due_timers(gl.session) == 2  # climbed to the district leaders
+    held = {case_id: version for case_id, (version, _wf) in gl.runtime._hot.items()}
+    assert held == {a.id: gl.reload(a).version, b.id: gl.reload(b).version}
+
+    worker = Runtime(gl.clock, gl.runtime.registry)
+    gl.clock.advance(days=3)
+    assert worker.fire_due_timers(gl.session) == 2
+    assert [gl.reload(x).tier for x in (a, b)] == ["village_secretary", "village_secretary"]
+    assert len(worker._hot) == 0
 
 
 def test_every_step_that_starts_a_limit_records_its_deadline(gl):
