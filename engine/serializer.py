@@ -56,29 +56,22 @@ def plain(value) -> bool:
 
 class _FastTask(TaskConverter):
     """SpiffWorkflow's TaskConverter, the same fields, without its repeated parent lookups and
-    registry walks over data that is plain JSON. A converter that meets data that is not sets
-    `registry.gridloop_plain` False, and the blob is then written by the json module with
-    SpiffWorkflow's encoder, as before."""
+    registry walks over data that is plain JSON."""
 
     def to_dict(self, task):
         parent = task.workflow.tasks.get(task._parent)
         internal = task.internal_data
-        if not internal:
-            internal = {}
-        elif not plain(internal):
-            internal = self.registry.convert(internal)
-            self.registry.gridloop_plain = False
+        # As SpiffWorkflow's: in encoder mode the registry only drops callables at the top.
+        internal = self.registry.convert(internal) if internal else {}
         if parent is None:
             data, delta = task.data, {}
-            if not plain(data):
-                self.registry.gridloop_plain = False
         else:
             data = {}
             before, after = parent.data, task.data
-            updates = {k: v for k, v in after.items() if k not in before or v != before[k]}
-            if updates and not plain(updates):
-                self.registry.gridloop_plain = False
-            delta = {"updates": updates, "deletions": [k for k in before if k not in after]}
+            delta = {
+                "updates": {k: v for k, v in after.items() if k not in before or v != before[k]},
+                "deletions": [k for k in before if k not in after],
+            }
         return {
             "id": str(task.id),
             "parent": str(task._parent) if parent is not None else None,
@@ -144,6 +137,25 @@ class _SpecByReference(BpmnWorkflowConverter):
         return workflow
 
 
+def _plain_blob(dct: dict) -> bool:
+    """Whether every piece of data in a workflow's dict is plain JSON, so that orjson writes what
+    the json module would. Looked at after the conversion, not noted during it: the serializer
+    is shared by a process's threads."""
+    if dct["subprocesses"] or not (
+        plain(dct["data"]) and plain(dct["correlations"]) and plain(dct["bpmn_events"])
+    ):
+        return False
+    for task in dct["tasks"].values():
+        delta = task["delta"]
+        if not (
+            plain(task["internal_data"])
+            and plain(task["data"])
+            and (not delta or plain(delta["updates"]))
+        ):
+            return False
+    return True
+
+
 @lru_cache(maxsize=16384)
 def _uuid(text: str) -> UUID:
     """A task's id is read three or four times a restore (its own, its parent's, its parent's
@@ -156,14 +168,13 @@ class _Serializer(BpmnWorkflowSerializer):
 
     def serialize_json(self, workflow, use_gzip=False):
         assert not use_gzip
-        self.registry.gridloop_plain = True
         self.registry._encoder_mode = True  # as SpiffWorkflow's: the encoder converts the rest
         try:
             dct = self.to_dict(workflow)
         finally:
             self.registry._encoder_mode = False
         dct[self.VERSION_KEY] = self.VERSION
-        if self.registry.gridloop_plain and plain(dct["data"]) and plain(dct["bpmn_events"]):
+        if _plain_blob(dct):
             return orjson.dumps(dct).decode()
         return json.dumps(dct, cls=self._encoder_cls)
 

@@ -7,6 +7,7 @@ No database: the workflows come from the step function (tests/test_step.py's hel
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -123,3 +124,32 @@ def test_a_fired_timer_steps_the_same_on_a_restored_workflow(spec, ours):
     again = step(spec, restored, Fire(), due)
     assert again.events == direct.events and again.facts == direct.facts
     assert sorted(again.timers) == sorted(direct.timers)
+
+
+def test_threads_sharing_the_serializer_each_get_their_own_blob(spec, ours, stock):
+    """A web process's threads share one serializer: a blob with a datetime in it must never be
+    written by orjson because another thread's blob was plain, nor the other way round."""
+    _opened, plain_case = open_and_accept(spec)
+    _opened, dated_case = open_and_accept(spec)
+    task = next(iter(ready_user_tasks(dated_case.workflow).values()))
+    task.data["seen_at"] = datetime(2026, 3, 1, 8, 30, tzinfo=UTC)
+    expected = {
+        "plain": json.loads(stock.serialize_json(plain_case.workflow)),
+        "dated": json.loads(stock.serialize_json(dated_case.workflow)),
+    }
+    wrong: list[str] = []
+
+    def write(name, workflow):
+        for _ in range(300):
+            if json.loads(ours.serialize_json(workflow)) != expected[name]:
+                wrong.append(name)
+
+    threads = [
+        threading.Thread(target=write, args=("plain", plain_case.workflow)),
+        threading.Thread(target=write, args=("dated", dated_case.workflow)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
