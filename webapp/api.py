@@ -10,7 +10,7 @@ from functools import wraps
 
 from flask import Blueprint, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import HTTPException
 
@@ -94,6 +94,16 @@ def flatten_messages(messages, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+# The token, its person and the person's positions with their units, in one SELECT (statement
+# built once; the positions would otherwise follow in a second, the relationship's selectin).
+TOKEN_AND_PERSON = (
+    select(ApiToken, Person)
+    .join(Person, Person.id == ApiToken.person_id)
+    .where(ApiToken.token_hash == bindparam("b_digest"))
+    .options(joinedload(Person.positions))
+)
+
+
 def token_required(view):
     @wraps(view)
     def wrapper(*args, **kwargs):
@@ -101,12 +111,7 @@ def token_required(view):
         if not header.startswith("Bearer "):
             return error(401, "unauthorized", "a Bearer token is required")
         digest = hashlib.sha256(header[7:].strip().encode()).hexdigest()
-        # The token and its person in one SELECT (the person's positions follow in another).
-        found = db.session.execute(
-            select(ApiToken, Person)
-            .join(Person, Person.id == ApiToken.person_id)
-            .where(ApiToken.token_hash == digest)
-        ).first()
+        found = db.session.execute(TOKEN_AND_PERSON, {"b_digest": digest}).unique().first()
         token, person = found if found is not None else (None, None)
         if (
             token is None
