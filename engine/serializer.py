@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from functools import lru_cache
 from uuid import UUID
 
@@ -32,6 +33,9 @@ from SpiffWorkflow.task import Task, TaskState
 from .specs import PROCESS_ID, SpecRegistry
 
 _SCALARS = frozenset({str, bool, type(None)})
+# orjson reads an integer outside 64 bits as a float, silently: text with a run of 19 digits or
+# more (no float repr, time stamp or UUID group has one) is read by the json module.
+_LONG_NUMBER = re.compile(r"\d{19}")
 _MUTABLE = (dict, list, set)
 
 
@@ -171,18 +175,27 @@ class _Serializer(BpmnWorkflowSerializer):
         self.registry._encoder_mode = True  # as SpiffWorkflow's: the encoder converts the rest
         try:
             dct = self.to_dict(workflow)
+            dct[self.VERSION_KEY] = self.VERSION
+            if _plain_blob(dct):
+                try:
+                    return orjson.dumps(dct).decode()
+                except TypeError:  # a lone surrogate, nesting over 255 deep: json writes them
+                    pass
+            return json.dumps(dct, cls=self._encoder_cls)
         finally:
             self.registry._encoder_mode = False
-        dct[self.VERSION_KEY] = self.VERSION
-        if _plain_blob(dct):
-            return orjson.dumps(dct).decode()
-        return json.dumps(dct, cls=self._encoder_cls)
 
     def deserialize_json(self, serialization, use_gzip=False):
         assert not use_gzip
-        try:
-            dct = orjson.loads(serialization)
-        except orjson.JSONDecodeError:  # NaN, a lone surrogate: what json accepts and orjson not
+        if isinstance(serialization, bytes):
+            serialization = serialization.decode()
+        dct = None
+        if not _LONG_NUMBER.search(serialization):
+            try:
+                dct = orjson.loads(serialization)
+            except orjson.JSONDecodeError:  # NaN, a lone surrogate: json reads them, orjson not
+                pass
+        if dct is None:
             dct = json.loads(serialization)
         self.migrate(dct)
         return self.from_dict(dct)

@@ -153,3 +153,44 @@ def test_threads_sharing_the_serializer_each_get_their_own_blob(spec, ours, stoc
     for thread in threads:
         thread.join()
     assert wrong == []
+
+
+def data_of(workflow, task_id) -> dict:
+    return next(t for t in workflow.get_tasks() if t.id == task_id).data
+
+
+def test_what_orjson_reads_or_writes_otherwise_takes_the_json_module(spec, ours, stock):
+    """orjson reads an integer beyond 64 bits as a float, and refuses to write a lone surrogate
+    (json.loads of a request body accepts one) or nesting deeper than 255: each would lose data
+    or leave a case that can never be written again."""
+    _opened, outcome = open_and_accept(spec)
+    workflow = outcome.workflow
+    task = next(iter(ready_user_tasks(workflow).values()))
+    task.data.update(big=10**30, low=-(2**63) - 1, edge=2**64)
+    for written in (stock.serialize_json(workflow), ours.serialize_json(workflow)):
+        back = data_of(ours.deserialize_json(written), task.id)
+        assert (back["big"], back["low"], back["edge"]) == (10**30, -(2**63) - 1, 2**64)
+        assert all(type(back[k]) is int for k in ("big", "low", "edge"))
+
+    nested: list = []
+    for _ in range(300):
+        nested = [nested]
+    task.data.update(note="x\ud800", tree=nested)
+    restored = ours.deserialize_json(stock.serialize_json(workflow))  # an earlier release's blob
+    written = ours.serialize_json(restored)
+    assert json.loads(written) == json.loads(stock.serialize_json(workflow))
+    assert data_of(ours.deserialize_json(written), task.id)["note"] == "x\ud800"
+
+
+def test_objects_in_pending_events_are_written_as_spiffworkflow_writes_them(spec, ours, stock):
+    """The json module's path runs in SpiffWorkflow's encoder mode, as its own serializer does."""
+    from SpiffWorkflow.bpmn.util import BpmnEvent
+    from SpiffWorkflow.spiff.specs.event_definitions import SignalEventDefinition
+
+    for payload in ({"a": {"f": len}}, {"s": {datetime(2026, 1, 1, tzinfo=UTC)}}):
+        _opened, outcome = open_and_accept(spec)
+        workflow = outcome.workflow
+        workflow.bpmn_events.append(BpmnEvent(SignalEventDefinition("m"), payload, {}))
+        assert json.loads(ours.serialize_json(workflow)) == json.loads(
+            stock.serialize_json(workflow)
+        )
