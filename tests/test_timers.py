@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import ACCEPT_NORMAL, GRID, START
 
+from engine import projection
 from engine.clock import iso
 from engine.models import Unit
 from engine.runtime import Runtime
@@ -323,6 +324,33 @@ def test_a_firing_keeps_warm_only_the_cases_this_process_was_working_on(gl):
     assert worker.fire_due_timers(gl.session) == 2
     assert [gl.reload(x).tier for x in (a, b)] == ["village_secretary", "village_secretary"]
     assert len(worker._hot) == 0
+
+
+def test_a_firing_never_leaves_an_older_workflow_in_the_cache(gl):
+    """The web process's ticker fires a case it did not hold while a request thread of the same
+    process caches the case at the version the firing read (its step committed just before). The
+    firing must not leave that older workflow under its own new version: the next step would
+    run on it and write it back, and the escalation would be lost."""
+    case = gl.accepted()
+    gl.runtime._hot.clear()  # not held here (evicted, or stepped on another server)
+    load = gl.runtime._load
+
+    def load_while_another_thread_caches(session, row, stored=None):
+        workflow = load(session, row, stored)
+        older = gl.runtime.serializer.deserialize_json(stored or projection.blob(session, row.id))
+        gl.runtime._hot[row.id] = (row.version, older)  # the request thread's _remember
+        return workflow
+
+    gl.runtime._load = load_while_another_thread_caches
+    gl.clock.advance(hours=30)
+    assert gl.runtime.fire_due_timers(gl.session) == 1
+    gl.runtime._load = load
+    assert gl.reload(case).tier == "district_leader"
+    assert case.id not in gl.runtime._hot
+
+    gl.clock.advance(days=3)  # the district leader's limit runs out too
+    assert gl.runtime.fire_due_timers(gl.session) == 1
+    assert gl.reload(case).tier == "village_secretary"
 
 
 def test_every_step_that_starts_a_limit_records_its_deadline(gl):
