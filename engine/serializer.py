@@ -6,8 +6,10 @@ per version in the SpecRegistry, so the blob names it and restoring reuses the p
 Every step writes its case's blob and every step on a case no process holds reads one, so the
 tasks are converted here rather than through SpiffWorkflow's generic registry walk, and the text is
 read and written with orjson. The blob is the same JSON, field for field, as SpiffWorkflow 3.2's
-own serializer writes (tests/test_serializer.py compares them); task data that is not plain JSON
-(a datetime a script left, a set, a float that is not finite) takes SpiffWorkflow's own path.
+own serializer writes (tests/test_serializer.py compares them). What orjson would write or read
+otherwise takes the json module and SpiffWorkflow's encoder, as before: data that is not plain JSON
+(a datetime a script left, a set, a float that is not finite), an integer beyond 64 bits (orjson
+reads it as a float), a lone surrogate or nesting over 255 deep (orjson refuses to write them).
 """
 
 from __future__ import annotations
