@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from functools import lru_cache
 from uuid import UUID
 
@@ -36,8 +35,16 @@ from .specs import PROCESS_ID, SpecRegistry
 
 _SCALARS = frozenset({str, bool, type(None)})
 # orjson reads an integer outside 64 bits as a float, silently: text with a run of 19 digits or
-# more (no float repr, time stamp or UUID group has one) is read by the json module.
-_LONG_NUMBER = re.compile(r"\d{19}")
+# more (no float repr, time stamp or UUID group has one) is read by the json module. Found by
+# mapping every digit to "9" and looking for nineteen of them: a tenth of the time of the regular
+# expression \d{19}, which tried a match at every digit and cost four orjson reads.
+_NINES = bytes.maketrans(b"0123456789", b"9999999999")
+_LONG_RUN = b"9" * 19
+
+
+def _has_long_number(text: bytes) -> bool:
+    return _LONG_RUN in text.translate(_NINES)
+
 _MUTABLE = (dict, list, set)
 
 
@@ -189,16 +196,17 @@ class _Serializer(BpmnWorkflowSerializer):
 
     def deserialize_json(self, serialization, use_gzip=False):
         assert not use_gzip
-        if isinstance(serialization, bytes):
-            serialization = serialization.decode()
+        text = serialization
+        if isinstance(text, str):  # a raw lone surrogate goes on to the json module, which reads it
+            text = text.encode("utf-8", "surrogatepass")
         dct = None
-        if not _LONG_NUMBER.search(serialization):
+        if not _has_long_number(text):
             try:
-                dct = orjson.loads(serialization)
+                dct = orjson.loads(text)
             except orjson.JSONDecodeError:  # NaN, a lone surrogate: json reads them, orjson not
                 pass
         if dct is None:
-            dct = json.loads(serialization)
+            dct = json.loads(text)
         self.migrate(dct)
         return self.from_dict(dct)
 

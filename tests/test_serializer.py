@@ -180,6 +180,10 @@ def test_what_orjson_reads_or_writes_otherwise_takes_the_json_module(spec, ours,
     written = ours.serialize_json(restored)
     assert json.loads(written) == json.loads(stock.serialize_json(workflow))
     assert data_of(ours.deserialize_json(written), task.id)["note"] == "x\ud800"
+    # The same text with the surrogate unescaped (json.dumps(..., ensure_ascii=False)) reads too.
+    raw = json.dumps(json.loads(written), ensure_ascii=False)
+    assert "\ud800" in raw
+    assert data_of(ours.deserialize_json(raw), task.id)["note"] == "x\ud800"
 
 
 def test_objects_in_pending_events_are_written_as_spiffworkflow_writes_them(spec, ours, stock):
