@@ -45,6 +45,7 @@ _LONG_RUN = b"9" * 19
 def _has_long_number(text: bytes) -> bool:
     return _LONG_RUN in text.translate(_NINES)
 
+
 _MUTABLE = (dict, list, set)
 
 
