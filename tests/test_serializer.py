@@ -13,12 +13,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from SpiffWorkflow.bpmn import BpmnWorkflow
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
+from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
+from SpiffWorkflow.util.task import TaskState
 from test_step import FINISH, open_and_accept, step, supervised_daily
 
 from engine import serializer as serializer_module
 from engine.serializer import make_serializer
-from engine.specs import SpecRegistry, parse_bundle
+from engine.specs import Spec, SpecRegistry, parse_bundle
 from engine.step import Complete, Fire, ready_user_tasks
 
 
@@ -41,6 +43,10 @@ def ours(registry):
 
 @pytest.fixture(scope="module")
 def stock(registry):
+    return _stock(registry)
+
+
+def _stock(registry):
     """SpiffWorkflow's own serializer, with only the spec stored by reference (as before)."""
     config = dict(SPIFF_CONFIG)
     config[BpmnWorkflow] = serializer_module._SpecByReference
@@ -198,3 +204,49 @@ def test_objects_in_pending_events_are_written_as_spiffworkflow_writes_them(spec
         assert json.loads(ours.serialize_json(workflow)) == json.loads(
             stock.serialize_json(workflow)
         )
+
+
+SUBPROCESS_BPMN = """<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    id="defs" targetNamespace="http://gridloop.test/subprocess">
+  <bpmn:process id="case_loop" isExecutable="true">
+    <bpmn:startEvent id="start"/>
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="inner"/>
+    <bpmn:subProcess id="inner">
+      <bpmn:startEvent id="inner_start"/>
+      <bpmn:sequenceFlow id="f2" sourceRef="inner_start" targetRef="look"/>
+      <bpmn:userTask id="look"/>
+      <bpmn:sequenceFlow id="f3" sourceRef="look" targetRef="inner_end"/>
+      <bpmn:endEvent id="inner_end"/>
+    </bpmn:subProcess>
+    <bpmn:sequenceFlow id="f4" sourceRef="inner" targetRef="end"/>
+    <bpmn:endEvent id="end"/>
+  </bpmn:process>
+</bpmn:definitions>
+"""
+
+
+def test_a_workflow_inside_a_subprocess_is_written_as_spiffworkflow_writes_it():
+    """A bundle may hold an embedded subprocess; its workflow goes through the json module, which
+    must get every task id as text, the subprocess's tasks included."""
+    parser = SpiffBpmnParser()
+    parser.add_bpmn_str(SUBPROCESS_BPMN.encode())
+    spec = Spec(
+        "s" * 64, parser.get_spec("case_loop"), parser.get_subprocess_specs("case_loop"), {}, {}
+    )
+    registry = SpecRegistry()
+    registry.add(spec)
+    ours, stock = make_serializer(registry), _stock(registry)
+    workflow = BpmnWorkflow(spec.process, spec.subprocesses)
+    workflow.do_engine_steps()
+    assert workflow.subprocesses, "the workflow waits inside its subprocess"
+    (waiting,) = [
+        t for t in workflow.get_tasks(state=TaskState.READY) if t.task_spec.name == "look"
+    ]
+    written = ours.serialize_json(workflow)
+    assert json.loads(written) == json.loads(stock.serialize_json(workflow))
+    restored = ours.deserialize_json(written)
+    assert json.loads(ours.serialize_json(restored)) == json.loads(written)
+    restored.run_task_from_id(waiting.id)
+    restored.do_engine_steps()
+    assert restored.is_completed()
