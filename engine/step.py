@@ -212,9 +212,12 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
         # The boundary event puts the payload in the process's data under the signal's
         # variableName; the `transferred` event reads it there.
         workflow.catch(BpmnEvent(SpiffSignal(TRANSFER_SIGNAL), dict(command.data)))
-    elif isinstance(command, Fire):
+    elif isinstance(command, Fire) and not workflow.subprocesses:
         # The timers due by now fire here, so that the loop below runs them in its first pass:
         # do_engine_steps refreshes timers only at its end, which cost every firing a second pass.
+        # Not with a subprocess: the loop's check reads the top level only, so a timer fired in a
+        # subprocess can still be READY from an earlier step, and must run before the new ones,
+        # as it always did (replay recomputes the stored events in that order).
         workflow.refresh_timers()
     elif isinstance(command, Migrate):
         migration.move_workflow(workflow, command.source, spec)

@@ -6,16 +6,17 @@ replay, migration dry runs and fan-outs can call it on workflows of their own.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import ACCEPT_NORMAL, START
+from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
 
 from engine import step as step_module
 from engine.clock import iso
 from engine.errors import Conflict
 from engine.serializer import make_serializer
-from engine.specs import SpecRegistry, parse_bundle
+from engine.specs import Spec, SpecRegistry, TaskInfo, parse_bundle
 from engine.step import Complete, Fire, Open, ready_user_tasks, run_step
 from engine.workcal import WorkCalendar
 
@@ -203,3 +204,76 @@ FINISH = {
     "report": {"summary": "done"},
     "review": {"approved": True},
 }
+
+
+def _boundary(id_: str, on: str, when: str) -> str:
+    return f"""<bpmn:boundaryEvent id="{id_}" attachedToRef="{on}" cancelActivity="false">
+      <bpmn:extensionElements><spiffworkflow:properties>
+        <spiffworkflow:property name="event" value="{id_}_fired"/>
+      </spiffworkflow:properties></bpmn:extensionElements>
+      <bpmn:outgoing>{id_}_f</bpmn:outgoing>
+      <bpmn:timerEventDefinition><bpmn:timeDate>"{when}"</bpmn:timeDate></bpmn:timerEventDefinition>
+    </bpmn:boundaryEvent>
+    <bpmn:sequenceFlow id="{id_}_f" sourceRef="{id_}" targetRef="{id_}_end"/>
+    <bpmn:endEvent id="{id_}_end"/>"""
+
+
+# Three branches: a subprocess whose user task has two timers (b due at 05:00 and listed first, a
+# at 03:00), a user task with a timer c at 06:00, and a user task to complete at 03:30.
+SUBPROCESS_TIMERS = f"""<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:spiffworkflow="http://spiffworkflow.org/bpmn/schema/1.0/core" id="d"
+    targetNamespace="http://gridloop.test/subprocess-timers">
+  <bpmn:process id="case_loop" isExecutable="true">
+    <bpmn:startEvent id="start"/>
+    <bpmn:sequenceFlow id="f0" sourceRef="start" targetRef="fork"/>
+    <bpmn:parallelGateway id="fork"/>
+    <bpmn:sequenceFlow id="f1" sourceRef="fork" targetRef="inner"/>
+    <bpmn:sequenceFlow id="f2" sourceRef="fork" targetRef="watched"/>
+    <bpmn:sequenceFlow id="f3" sourceRef="fork" targetRef="other"/>
+    <bpmn:subProcess id="inner">
+      <bpmn:startEvent id="inner_start"/>
+      <bpmn:sequenceFlow id="g1" sourceRef="inner_start" targetRef="inside"/>
+      <bpmn:userTask id="inside"/>
+      {_boundary("b", "inside", "2026-11-23T05:00:00Z")}
+      {_boundary("a", "inside", "2026-11-23T03:00:00Z")}
+      <bpmn:sequenceFlow id="g2" sourceRef="inside" targetRef="inner_end"/>
+      <bpmn:endEvent id="inner_end"/>
+    </bpmn:subProcess>
+    <bpmn:sequenceFlow id="f4" sourceRef="inner" targetRef="end1"/>
+    <bpmn:endEvent id="end1"/>
+    <bpmn:userTask id="watched"/>
+    {_boundary("c", "watched", "2026-11-23T06:00:00Z")}
+    <bpmn:sequenceFlow id="f5" sourceRef="watched" targetRef="end2"/>
+    <bpmn:endEvent id="end2"/>
+    <bpmn:userTask id="other"/>
+    <bpmn:sequenceFlow id="f6" sourceRef="other" targetRef="end3"/>
+    <bpmn:endEvent id="end3"/>
+  </bpmn:process>
+</bpmn:definitions>
+"""
+
+
+def test_a_firing_records_a_subprocess_timer_left_ready_before_the_ones_due_now():
+    """A timer fired inside a subprocess by an earlier step can still be READY (the step's loop
+    reads the top level); the next firing runs it before the timers due by then, as every earlier
+    release did, so replay recomputes the events a stored case holds in their order."""
+    parser = SpiffBpmnParser()
+    parser.add_bpmn_str(SUBPROCESS_TIMERS.encode())
+    tasks = {
+        name: TaskInfo(name, name, name, "grid_leader", "", {"status": "handling"})
+        for name in ("inside", "watched", "other")
+    }
+    spec = Spec(
+        "t" * 64, parser.get_spec("case_loop"), parser.get_subprocess_specs("case_loop"), {}, tasks
+    )
+    opened = datetime(2026, 11, 23, 2, tzinfo=UTC)
+    outcome = step(spec, None, Open({}), opened)
+    (other,) = [
+        k for k, t in ready_user_tasks(outcome.workflow).items() if t.task_spec.name == "other"
+    ]
+    outcome = step(
+        spec, outcome.workflow, Complete(other, "other", {}), opened + timedelta(hours=1.5)
+    )
+    outcome = step(spec, outcome.workflow, Fire(), opened + timedelta(hours=4))
+    assert [kind for kind, _task, _data in outcome.events] == ["a_fired", "b_fired", "c_fired"]
