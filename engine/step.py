@@ -31,7 +31,7 @@ from SpiffWorkflow.bpmn.util.event import BpmnEvent
 from SpiffWorkflow.spiff.specs.event_definitions import SignalEventDefinition as SpiffSignal
 from SpiffWorkflow.util.task import TaskState
 
-from . import migration, spiffclock
+from . import migration, spiffclock, treewalk
 from .clock import as_utc, iso, parse_iso
 from .errors import Conflict
 from .sandbox import RestrictedScriptEngine
@@ -181,6 +181,7 @@ def run_step(
         workflow = BpmnWorkflow(spec.process, spec.subprocesses)
     assert workflow is not None
     workflow.script_engine = RestrictedScriptEngine({"gl_deadline": deadline, **STEP_HELPERS})
+    treewalk.bind(workflow)
     spiffclock.install()  # SpiffWorkflow's timers read the step's instant, never the real clock
     with spiffclock.step_clock(now):
         return _run(workflow, spec, command, now)

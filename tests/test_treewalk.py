@@ -1,0 +1,128 @@
+"""Gridloop's walk of a task tree (engine/treewalk.py) gives what SpiffWorkflow's TaskIterator gives,
+in the same order, on every state a case reaches; and a step on a workflow walks with it.
+
+No database: the workflows come from the step function (tests/test_step.py's helpers).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+from conftest import ACCEPT_NORMAL
+from SpiffWorkflow.bpmn import BpmnWorkflow
+from SpiffWorkflow.bpmn.util.task import BpmnTaskIterator
+from SpiffWorkflow.task import Task
+from SpiffWorkflow.util.task import TaskIterator, TaskState
+from test_step import FINISH, OPENED, START, step, supervised_daily
+
+from engine import treewalk
+from engine.specs import parse_bundle
+from engine.step import Complete, Fire, Open, ready_user_tasks
+
+MASKS = [
+    TaskState.MAYBE,
+    TaskState.LIKELY,
+    TaskState.FUTURE,
+    TaskState.WAITING,
+    TaskState.READY,
+    TaskState.STARTED,
+    TaskState.COMPLETED,
+    TaskState.ERROR,
+    TaskState.CANCELLED,
+    TaskState.PREDICTED_MASK,
+    TaskState.DEFINITE_MASK,
+    TaskState.FINISHED_MASK,
+    TaskState.NOT_FINISHED_MASK,
+    TaskState.ANY_MASK,
+]
+
+
+@pytest.fixture(scope="module")
+def spec(bundle):
+    return parse_bundle(bundle)
+
+
+def assert_walks_alike(workflow) -> None:
+    for mask in MASKS:
+        ours = [t.id for t in treewalk.walk(workflow, mask)]
+        theirs = [t.id for t in BpmnTaskIterator(workflow.task_tree, state=mask)]
+        assert ours == theirs, TaskState.get_name(mask)
+        assert [t.id for t in workflow.get_tasks(state=mask)] == theirs
+
+
+def random_case(spec, seed: int):
+    """A case driven at random: items completed (feedback sometimes unsatisfied, which reopens
+    it), timers fired at their instants (supervision, escalation), until it is archived. Yields
+    its workflow after every step."""
+    rng = random.Random(seed)
+    now = START
+    outcome = step(spec, None, Open(dict(OPENED)), now)
+    yield outcome.workflow
+    for _ in range(60):
+        ready = ready_user_tasks(outcome.workflow)
+        if not ready:
+            return
+        dues = sorted(t for t, _kind, _name in outcome.timers or ()) if outcome.timers else []
+        if dues and rng.random() < 0.4:
+            now = max(now, dues[0]) + timedelta(minutes=1)
+            outcome = step(spec, outcome.workflow, Fire(), now)
+        else:
+            task_id, task = rng.choice(sorted(ready.items()))
+            name = spec.tasks[task.task_spec.name].task
+            data = dict(ACCEPT_NORMAL) if name == "accept" else dict(FINISH[name])
+            if name == "feedback" and rng.random() < 0.5:
+                data = {"satisfaction": "unsatisfied"}
+            now += timedelta(hours=1)
+            outcome = step(spec, outcome.workflow, Complete(task_id, name, data), now)
+        yield outcome.workflow
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_walk_is_spiffworkflows_on_every_state_of_a_case(spec, seed):
+    steps = 0
+    for workflow in random_case(spec, seed):
+        assert_walks_alike(workflow)
+        steps += 1
+    assert steps > 3
+
+
+def test_the_walk_is_spiffworkflows_on_a_case_supervised_for_weeks(spec):
+    outcome, _history = supervised_daily(spec, 20)
+    assert_walks_alike(outcome.workflow)
+
+
+def test_the_walk_stops_at_the_depth_spiffworkflow_stops_at(spec):
+    """TaskIterator does not descend below depth 1000 (a loop run ~333 times); neither may the
+    walk, or the two would disagree about which tasks a long chain holds."""
+    workflow = BpmnWorkflow(spec.process, spec.subprocesses)
+    leaf = workflow.task_tree
+    while leaf._children:
+        leaf = workflow.tasks[leaf._children[0]]
+    for depth in range(1200):
+        state = TaskState.READY if depth % 7 == 0 else TaskState.COMPLETED
+        leaf = Task(workflow, leaf.task_spec, parent=leaf, state=state)
+    assert_walks_alike(workflow)
+    ready = [t for t in workflow.tasks.values() if t.state == TaskState.READY]
+    assert len(list(treewalk.walk(workflow, TaskState.READY))) < len(ready)
+
+
+def test_a_step_walks_its_workflow_with_gridloops_walk(spec, monkeypatch):
+    """run_step binds the walk; a completion then reads READY and WAITING tasks through it."""
+    asked = []
+    real = treewalk.walk
+
+    def counting(workflow, state=TaskState.ANY_MASK):
+        asked.append(state)
+        return real(workflow, state)
+
+    monkeypatch.setattr(treewalk, "walk", counting)
+    opened = step(spec, None, Open(dict(OPENED)), START)
+    accept = next(iter(ready_user_tasks(opened.workflow)))
+    step(spec, opened.workflow, Complete(accept, "accept", dict(ACCEPT_NORMAL)), START)
+    assert TaskState.READY in asked and TaskState.WAITING in asked
+    # SpiffWorkflow's own iterator is left as it was for everyone else.
+    assert type(opened.workflow).get_tasks_iterator is BpmnWorkflow.get_tasks_iterator
+    bare = BpmnWorkflow(spec.process, spec.subprocesses)
+    assert isinstance(bare.get_tasks_iterator(state=TaskState.READY), TaskIterator)
