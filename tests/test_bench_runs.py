@@ -31,7 +31,7 @@ def test_step_cost_runs_every_mode_on_a_few_cases():
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    for mode in ("bare", "engine"):
+    for mode in ("bare", "engine", "Gridloop's tree walk"):
         assert mode in done.stdout, done.stdout
 
 
