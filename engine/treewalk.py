@@ -11,6 +11,7 @@ definite or finished ones, nor below depth 1000 (its `max_depth`), and keeping a
 state is in the mask. The order matters: the events a step records follow it, and replay
 recomputes them. Every other call, and every call on a workflow with subprocesses, goes to
 SpiffWorkflow's own walk. tests/test_treewalk.py compares the two on every state a case reaches.
+A bound workflow cannot be pickled; Gridloop never pickles one (the blob is its stored form).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def bind(workflow: BpmnWorkflow) -> None:
 
 def walk(workflow: BpmnWorkflow, state: int = TaskState.ANY_MASK) -> Iterator[Task]:
     """The tasks of `workflow` (its own, not its subprocesses') in `state`, in TaskIterator's
-    order. A task's children are read when the task is reached, before it is yielded, as
-    TaskIterator reads them: a caller that changes the tree while walking sees what it would."""
+    order. A task's children are read when the task is reached, before it is yielded, and the
+    depth is counted as TaskIterator counts it: a caller that changes the tree while walking
+    (update_waiting_tasks fires timers) sees what it would see with TaskIterator."""
     if state & TaskState.PREDICTED_MASK:
         floor = TaskState.MAYBE
     elif state & TaskState.DEFINITE_MASK:
@@ -42,12 +44,18 @@ def walk(workflow: BpmnWorkflow, state: int = TaskState.ANY_MASK) -> Iterator[Ta
     else:
         floor = TaskState.COMPLETED
     tasks = workflow.tasks
-    stack = [(workflow.task_tree, 0)]
-    while stack:
-        task, depth = stack.pop()
+    stack = [workflow.task_tree]
+    depth = 0  # kept as TaskIterator keeps it, which differs from a task's true depth only
+    while stack:  # when a caller removes the parent of a task still to come
+        task = stack.pop()
         if task._children and task._state >= floor and depth < MAX_DEPTH:
-            below = depth + 1
-            stack.extend([(tasks.get(child), below) for child in reversed(task._children)])
+            stack.extend([tasks.get(child) for child in reversed(task._children)])
+            depth += 1
+        elif stack:  # a leaf: climb to the parent of the next task
+            ancestor, current = stack[-1].parent, task.parent
+            while current is not None and current is not ancestor:
+                current = current.parent
+                depth -= 1
         if task._state & state and task.last_state_change >= 0:
             yield task
 
