@@ -254,19 +254,24 @@ SUBPROCESS_TIMERS = f"""<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def test_a_firing_records_a_subprocess_timer_left_ready_before_the_ones_due_now():
-    """A timer fired inside a subprocess by an earlier step can still be READY (the step's loop
-    reads the top level); the next firing runs it before the timers due by then, as every earlier
-    release did, so replay recomputes the events a stored case holds in their order."""
+def subprocess_timers_spec() -> Spec:
+    """SUBPROCESS_TIMERS as a spec whose three user tasks are handled at the grid."""
     parser = SpiffBpmnParser()
     parser.add_bpmn_str(SUBPROCESS_TIMERS.encode())
     tasks = {
         name: TaskInfo(name, name, name, "grid_leader", "", {"status": "handling"})
         for name in ("inside", "watched", "other")
     }
-    spec = Spec(
+    return Spec(
         "t" * 64, parser.get_spec("case_loop"), parser.get_subprocess_specs("case_loop"), {}, tasks
     )
+
+
+def test_a_firing_records_a_subprocess_timer_left_ready_before_the_ones_due_now():
+    """A timer fired inside a subprocess by an earlier step can still be READY (the step's loop
+    reads the top level); the next firing runs it before the timers due by then, as every earlier
+    release did, so replay recomputes the events a stored case holds in their order."""
+    spec = subprocess_timers_spec()
     opened = datetime(2026, 11, 23, 2, tzinfo=UTC)
     outcome = step(spec, None, Open({}), opened)
     (other,) = [

@@ -13,21 +13,20 @@ import pytest
 from conftest import ACCEPT_NORMAL
 from SpiffWorkflow.bpmn import BpmnWorkflow
 from SpiffWorkflow.bpmn.util.task import BpmnTaskIterator
-from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
 from SpiffWorkflow.task import Task
 from SpiffWorkflow.util.task import TaskIterator, TaskState
 from test_step import (
     FINISH,
     OPENED,
     START,
-    SUBPROCESS_TIMERS,
     step,
+    subprocess_timers_spec,
     supervised_daily,
 )
 
 from engine import treewalk
 from engine.serializer import make_serializer
-from engine.specs import Spec, SpecRegistry, TaskInfo, parse_bundle
+from engine.specs import SpecRegistry, parse_bundle
 from engine.step import Complete, Fire, Open, ready_user_tasks
 
 MASKS = [
@@ -215,15 +214,7 @@ def _path(task) -> list[str]:
 def test_a_workflow_with_a_subprocess_walks_as_spiffworkflow_walks_it():
     """Gridloop's walk reads one workflow's own tasks; one with a subprocess keeps
     SpiffWorkflow's walk, which goes into it."""
-    parser = SpiffBpmnParser()
-    parser.add_bpmn_str(SUBPROCESS_TIMERS.encode())
-    tasks = {
-        name: TaskInfo(name, name, name, "grid_leader", "", {"status": "handling"})
-        for name in ("inside", "watched", "other")
-    }
-    spec = Spec(
-        "t" * 64, parser.get_spec("case_loop"), parser.get_subprocess_specs("case_loop"), {}, tasks
-    )
+    spec = subprocess_timers_spec()
     outcome = step(spec, None, Open({}), START)
     assert outcome.workflow.subprocesses
     for mask in MASKS:
