@@ -26,7 +26,7 @@ from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 from SpiffWorkflow.bpmn.parser.BpmnParser import BpmnValidator
 from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
-from SpiffWorkflow.bpmn.specs.control import BoundaryEventSplit
+from SpiffWorkflow.bpmn.specs.control import BoundaryEventJoin, BoundaryEventSplit, _EndJoin
 from SpiffWorkflow.bpmn.specs.event_definitions.item_aware_event import SignalEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins.exclusive_gateway import ExclusiveGateway
@@ -34,6 +34,7 @@ from SpiffWorkflow.bpmn.specs.mixins.script_task import ScriptTask
 from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask
 from SpiffWorkflow.dmn.parser.BpmnDmnParser import SCHEMAS as DMN_SCHEMAS
 from SpiffWorkflow.dmn.specs.business_rule_task_mixin import BusinessRuleTaskMixin
+from SpiffWorkflow.specs.Join import Join
 from SpiffWorkflow.spiff.parser.process import SPIFF_XSD, VALIDATOR, SpiffBpmnParser
 from SpiffWorkflow.spiff.parser.task_spec import SPIFFWORKFLOW_NSMAP
 from sqlalchemy import select
@@ -200,6 +201,9 @@ class Spec:
     # What an Open command's data gives the process's first data (ProcessRules.opening); empty:
     # the case loop's (engine/step.py OPENING_WORDS).
     opening: tuple[str, ...] = ()
+    # A step may drop what earlier passes of a loop left in the tree (engine/step.py
+    # _shed_passed_loops): only when no join but a boundary event's or the end's reads them.
+    loops_shed: bool = False
 
     @property
     def process_id(self) -> str:
@@ -330,9 +334,20 @@ def make_spec(
     spec = Spec(bundle.sha256, process, subprocesses, forms, tasks)
     spec.validators = {name: jsonschema.Draft202012Validator(s) for name, s in forms.items()}
     spec.transferable = _transferable(process)
+    spec.loops_shed = sheds_loops(process, subprocesses)
     if process.name != PROCESS_ID:
         spec.opening = rules_of(process.name).opening
     return spec
+
+
+def sheds_loops(process, subprocesses: dict) -> bool:
+    """Whether a step may drop what earlier passes of a loop left in the tree: no subprocess,
+    and no join but a boundary event's or the end's (a parallel or an inclusive join reads the
+    finished tasks of earlier passes)."""
+    return not subprocesses and all(
+        not isinstance(task, Join) or isinstance(task, BoundaryEventJoin | _EndJoin)
+        for task in process.task_specs.values()
+    )
 
 
 def parse_bundle(bundle: Bundle, stored: bool = False, process_id: str = PROCESS_ID) -> Spec:

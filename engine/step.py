@@ -261,6 +261,8 @@ def _run(workflow: BpmnWorkflow, spec: Spec, command: Command, now: datetime) ->
 
     waiting, ready_tasks = _scan(workflow)
     _prune_fired_cycles(workflow, waiting)
+    if spec.loops_shed:
+        _shed_passed_loops(workflow, ran)
     ready = _user_tasks(ready_tasks)
     new = []
     for task_id, task in ready.items():
@@ -475,6 +477,67 @@ def _prune_fired_cycles(workflow: BpmnWorkflow, waiting: list) -> None:
         task._children = [c for c in task._children if c not in dropped]
         if workflow.last_task is not None and workflow.last_task.id not in workflow.tasks:
             workflow.last_task = task
+
+
+def _shed_passed_loops(workflow: BpmnWorkflow, ran: list) -> None:
+    """Drop what earlier passes of a loop left in the tree. SpiffWorkflow runs a loop (a case
+    reopened at feedback) by new tasks below the old ones, so each reopening adds a whole pass to
+    the tree, its stored copy and every walk of it. What the rest of a case reads of its past is
+    the nearest finished task of an element above a task still to run (a boundary event's join
+    finds its split that way, and `_attached_user_task` its user task), a parent's data, and its
+    own children; so a finished ancestor that a newer task of the same element hides from every
+    task still to run, from this step's tasks and from the last task run is dropped, with the
+    finished branches hanging off it, and its children take its place among its parent's. The
+    walk meets the remaining tasks in the same order, so the step's events and items are the
+    same; the tree then holds at most one pass of each element, however often a case reopens.
+
+    Only for processes whose joins are boundary events' and the end's (Spec.loops_shed): a
+    parallel or inclusive join reads the finished tasks of earlier passes."""
+    tasks = workflow.tasks
+    anchors = [t for t in tasks.values() if not t._state & TaskState.FINISHED_MASK]
+    if not anchors:  # the process has ended: its tree stays as it ended
+        return
+    anchors.extend(ran)
+    if workflow.last_task is not None:
+        anchors.append(workflow.last_task)
+    keep = {t.id for t in anchors}
+    starts = {t._parent for t in anchors} - {None}
+    on_path, needed = set(), set()
+    # From each anchor's parent up: the nearest task of each element is needed. A walk can stop
+    # at another start, whose own walk finds all it would find above there.
+    for start in starts:
+        seen, task = set(), tasks.get(start)
+        while task is not None and (task.id == start or task.id not in starts):
+            on_path.add(task.id)
+            name = task.task_spec.name
+            if name not in seen:
+                seen.add(name)
+                needed.add(task.id)
+            task = tasks.get(task._parent)
+    drop = {i for i in on_path - needed - keep if tasks[i]._state & TaskState.FINISHED_MASK}
+    if not drop:
+        return
+    alive = on_path | keep
+    for task_id in drop:
+        task = tasks[task_id]
+        for child in task._children:
+            if child not in alive:  # a finished branch off the dropped task
+                for t in _subtree(workflow, child):
+                    del tasks[t.id]
+        task._children = [c for c in task._children if c in alive]
+    for parent_id in {tasks[i]._parent for i in drop} - drop:
+        parent = tasks[parent_id]
+        children, stack = [], list(reversed(parent._children))
+        while stack:
+            child = stack.pop()
+            if child in drop:
+                stack.extend(reversed(tasks[child]._children))
+            else:
+                tasks[child]._parent = parent_id
+                children.append(child)
+        parent._children = children
+    for task_id in drop:
+        del tasks[task_id]
 
 
 def _spent(task) -> bool:
