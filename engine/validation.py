@@ -662,6 +662,21 @@ def check_timers(parsed: Parsed) -> None:
                 break
 
 
+def check_subprocess_timers(parsed: Parsed) -> None:
+    """No timer inside an embedded or called subprocess. The step schedules and fires the timers
+    of the process's own tasks (engine/step.py reads the top level of the task tree), so a timer
+    inside a subprocess would fire only when some other step happened to run: late, or never."""
+    for name, sub in sorted(parsed.subprocesses.items()):
+        for ts in sub.task_specs.values():
+            if isinstance(getattr(ts, "event_definition", None), TimerEventDefinition):
+                parsed.report(
+                    ts.bpmn_id or ts.name,
+                    f"a timer inside the subprocess '{name}' would not fire on time: Gridloop "
+                    "fires the timers of the process's own tasks only; put the timer on the "
+                    "subprocess itself or on a task outside it",
+                )
+
+
 def _timer_kind(definition: TimerEventDefinition) -> str:
     if isinstance(definition, CycleTimerEventDefinition):
         return "cycle"
@@ -1389,7 +1404,15 @@ def check_campaign_timers(parsed: Parsed) -> None:
 
 register(
     PROCESS_ID,
-    [check_tasks, check_lanes, check_reads, check_timers, check_tables, check_loops],
+    [
+        check_tasks,
+        check_lanes,
+        check_reads,
+        check_timers,
+        check_subprocess_timers,
+        check_tables,
+        check_loops,
+    ],
     final=[dry_run("archived")],
 )
 register(
@@ -1399,6 +1422,7 @@ register(
         check_lanes,
         check_reads,
         check_timers,
+        check_subprocess_timers,
         check_tables,
         check_loops,
         check_campaign_timers,

@@ -320,6 +320,29 @@ def test_a_table_reading_a_field_no_form_has_is_named(bundle):
     assert "'kind'" in problem.message
 
 
+def test_a_timer_inside_a_subprocess_is_refused_naming_it(bundle):
+    """The step fires the timers of the process's own tasks; one inside a subprocess would wait
+    until some other step happened to run."""
+    text = bundle.files[BPMN]
+    start = text.index('<bpmn:scriptTask id="reopen"')
+    end = text.index("</bpmn:scriptTask>", start) + len("</bpmn:scriptTask>")
+    subprocess = """<bpmn:subProcess id="reopen" name="重新办理">
+      <bpmn:incoming>f_gw_satisfied__reopen</bpmn:incoming>
+      <bpmn:outgoing>f_reopen__gw_reopen</bpmn:outgoing>
+      <bpmn:startEvent id="reopen_start" />
+      <bpmn:sequenceFlow id="reopen_f1" sourceRef="reopen_start" targetRef="reopen_wait" />
+      <bpmn:intermediateCatchEvent id="reopen_wait">
+        <bpmn:timerEventDefinition><bpmn:timeDuration>"PT1H"</bpmn:timeDuration>
+        </bpmn:timerEventDefinition>
+      </bpmn:intermediateCatchEvent>
+      <bpmn:sequenceFlow id="reopen_f2" sourceRef="reopen_wait" targetRef="reopen_end" />
+      <bpmn:endEvent id="reopen_end" />
+    </bpmn:subProcess>"""
+    bad = Bundle({**bundle.files, BPMN: text[:start] + subprocess + text[end:]})
+    problem = problem_at(validate(bad, now=START), BPMN, "reopen_wait")
+    assert "subprocess 'reopen'" in problem.message and "on time" in problem.message
+
+
 def test_a_loop_without_a_person_or_an_event_is_refused_without_running_it(bundle):
     """route → time_limit → gw_tier → route would spin inside one step for ever."""
     bad = changed(
