@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
-from SpiffWorkflow.bpmn.util.diff import diff_workflow
+from SpiffWorkflow.bpmn.util.diff import SpecDiff, WorkflowDiff
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
 from SpiffWorkflow.util.task import TaskState
 from sqlalchemy import select
@@ -51,6 +51,9 @@ MIGRATED = "migrated"  # the event a move appends: {from, to}
 _SPEC_CONVERTERS = BpmnWorkflowSerializer.configure(SPIFF_CONFIG)
 _AT = TaskState.READY | TaskState.WAITING  # what a case is at: its open tasks, timers, signals
 MAX_CASES = 10000  # case numbers one request may name
+# The elements whose finished tasks a step dropped from a case's tree (engine/step.py
+# _shed_passed_loops), kept on the root task's internal data: the case has passed them.
+PASSED = "passed_elements"
 
 
 class Unmovable(Conflict):
@@ -69,10 +72,12 @@ class Unmovable(Conflict):
 
 
 def _label(spec: Spec, task) -> str:
-    """An element as a reason names it: its id, and its name in the diagram if it has one."""
-    element = task.task_spec.name
+    """An element (a task, or a task spec) as a reason names it: its id, and its name in the
+    diagram if it has one."""
+    task_spec = getattr(task, "task_spec", task)
+    element = task_spec.name
     info = spec.tasks.get(element)
-    name = info.name if info is not None else getattr(task.task_spec, "bpmn_name", None)
+    name = info.name if info is not None else getattr(task_spec, "bpmn_name", None)
     return f"'{element}' ({name})" if name and name != element else f"'{element}'"
 
 
@@ -82,9 +87,8 @@ def check_workflow(workflow: BpmnWorkflow, source: Spec, target: Spec):
     removed, or a subprocess (this engine's diagrams call none)."""
     if workflow.subprocesses:
         raise Unmovable("subprocess", "the case runs a subprocess; such cases cannot be moved")
-    diff, _subprocesses = diff_workflow(
-        _SPEC_CONVERTERS, workflow, target.process, target.subprocesses
-    )
+    spec_diff = SpecDiff(_SPEC_CONVERTERS, workflow.spec, target.process)
+    diff = WorkflowDiff(workflow, spec_diff)  # what diff_workflow does, with no subprocess
     removed, changed = set(diff.removed), set(diff.changed)
     # The user task first: it is what people see the case waiting at.
     at = sorted(
@@ -104,14 +108,17 @@ def check_workflow(workflow: BpmnWorkflow, source: Spec, target: Spec):
                 f"the case is at {_label(source, task)}, which the target version changes",
                 task.task_spec.name,
             )
-    for task in sorted(removed, key=lambda t: t.task_spec.name):
-        if task.state & TaskState.FINISHED_MASK:
-            raise Unmovable(
-                "history_removed",
-                f"the case has passed {_label(source, task)}, which the target version does "
-                "not have",
-                task.task_spec.name,
-            )
+    gone = {ts.name: ts for ts in spec_diff.removed}
+    passed = {t.task_spec.name for t in removed if t.state & TaskState.FINISHED_MASK}
+    passed.update(n for n in workflow.task_tree.internal_data.get(PASSED, ()) if n in gone)
+    if passed:
+        element = min(passed)
+        raise Unmovable(
+            "history_removed",
+            f"the case has passed {_label(source, gone[element])}, which the target version "
+            "does not have",
+            element,
+        )
     return diff
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from uuid import UUID
 
 from SpiffWorkflow.bpmn import BpmnWorkflow
-from SpiffWorkflow.bpmn.specs.control import BoundaryEventJoin
+from SpiffWorkflow.bpmn.specs.control import BoundaryEventJoin, _EndJoin
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import (
     CycleTimerEventDefinition,
     TimerEventDefinition,
@@ -489,7 +489,11 @@ def _shed_passed_loops(workflow: BpmnWorkflow, ran: list) -> None:
     task still to run, from this step's tasks and from the last task run is dropped, with the
     finished branches hanging off it, and its children take its place among its parent's. The
     walk meets the remaining tasks in the same order, so the step's events and items are the
-    same; the tree then holds at most one pass of each element, however often a case reopens.
+    same; the tree then holds one or two passes of each element, however often a case reopens.
+    Two things of the past are read otherwise, and stay: the ends those branches reached (the end
+    event and its end-join task: the process's end join merges their data into the workflow's,
+    which a closed case's facts read), and the names of the elements dropped, on the root task
+    (migration.PASSED: a case cannot move to a version without an element it has passed).
 
     Only for processes whose joins are boundary events' and the end's (Spec.loops_shed): a
     parallel or inclusive join reads the finished tasks of earlier passes."""
@@ -518,13 +522,31 @@ def _shed_passed_loops(workflow: BpmnWorkflow, ran: list) -> None:
     if not drop:
         return
     alive = on_path | keep
+    passed = {tasks[i].task_spec.name for i in drop}
     for task_id in drop:
         task = tasks[task_id]
+        children = []
         for child in task._children:
-            if child not in alive:  # a finished branch off the dropped task
-                for t in _subtree(workflow, child):
+            if child in alive:
+                children.append(child)
+                continue
+            # A finished branch off the dropped task goes, but for the ends it reached: the
+            # process's end join merges the data of every finished end-join task's parent into
+            # the workflow's (what a closed case's facts read), so those pairs stay, in place.
+            stack = [child]
+            while stack:
+                t = tasks[stack.pop()]
+                stack.extend(reversed(t._children))
+                if isinstance(t.task_spec, _EndJoin) and t._parent in tasks:
+                    end = tasks[t._parent]
+                    end._children = [t.id]
+                    children.append(end.id)
+            ends = {c for c in children if c not in alive}
+            for t in _subtree(workflow, child):
+                if t.id not in ends and t._parent not in ends:
+                    passed.add(t.task_spec.name)
                     del tasks[t.id]
-        task._children = [c for c in task._children if c in alive]
+        task._children = children
     for parent_id in {tasks[i]._parent for i in drop} - drop:
         parent = tasks[parent_id]
         children, stack = [], list(reversed(parent._children))
@@ -538,6 +560,9 @@ def _shed_passed_loops(workflow: BpmnWorkflow, ran: list) -> None:
         parent._children = children
     for task_id in drop:
         del tasks[task_id]
+    # What the case passed stays known to a migration's check (engine/migration.py).
+    root = workflow.task_tree.internal_data
+    root[migration.PASSED] = sorted(passed.union(root.get(migration.PASSED, ())))
 
 
 def _spent(task) -> bool:

@@ -8,17 +8,23 @@ No database: the workflows come from the step function (tests/test_step.py's hel
 from __future__ import annotations
 
 import random
+import re
 from datetime import timedelta
 
 import pytest
 from conftest import ACCEPT_NORMAL
 from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
+from SpiffWorkflow.util.task import TaskState
 from test_step import FINISH, OPENED, START, step
 
 from engine import step as step_module
+from engine.migration import Unmovable, check_workflow
 from engine.serializer import make_serializer
-from engine.specs import SpecRegistry, parse_bundle, sheds_loops
-from engine.step import Complete, Fire, Open, ready_user_tasks
+from engine.specs import Bundle, SpecRegistry, parse_bundle, sheds_loops
+from engine.step import Complete, Fire, Open, Transfer, ready_user_tasks
+from engine.validation import validate
+
+BPMN = "workflows/bpmn/case_loop.bpmn"
 
 
 @pytest.fixture(scope="module")
@@ -33,32 +39,44 @@ def serializer(spec):
     return make_serializer(registry)
 
 
-def drive(spec, serializer, seed: int, reopen: float = 0.5, steps: int = 80):
-    """A case driven at random until archived: items completed (feedback unsatisfied with
-    probability `reopen`, which reopens it), timers fired at their instants. Choices go by element
-    name, never by task id, so two runs with one seed take the same path. The workflow goes
-    through its stored form after every step, as when no process holds it. Returns what every
-    step said, and the size of the tree after every step."""
+def drive(spec, serializer, seed: int, steps: int = 80):
+    """A case driven at random until archived: items completed (handling sometimes referred up,
+    feedback sometimes unsatisfied, which reopens the case, reviews sometimes returned), accept
+    and grid handling sometimes transferred, timers fired at their instants or days late. Choices
+    go by element name, never by task id, so two runs with one seed take the same path. The
+    workflow goes through its stored form after every step, as when no process holds it. Returns
+    what every step said, and the size of the tree after every step."""
     rng = random.Random(seed)
     now = START
     outcome = step(spec, None, Open(dict(OPENED)), now)
     said, sizes = [said_by(outcome)], [len(outcome.workflow.tasks)]
-    for _ in range(steps):
+    for n in range(steps):
         ready = ready_user_tasks(outcome.workflow)
         if not ready:
             break
         workflow = serializer.deserialize_json(serializer.serialize_json(outcome.workflow))
-        dues = sorted(t for t, _kind, _name in outcome.timers) if outcome.timers else []
+        waiting = [t for t in workflow.tasks.values() if t.state == TaskState.WAITING]
+        dues = sorted(at for at, _kind, _name in step_module._timers_of(waiting))
+        task_id, task = min(ready.items(), key=lambda item: item[1].task_spec.name)
+        name = spec.tasks[task.task_spec.name].task
         if dues and rng.random() < 0.3:
-            now = max(now, dues[0]) + timedelta(minutes=1)
+            late = timedelta(minutes=1) if rng.random() < 0.7 else timedelta(days=rng.randint(1, 3))
+            now = max(now, dues[0]) + late
             outcome = step(spec, workflow, Fire(), now)
-        else:
-            task_id, task = min(ready.items(), key=lambda item: item[1].task_spec.name)
-            name = spec.tasks[task.task_spec.name].task
-            data = dict(ACCEPT_NORMAL) if name == "accept" else dict(FINISH[name])
-            if name == "feedback" and rng.random() < reopen:
-                data = {"satisfaction": "unsatisfied"}
+        elif task.task_spec.name in spec.transferable and rng.random() < 0.15:
             now += timedelta(hours=1)
+            sent = {"from": "V01-D1-G01", "to": "V01-D1-G02", "note": f"n{n}"}
+            outcome = step(spec, workflow, Transfer(task_id, name, sent), now)
+        else:
+            data = dict(ACCEPT_NORMAL) if name == "accept" else dict(FINISH[name])
+            chance = rng.random()
+            if name == "handle" and chance < 0.2:
+                data = {"outcome": "refer_up", "note": "up"}
+            elif name == "feedback" and chance < 0.5:
+                data = {"satisfaction": "unsatisfied"}
+            elif name == "review" and chance < 0.3:
+                data = {"approved": False}
+            now += timedelta(hours=rng.choice([1, 1, 1, 30]))
             outcome = step(spec, workflow, Complete(task_id, name, data), now)
         said.append(said_by(outcome))
         sizes.append(len(outcome.workflow.tasks))
@@ -78,6 +96,7 @@ def said_by(outcome) -> tuple:
         outcome.escalated,
         outcome.overdue_marked,
         outcome.owner_cleared,
+        outcome.workflow.data,  # what the end join merged: a closed case's facts read it
     )
 
 
@@ -163,3 +182,140 @@ def test_only_a_process_whose_joins_read_no_earlier_pass_sheds(spec):
     parser = SpiffBpmnParser()
     parser.add_bpmn_str(PARALLEL.encode())
     assert not sheds_loops(parser.get_spec("case_loop"), {})
+
+
+def scripted(spec, script, serializer=None):
+    """A case driven by `script`: ("complete", task, data), ("transfer", task) or ("fire",
+    minutes after the first due timer). Returns the last outcome and what every step said."""
+    now = START
+    outcome = step(spec, None, Open(dict(OPENED)), now)
+    said = [said_by(outcome)]
+    for action, *args in script:
+        workflow = outcome.workflow
+        if serializer is not None:
+            workflow = serializer.deserialize_json(serializer.serialize_json(workflow))
+        if action == "fire":
+            waiting = [t for t in workflow.tasks.values() if t.state == TaskState.WAITING]
+            due = min(at for at, _kind, _name in step_module._timers_of(waiting))
+            now = max(now, due) + timedelta(minutes=args[0])
+            outcome = step(spec, workflow, Fire(), now)
+        else:
+            ready = ready_user_tasks(workflow).items()
+            (task_id,) = [i for i, t in ready if spec.tasks[t.task_spec.name].task == args[0]]
+            now += timedelta(hours=1)
+            if action == "transfer":
+                command = Transfer(task_id, args[0], {"from": "a", "to": "b", "note": ""})
+            else:
+                command = Complete(task_id, args[0], dict(args[1]))
+            outcome = step(spec, workflow, command, now)
+        said.append(said_by(outcome))
+    return outcome, said
+
+
+def test_what_finished_branches_gave_the_process_reaches_the_closed_cases_facts(
+    bundle, monkeypatch
+):
+    """The process's end join merges the data of every finished branch's end into the
+    workflow's, which a closed case's facts read. A diagram whose supervision branch sets a word
+    the main path never sets: a first accept pass supervised at its deadline, transferred (a
+    second pass of accept), supervised again, and rejected. The first pass goes; what its branch
+    set still reaches the facts (found in review)."""
+    text = bundle.files[BPMN]
+    text = text.replace(
+        'sourceRef="due_accept" targetRef="end_supervised_accept"',
+        'sourceRef="due_accept" targetRef="note_due_accept"',
+    )
+    noted = """<bpmn:scriptTask id="note_due_accept" name="记录督办层级">
+      <bpmn:incoming>f_due_accept__end_supervised_accept</bpmn:incoming>
+      <bpmn:outgoing>f_note_due_accept__end</bpmn:outgoing>
+      <bpmn:script>tier = "grid_leader"</bpmn:script>
+    </bpmn:scriptTask>
+    <bpmn:sequenceFlow id="f_note_due_accept__end" sourceRef="note_due_accept"
+      targetRef="end_supervised_accept" />
+    """
+    text = text.replace(
+        '<bpmn:endEvent id="end_supervised_accept"',
+        noted + '<bpmn:endEvent id="end_supervised_accept"',
+    )
+    text = text.replace(
+        "<bpmn:incoming>f_due_accept__end_supervised_accept</bpmn:incoming>\n    </bpmn:endEvent>",
+        "<bpmn:incoming>f_note_due_accept__end</bpmn:incoming>\n    </bpmn:endEvent>",
+    )
+    text = text.replace(
+        "<bpmn:flowNodeRef>due_accept</bpmn:flowNodeRef>",
+        "<bpmn:flowNodeRef>due_accept</bpmn:flowNodeRef>\n"
+        "        <bpmn:flowNodeRef>note_due_accept</bpmn:flowNodeRef>",
+    )
+    noting = Bundle({**bundle.files, BPMN: text})
+    assert validate(noting, now=START) == []
+    spec = parse_bundle(noting)
+    reject = {"valid": False, "category": "resident_request", "severity": "normal"}
+    script = [("fire", 600), ("transfer", "accept"), ("fire", 1), ("complete", "accept", reject)]
+    shed, shed_said = scripted(spec, script)
+    unshed(monkeypatch)
+    kept, kept_said = scripted(spec, script)
+    assert shed.facts.closed and shed.facts.tier == kept.facts.tier == "grid_leader"
+    assert shed_said == kept_said
+    assert shed.workflow.data == kept.workflow.data
+    assert len(shed.workflow.tasks) < len(kept.workflow.tasks)  # the first pass went
+
+
+def without_overdue_town(bundle) -> Bundle:
+    """The town's daily supervision goes straight to its end: `overdue_town` is removed."""
+    text = bundle.files[BPMN]
+    text = re.sub(
+        r'\s*<bpmn:scriptTask id="overdue_town".*?</bpmn:scriptTask>', "", text, flags=re.S
+    )
+    text = text.replace("<bpmn:flowNodeRef>overdue_town</bpmn:flowNodeRef>", "")
+    text = re.sub(r'\s*<bpmn:sequenceFlow id="f_overdue_town__end_due_town"[^>]*/>', "", text)
+    text = re.sub(
+        r'\s*<bpmndi:BPMNShape id="overdue_town_di".*?</bpmndi:BPMNShape>', "", text, flags=re.S
+    )
+    text = re.sub(
+        r'\s*<bpmndi:BPMNEdge id="f_overdue_town__end_due_town_di".*?</bpmndi:BPMNEdge>',
+        "",
+        text,
+        flags=re.S,
+    )
+    text = text.replace(
+        "<bpmn:incoming>f_overdue_town__end_due_town</bpmn:incoming>",
+        "<bpmn:incoming>f_due_town__overdue_town</bpmn:incoming>",
+    )
+    text = text.replace(
+        'sourceRef="due_town" targetRef="overdue_town"',
+        'sourceRef="due_town" targetRef="end_due_town"',
+    )
+    assert 'id="overdue_town"' not in text
+    return Bundle({**bundle.files, BPMN: text})
+
+
+def test_a_case_that_passed_an_element_in_a_shed_pass_cannot_move_to_a_version_without_it(
+    spec, bundle, monkeypatch
+):
+    """Referred up to town, supervised there as overdue (`overdue_town`), reopened once and
+    handled again: the first town pass, and the overdue branch off it, are shed. A version
+    without `overdue_town` would rewrite history the case has passed, with or without the
+    shedding (found in review)."""
+    target = parse_bundle(without_overdue_town(bundle))
+    up = {"outcome": "refer_up", "note": "up"}
+    script = [
+        ("complete", "accept", ACCEPT_NORMAL),
+        *[("complete", "handle", up)] * 3,
+        ("fire", 1),
+        ("fire", 1),
+        ("complete", "handle", FINISH["handle"]),
+        ("complete", "feedback", {"satisfaction": "unsatisfied"}),
+        ("complete", "handle", FINISH["handle"]),
+    ]
+    refusals = []
+    for shedding in (True, False):
+        if not shedding:
+            unshed(monkeypatch)
+        outcome, _said = scripted(spec, script)
+        names = {t.task_spec.name for t in outcome.workflow.tasks.values()}
+        assert ("overdue_town" in names) is not shedding  # the shed pass held the only one
+        with pytest.raises(Unmovable) as refused:
+            check_workflow(outcome.workflow, spec, target)
+        refusals.append((refused.value.reason, refused.value.element, str(refused.value)))
+    assert refusals[0] == refusals[1]
+    assert refusals[0][:2] == ("history_removed", "overdue_town")
