@@ -15,10 +15,13 @@ import pytest
 from conftest import ACCEPT_NORMAL
 from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
 from SpiffWorkflow.util.task import TaskState
+from test_replay import GRIDS, OFFICER, _walk
 from test_step import FINISH, OPENED, START, step
 
 from engine import step as step_module
+from engine.events import verify
 from engine.migration import Unmovable, check_workflow
+from engine.replay import replay
 from engine.serializer import make_serializer
 from engine.specs import Bundle, SpecRegistry, parse_bundle, sheds_loops
 from engine.step import Complete, Fire, Open, Transfer, ready_user_tasks
@@ -319,3 +322,37 @@ def test_a_case_that_passed_an_element_in_a_shed_pass_cannot_move_to_a_version_w
         refusals.append((refused.value.reason, refused.value.element, str(refused.value)))
     assert refusals[0] == refusals[1]
     assert refusals[0][:2] == ("history_removed", "overdue_town")
+
+
+@pytest.mark.parametrize("first, then", [(False, True), (True, False)], ids=["upgrade", "rollback"])
+def test_cases_stepped_by_a_build_without_shedding_and_one_with_it_replay(
+    gl, monkeypatch, first, then
+):
+    """An upgrade meets cases half way: their first steps were taken without shedding, the rest
+    with it, and the auditors' replay (with it) must find every one as stored; and the same the
+    other way round, for a rollback to the build before."""
+    real = step_module._shed_passed_loops
+
+    def build(shedding: bool) -> None:
+        monkeypatch.setattr(
+            step_module, "_shed_passed_loops", real if shedding else lambda workflow, ran: None
+        )
+
+    rng = random.Random(5)
+    build(first)
+    cases = []
+    for n in range(24):
+        grid = GRIDS[n % len(GRIDS)]
+        case = gl.open(OFFICER[grid], grid, title=f"案件{n}")
+        _walk(gl, rng, case, steps=rng.randint(4, 16))
+        cases.append(case)
+    gl.runtime._hot.clear()  # the new build's processes read every case from its blob
+    build(then)
+    for case in cases:
+        _walk(gl, rng, case, steps=40)
+    cases = [gl.reload(case) for case in cases]
+    assert sum(1 for case in cases if case.reopen_count) >= 3
+    for case in cases:
+        assert verify(gl.session, case).ok
+        result = replay(gl.session, case, gl.runtime.registry)
+        assert result.ok, (case.number, result.as_json())

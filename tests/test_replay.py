@@ -49,10 +49,12 @@ def _who(gl, item: WorkItem) -> str | None:
     return None
 
 
-def _walk(gl, rng: random.Random, case: Case) -> None:
+def _walk(gl, rng: random.Random, case: Case, steps: int | None = None) -> None:
     """Take one case along a random path: work, claims, releases, transfers, and time passing
-    so that supervisions, escalations and town-level overdue marks happen on the way."""
-    steps = rng.randint(1, 6) if rng.random() < 0.2 else 40  # some cases are still running
+    so that supervisions, escalations and town-level overdue marks happen on the way. At most
+    `steps` steps; unless told, some cases stop early, still running."""
+    if steps is None:
+        steps = rng.randint(1, 6) if rng.random() < 0.2 else 40
     for _ in range(steps):
         case = gl.reload(case)
         items = gl.items(case)
