@@ -489,11 +489,12 @@ def _shed_passed_loops(workflow: BpmnWorkflow, ran: list) -> None:
     task still to run, from this step's tasks and from the last task run is dropped, with the
     finished branches hanging off it, and its children take its place among its parent's. The
     walk meets the remaining tasks in the same order, so the step's events and items are the
-    same; the tree then holds one or two passes of each element, however often a case reopens.
-    Two things of the past are read otherwise, and stay: the ends those branches reached (the end
-    event and its end-join task: the process's end join merges their data into the workflow's,
-    which a closed case's facts read), and the names of the elements dropped, on the root task
-    (migration.PASSED: a case cannot move to a version without an element it has passed).
+    same. Two things of the past are read otherwise, and stay: the ends those branches reached
+    (the end event and its end-join task: the process's end join merges their data into the
+    workflow's, which a closed case's facts read), and the names of the elements dropped, on the
+    root task (migration.PASSED: a case cannot move to a version without an element it has
+    passed). So the tree holds one or two passes of each element, and of each earlier pass only
+    the ends its finished branches reached: two tasks for each, where a whole pass stayed before.
 
     Only for processes whose joins are boundary events' and the end's (Spec.loops_shed): a
     parallel or inclusive join reads the finished tasks of earlier passes."""

@@ -137,7 +137,8 @@ def test_a_case_reopened_again_and_again_keeps_a_state_of_one_passes_size(
     spec, serializer, monkeypatch
 ):
     def reopened(times: int):
-        """Accepted, then `times` rounds of resolved and unsatisfied, waiting at handle."""
+        """Accepted, then `times` rounds of resolved and unsatisfied (no supervision fires: see
+        the next test), waiting at handle."""
         outcome = step(spec, None, Open(dict(OPENED)), START)
         now = START
         for name in ["accept"] + ["handle", "feedback"] * times:
@@ -157,6 +158,29 @@ def test_a_case_reopened_again_and_again_keeps_a_state_of_one_passes_size(
     assert len(serializer.serialize_json(twelve)) <= len(serializer.serialize_json(six)) * 1.05
     unshed(monkeypatch)  # without it, every reopening adds a pass
     assert len(reopened(12).tasks) > 3 * len(once.tasks)
+
+
+def test_a_supervised_pass_leaves_only_its_branch_end_behind(spec, monkeypatch):
+    """At town, each round: supervised (80 %) and marked overdue, resolved, unsatisfied. The
+    finished supervision branch of a shed pass leaves its end behind (end event and end-join
+    task: the end join merges their data), two tasks a round, against a whole pass without the
+    shedding (found in review: the growth is accepted, and bounded by this)."""
+    up = {"outcome": "refer_up", "note": "up"}
+    to_town = [("complete", "accept", ACCEPT_NORMAL), *[("complete", "handle", up)] * 3]
+    round_ = [
+        ("fire", 1),
+        ("fire", 1),
+        ("complete", "handle", FINISH["handle"]),
+        ("complete", "feedback", {"satisfaction": "unsatisfied"}),
+    ]
+
+    def size(rounds: int) -> int:
+        outcome, _said = scripted(spec, to_town + round_ * rounds)
+        return len(outcome.workflow.tasks)
+
+    assert size(8) - size(4) <= 2 * 4
+    unshed(monkeypatch)
+    assert size(8) - size(4) >= 20 * 4
 
 
 PARALLEL = """<?xml version="1.0" encoding="UTF-8"?>
