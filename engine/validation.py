@@ -1402,31 +1402,20 @@ def check_campaign_timers(parsed: Parsed) -> None:
 
 # --------------------------------------------------------------------------- the processes
 
-register(
-    PROCESS_ID,
-    [
-        check_tasks,
-        check_lanes,
-        check_reads,
-        check_timers,
-        check_subprocess_timers,
-        check_tables,
-        check_loops,
-    ],
-    final=[dry_run("archived")],
-)
+# What every process goes through; a process adds its own.
+EVERY_PROCESS = [
+    check_tasks,
+    check_lanes,
+    check_reads,
+    check_timers,
+    check_subprocess_timers,
+    check_tables,
+    check_loops,
+]
+register(PROCESS_ID, EVERY_PROCESS, final=[dry_run("archived")])
 register(
     CAMPAIGN_PROCESS_ID,
-    [
-        check_tasks,
-        check_lanes,
-        check_reads,
-        check_timers,
-        check_subprocess_timers,
-        check_tables,
-        check_loops,
-        check_campaign_timers,
-    ],
+    [*EVERY_PROCESS, check_campaign_timers],
     final=[dry_run("confirmed")],
     opening=campaign_opening,
 )

@@ -32,7 +32,7 @@ from engine.clock import FixedClock
 from engine.models import Case, CaseEvent, Person, Timer, WorkItem
 from engine.passwords import Passwords
 from engine.runtime import Runtime
-from engine.specs import Bundle, SpecRegistry, deploy, load_bundle
+from engine.specs import Bundle, Spec, SpecRegistry, deploy, load_bundle, parse_bundle
 from engine.storage import create_schema, make_engine, make_sessionmaker
 from webapp.cli import main
 
@@ -149,6 +149,12 @@ def new_db_url(tmp_path, databases):
 @pytest.fixture(scope="session")
 def bundle() -> Bundle:
     return load_bundle(REPO)
+
+
+@pytest.fixture(scope="module")
+def spec(bundle) -> Spec:
+    """The repository's case loop, parsed (the step function's tests need no database)."""
+    return parse_bundle(bundle)
 
 
 @pytest.fixture(scope="session")

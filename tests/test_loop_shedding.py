@@ -31,11 +31,6 @@ BPMN = "workflows/bpmn/case_loop.bpmn"
 
 
 @pytest.fixture(scope="module")
-def spec(bundle):
-    return parse_bundle(bundle)
-
-
-@pytest.fixture(scope="module")
 def serializer(spec):
     registry = SpecRegistry()
     registry.add(spec)

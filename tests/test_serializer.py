@@ -20,13 +20,8 @@ from test_step import FINISH, open_and_accept, step, supervised_daily
 
 from engine import serializer as serializer_module
 from engine.serializer import make_serializer
-from engine.specs import Spec, SpecRegistry, parse_bundle
+from engine.specs import Spec, SpecRegistry
 from engine.step import Complete, Fire, ready_user_tasks
-
-
-@pytest.fixture(scope="module")
-def spec(bundle):
-    return parse_bundle(bundle)
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,11 @@ from engine import step as step_module
 from engine.clock import iso
 from engine.errors import Conflict
 from engine.serializer import make_serializer
-from engine.specs import Spec, SpecRegistry, TaskInfo, parse_bundle
+from engine.specs import Spec, SpecRegistry, TaskInfo
 from engine.step import Complete, Fire, Open, ready_user_tasks, run_step
 from engine.workcal import WorkCalendar
 
 OPENED = {"title": "路灯坏了", "description": "", "grid": "V01-D1-G01", "category": None}
-
-
-@pytest.fixture(scope="module")
-def spec(bundle):
-    return parse_bundle(bundle)
 
 
 def deadline_at(now):

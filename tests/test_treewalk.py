@@ -26,7 +26,7 @@ from test_step import (
 
 from engine import treewalk
 from engine.serializer import make_serializer
-from engine.specs import SpecRegistry, parse_bundle
+from engine.specs import SpecRegistry
 from engine.step import Complete, Fire, Open, ready_user_tasks
 
 MASKS = [
@@ -45,11 +45,6 @@ MASKS = [
     TaskState.NOT_FINISHED_MASK,
     TaskState.ANY_MASK,
 ]
-
-
-@pytest.fixture(scope="module")
-def spec(bundle):
-    return parse_bundle(bundle)
 
 
 def assert_walks_alike(workflow) -> None:
