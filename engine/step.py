@@ -453,7 +453,8 @@ def _prune_fired_cycles(workflow: BpmnWorkflow, waiting: list) -> None:
     data of every finished branch into the workflow's, in the order they finished. So the newest
     finished branch of each timer is kept (its data is what that merge ends with, for every key a
     repeat sets each time) and the older ones go: a case's state stays the same size however long
-    it is supervised, and its events hold what every branch did."""
+    it is supervised, and its events hold what every branch did. The names of the elements the
+    dropped branches passed are recorded for a migration's check, as the shedding below does."""
     for task in waiting:
         if not isinstance(
             getattr(task.task_spec, "event_definition", None), CycleTimerEventDefinition
@@ -471,12 +472,15 @@ def _prune_fired_cycles(workflow: BpmnWorkflow, waiting: list) -> None:
                 newest[output] = child_id
         if not dropped:
             continue
+        passed = set()
         for child_id in dropped:
             for t in _subtree(workflow, child_id):
+                passed.add(t.task_spec.name)
                 del workflow.tasks[t.id]
         task._children = [c for c in task._children if c not in dropped]
         if workflow.last_task is not None and workflow.last_task.id not in workflow.tasks:
             workflow.last_task = task
+        _record_passed(workflow, passed)
 
 
 def _shed_passed_loops(workflow: BpmnWorkflow, ran: list) -> None:
@@ -561,9 +565,17 @@ def _shed_passed_loops(workflow: BpmnWorkflow, ran: list) -> None:
         parent._children = children
     for task_id in drop:
         del tasks[task_id]
-    # What the case passed stays known to a migration's check (engine/migration.py).
+    _record_passed(workflow, passed)
+
+
+def _record_passed(workflow: BpmnWorkflow, names: set) -> None:
+    """What a case passed stays known to a migration's check (engine/migration.py) when the
+    tasks that held it are dropped: a repeat's branch that once went another way at a gateway,
+    a shed pass of a loop."""
     root = workflow.task_tree.internal_data
-    root[migration.PASSED] = sorted(passed.union(root.get(migration.PASSED, ())))
+    known = root.get(migration.PASSED, ())
+    if not names.issubset(known):
+        root[migration.PASSED] = sorted(names.union(known))
 
 
 def _spent(task) -> bool:

@@ -15,6 +15,7 @@ from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
 from engine import step as step_module
 from engine.clock import iso
 from engine.errors import Conflict
+from engine.migration import PASSED
 from engine.serializer import make_serializer
 from engine.specs import Spec, SpecRegistry, TaskInfo
 from engine.step import Complete, Fire, Open, ready_user_tasks, run_step
@@ -191,6 +192,20 @@ def test_a_case_supervised_daily_keeps_a_state_of_the_same_size(spec, monkeypatc
     assert pruned_end[0].workflow.data.get("overdue") is True
     assert pruned_end[0].facts.status == "archived" and pruned_end[0].facts.closed
     assert serializer.deserialize_json(serializer.serialize_json(pruned_end[0].workflow))
+
+
+def test_the_elements_of_dropped_repeats_stay_known_to_a_migration(spec):
+    """A repeat's branch may go another way at a gateway than the newest one kept: the names of
+    what the dropped repeats passed are recorded, so a migration to a version without one of
+    them is refused (engine/migration.py reads the list beside the tree)."""
+    once, _ = supervised_daily(spec, 1)
+    assert "overdue_town" not in once.workflow.task_tree.internal_data.get(PASSED, [])
+    daily, _ = supervised_daily(spec, 4)
+    names = {t.task_spec.name for t in daily.workflow.tasks.values()}
+    passed = daily.workflow.task_tree.internal_data[PASSED]
+    assert {"overdue_town", "end_due_town"} <= set(passed)
+    assert passed == sorted(passed)
+    assert "overdue_town" in names  # the newest repeat's branch is kept
 
 
 FINISH = {
