@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, exists, false, or_, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, and_, bindparam, exists, false, or_, select, true
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from .delegation import delegators_of
@@ -166,8 +166,29 @@ def sees_reporter_phone(viewer: Viewer, case: Case, open_items: list[WorkItem]) 
 
 
 def _liaison_ok() -> ColumnElement[bool]:
-    """Town items go to the liaison leaders of the case's village, else to every town leader."""
-    return ~exists().where(Liaison.village_id == WorkItem.village_id)
+    """Town items go to the liaison leaders of the case's village, else to every town leader. A
+    peer review's resolver does not count (DESIGN §2.5: "a town leader other than the resolver
+    where there is one"): when they are the village's only liaison, every other town leader
+    reviews."""
+    return ~exists(other_liaisons(WorkItem.village_id, WorkItem.excluded))
+
+
+def other_liaisons(village_id, excluded) -> Select:
+    """SELECT the liaison leaders of a village but the `excluded` username (either may be a
+    column of the enclosing query, or a value)."""
+    # Aliases of their own, so that a query around this never correlates them with its own.
+    liaison, person = aliased(Liaison), aliased(Person)
+    if excluded is None:
+        but = true()
+    elif isinstance(excluded, str):
+        but = person.username != excluded
+    else:
+        but = or_(excluded.is_(None), person.username != excluded)
+    return (
+        select(liaison.person_id)
+        .join(person, person.id == liaison.person_id)
+        .where(liaison.village_id == village_id, but)
+    )
 
 
 def inbox_scope(viewer: Viewer) -> ColumnElement[bool]:
@@ -264,7 +285,7 @@ def _may_work(
     if (item.role, item.unit_id) not in positions or item.excluded in (username, actor):
         return False
     if item.role == "town_leadership" and item.village_id not in liaises:
-        return not session.scalar(select(exists().where(Liaison.village_id == item.village_id)))
+        return not session.scalar(select(exists(other_liaisons(item.village_id, item.excluded))))
     return True
 
 
@@ -283,16 +304,20 @@ def _serves(session: Session, item: WorkItem) -> bool:
     return bool(session.scalar(select(exists(holds))))
 
 
-def eligible_town_leaders(session: Session, village_id: int, town_id: int) -> list[str]:
-    """Active town leaders who would see a town item of this village."""
-    liaisons = select(Liaison.person_id).where(Liaison.village_id == village_id)
-    has_liaison = session.scalar(select(exists(liaisons)))
+def eligible_town_leaders(
+    session: Session, village_id: int, town_id: int, excluded: str | None = None
+) -> list[str]:
+    """Active town leaders who would see a town item of this village that excludes `excluded`
+    (a peer review's resolver): the village's other liaison leaders, else every other one."""
+    liaisons = other_liaisons(village_id, excluded)
     query = (
         select(Person.username)
         .join(Position, Position.person_id == Person.id)
         .where(Position.role == "town_leadership", Position.unit_id == town_id, Person.active)
     )
-    if has_liaison:
+    if excluded is not None:
+        query = query.where(Person.username != excluded)
+    if session.scalar(select(exists(liaisons))):
         query = query.where(Person.id.in_(liaisons))
     return list(session.scalars(query))
 

@@ -22,10 +22,10 @@ from datetime import datetime
 
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy import case as when
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from .access import assignee_serves
+from .access import assignee_serves, other_liaisons
 from .models import Case, Liaison, Person, Position, Unit, WorkItem
 from .specs import OPEN_STATUSES
 
@@ -137,8 +137,7 @@ def _someone_active_holds() -> ColumnElement[bool]:
     """SQL condition on a work item: an active person holds its role at its unit and may work
     it (not the excluded resolver; for a town item of a village with liaison leaders, one of
     them), as engine/access.py decides for each person."""
-    liaison = aliased(Liaison)
-    village_has_liaisons = exists().where(liaison.village_id == WorkItem.village_id)
+    village_has_liaisons = exists(other_liaisons(WorkItem.village_id, WorkItem.excluded))
     is_liaison = exists().where(
         Liaison.village_id == WorkItem.village_id, Liaison.person_id == Person.id
     )

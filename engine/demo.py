@@ -11,13 +11,13 @@ import random
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from .access import viewer_of
+from .access import other_liaisons, viewer_of
 from .clock import FixedClock
 from .demo_org import DEMO_LOGINS, DEMO_PASSWORD, demo_org
-from .models import Household, Liaison, Person, Position, Unit, WorkItem
+from .models import Household, Person, Position, Unit, WorkItem
 from .org import import_org_data
 from .passwords import Passwords
 from .runtime import Runtime
@@ -245,8 +245,8 @@ def _actor(session: Session, item: WorkItem, officer: Person | None) -> Person |
     if item.excluded:
         query = query.where(Person.username != item.excluded)
     if item.role == "town_leadership":
-        liaisons = select(Liaison.person_id).where(Liaison.village_id == item.village_id)
-        if session.scalar(select(Liaison.person_id).where(Liaison.village_id == item.village_id)):
+        liaisons = other_liaisons(item.village_id, item.excluded)
+        if session.scalar(select(exists(liaisons))):
             query = query.where(Person.id.in_(liaisons))
     return session.scalars(query).first()
 

@@ -461,8 +461,7 @@ def _new_item(session: Session, case, ready: Ready, escalated: bool, now) -> Sim
             .order_by(ITEMS.c.id.desc())
             .limit(1)
         )
-        others = set(eligible_town_leaders(session, case.village_id, case.town_id))
-        if previous and others - {previous}:
+        if previous and eligible_town_leaders(session, case.village_id, case.town_id, previous):
             values["excluded"] = previous
     item_id = session.connection().execute(INSERT_ITEM, values).scalar_one()
     return SimpleNamespace(id=item_id, **values)

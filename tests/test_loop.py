@@ -321,6 +321,47 @@ def test_town_review_is_done_by_another_town_leader(gl):
     assert case.status == "archived"
 
 
+def test_a_liaison_leaders_own_town_case_is_reviewed_by_another_town_leader(gl):
+    """V01's only liaison leader tl1 resolves and reports at town: the review goes to the other
+    town leaders, not back to tl1 (DESIGN §2.5: "a town leader other than the resolver where
+    there is one"); tl1 can neither see nor complete it."""
+    case = gl.accepted()
+    for actor in ("gl1", "dl1", "vs1"):
+        case = gl.complete(actor, case, {"outcome": "refer_up", "note": "上报"})
+    assert gl.inbox("tl2") == []  # the village's town items are its liaison leader's
+    case = gl.complete("tl1", case, {"outcome": "resolved"})
+    case = gl.complete("off1", case, {"satisfaction": "satisfied"})
+    case = gl.complete("tl1", case, {"summary": "镇级办结"})
+    review = gl.item(case)
+    assert (review.task, review.excluded) == ("review", "tl1")
+    assert gl.inbox("tl1") == []
+    assert [i.id for i in gl.inbox("tl2")] == [review.id]
+    with pytest.raises((Forbidden, NotFound)):
+        gl.runtime.complete(gl.session, gl.viewer("tl1"), review.id, {"approved": True})
+    case = gl.complete("tl2", case, {"approved": True})
+    assert case.status == "archived"
+
+
+def test_a_sole_town_leader_reviews_their_own_case(gl):
+    """With no other town leader, the resolver reviews: someone must."""
+    from sqlalchemy import update
+
+    from engine.models import Person
+
+    gl.session.execute(update(Person).where(Person.username == "tl2").values(active=False))
+    gl.session.commit()
+    case = gl.accepted()
+    for actor in ("gl1", "dl1", "vs1"):
+        case = gl.complete(actor, case, {"outcome": "refer_up", "note": "上报"})
+    case = gl.complete("tl1", case, {"outcome": "resolved"})
+    case = gl.complete("off1", case, {"satisfaction": "satisfied"})
+    case = gl.complete("tl1", case, {"summary": "镇级办结"})
+    review = gl.item(case)
+    assert review.excluded is None
+    case = gl.complete("tl1", case, {"approved": True})
+    assert case.status == "archived"
+
+
 def test_town_items_of_a_liaison_village_go_to_its_liaison_leader(gl):
     case = gl.accepted()
     for actor in ("gl1", "dl1", "vs1"):
