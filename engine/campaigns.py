@@ -375,8 +375,14 @@ def _append(session: Session, campaign, now: datetime, actor: str, events, **val
         setattr(campaign, name, value)
 
 
-def events_of(session: Session, campaign: Campaign) -> list[dict[str, Any]]:
-    """The campaign's chain as the events API gives it: each event with its hash."""
+def events_of(
+    session: Session, campaign: Campaign, viewer: Viewer | None = None
+) -> list[dict[str, Any]]:
+    """The campaign's chain as the events API gives it: each event with its hash. A `viewer` who
+    does not cover the whole campaign (its town's leaders and auditors do) reads the campaign's
+    own events (launched, closed) and those of its grids they cover: another grid's return,
+    confirmation and supervisions, and who did them, are outside their units (DESIGN §4). The
+    seq numbers then have gaps; the chain verifies whole, for those who read it whole."""
     import json
 
     rows = session.scalars(
@@ -384,6 +390,19 @@ def events_of(session: Session, campaign: Campaign) -> list[dict[str, Any]]:
         .where(CampaignEvent.campaign_id == campaign.id)
         .order_by(CampaignEvent.seq)
     ).all()
+    if viewer is not None and not viewer.is_auditor and town_of(viewer) != campaign.town_id:
+        mine = set(
+            session.scalars(
+                select(Unit.code)
+                .join(Case, Case.grid_id == Unit.id)
+                .where(
+                    Case.campaign_id == campaign.id,
+                    Case.process == CAMPAIGN_PROCESS_ID,
+                    case_scope(viewer),
+                )
+            )
+        )
+        rows = [r for r in rows if json.loads(r.data).get("grid") in mine | {None}]
     return [
         {
             "case": campaign.number,
@@ -824,7 +843,8 @@ def may_walk(viewer: Viewer) -> bool:
 
 def walker_grid(session: Session, viewer: Viewer, campaign: Campaign, grid_code: Any):
     """The campaign's instance in a grid the viewer walks (its information officer or leader),
-    else NotFound: another grid's households are not theirs to see or tick."""
+    else NotFound (Forbidden for a grid they cover but do not walk): another grid's households are
+    not theirs to see or tick."""
     if not isinstance(grid_code, str):
         raise NotFound("no such household")
     row = session.execute(
@@ -840,6 +860,10 @@ def walker_grid(session: Session, viewer: Viewer, campaign: Campaign, grid_code:
         raise NotFound("no such household")
     holder = walks_for(viewer, row.grid_id)
     if holder is None:
+        if session.scalar(select(Case.id).where(Case.id == row.id, case_scope(viewer))):
+            # A grid they cover but do not walk (a grid leader's district, say): 403, as for
+            # anything they see but may not do (DESIGN §4).
+            raise Forbidden("only the grid's information officers and its leader record visits")
         raise NotFound("no such household")
     return SimpleNamespace(id=row.id, grid_id=row.grid_id, holder=holder)
 

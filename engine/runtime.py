@@ -474,7 +474,8 @@ class Runtime:
             session = ctx.session
             campaign = campaigns.visible(session, actor, campaign_id)
             if not campaigns.may_walk(actor):  # who, before what they sent (DESIGN §4)
-                raise NotFound("no such household")  # DESIGN §12: none of their grids
+                # They see the campaign's grids (a leader above them) but record no visits.
+                raise Forbidden("only the grid's information officers and its leader record visits")
             if not isinstance(body, dict):
                 raise Invalid("the request has errors", {"body": "must be a JSON object"})
             household, client_id = body.get("household"), body.get("client_id")
@@ -483,9 +484,15 @@ class Runtime:
                 problems["client_id"] = f"required: at most {campaigns.MAX_CLIENT_ID} characters"
             if not isinstance(household, dict):
                 problems["household"] = "must be {grid, number}"
+            else:
+                if not isinstance(household.get("grid"), str):
+                    problems["household.grid"] = "required: a grid's code"
+                number = household.get("number")
+                if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+                    problems["household.number"] = "required: a household's number (1, 2, …)"
             if problems:
                 raise Invalid("the request has errors", problems)
-            instance = campaigns.walker_grid(session, actor, campaign, household.get("grid"))
+            instance = campaigns.walker_grid(session, actor, campaign, household["grid"])
             first = session.scalars(
                 select(Visit).where(Visit.campaign_id == campaign.id, Visit.client_id == client_id)
             ).first()
@@ -752,6 +759,15 @@ class Runtime:
         if hot is not None and hot[0] == case.version:
             return hot[1]
         return self.serializer.deserialize_json(stored or projection.blob(session, case.id))
+
+    def check_item(self, session: Session, actor: Viewer, item_id: int) -> None:
+        """Raise what working this item would raise for who the actor is (NotFound outside their
+        units, Forbidden, Conflict), and nothing for what they sent: an adapter answers those
+        before a malformed request's 400 (DESIGN §4)."""
+        try:
+            self._actionable(session, actor, item_id)
+        finally:
+            _end_transaction(session)
 
     def _actionable(self, session: Session, actor: Viewer, item_id: int, held: bool = True):
         """The item and its case as plain rows, if this actor may work it, and the name the

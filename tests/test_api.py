@@ -594,6 +594,31 @@ def test_district_leader_sees_but_cannot_complete_a_grid_item_403(api_client, ap
     assert get_case(api_client, dl1, number)["status"] == "handling"
 
 
+def test_who_is_asking_is_answered_before_what_they_sent(api_client, api_as):
+    """DESIGN §4: who may do something is checked before what they sent is validated. A role
+    that may never open cases gets 403 for POST /cases whatever the body; a malformed completion
+    or transfer of someone else's item answers what a good one would (404 outside the caller's
+    units, 403, 409), and a malformed one of one's own item the 400."""
+    for who in ("gl1", "dl1", "vs1", "tl1", "ps1"):
+        for body in ({}, {"x": 1}, {"title": "t", "grid": "V01-D1-G01"}):
+            assert_error(api_client.post(f"{API}/cases", json=body, headers=api_as(who)), 403)
+        assert_error(api_client.post(f"{API}/cases", data="not json", headers=api_as(who)), 403)
+    number = accepted(api_client, api_as)["number"]
+    item = item_of(api_client, api_as("gl1"), number)["id"]
+    for path in ("complete", "transfer"):
+        url = f"{API}/work-items/{item}/{path}"
+        for body in ({}, {"data": 5, "to": 7}, ["x"]):
+            assert_error(api_client.post(url, json=body, headers=api_as("gl2")), 404)
+            assert_error(api_client.post(url, json=body, headers=api_as("dl1")), 403)
+            assert_error(api_client.post(url, json=body, headers=api_as("gl1")), 400)
+    assert_error(
+        api_client.post(f"{API}/work-items/999999/complete", json={}, headers=api_as("gl1")), 404
+    )
+    # Nothing moved, and the officer still opens cases.
+    assert get_case(api_client, api_as("gl1"), number)["status"] == "handling"
+    assert open_case(api_client, api_as("off1"))["status"] == "accepting"
+
+
 def test_item_claimed_by_someone_else_is_409(api_client, api_as):
     # off1 opens the case and so holds its accept item; the grid's other officer is refused.
     number = open_case(api_client, api_as("off1"))["number"]
@@ -689,11 +714,8 @@ def test_bad_new_case_is_400_per_field(api_client, api_as):
 
 
 def test_new_case_in_a_grid_not_the_officers_is_400_grid(api_client, api_as):
-    # gl1 holds a position in G01 but is no information officer there.
-    response = api_client.post(
-        f"{API}/cases", json={"title": "t", "grid": G01}, headers=api_as("gl1")
-    )
-    assert_error(response, 400, {"grid"})
+    # off2 is an information officer, of another grid (gl1, no officer at all, gets 403: see
+    # test_who_is_asking_is_answered_before_what_they_sent).
     response = api_client.post(
         f"{API}/cases", json={"title": "t", "grid": G01}, headers=api_as("off2")
     )

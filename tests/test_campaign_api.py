@@ -264,9 +264,22 @@ def test_another_grids_officer_and_people_outside_the_campaign_get_404(client, a
         headers=as_("off1"),
     )
     assert missing.status_code == 404
-    # The district leader sees the campaign but records no visits: not a walker of the grid.
+    # The district leader sees the campaign and its households but records no visits: 403
+    # (DESIGN §4: what the caller may see but not do), whatever the body.
     assert client.get(f"{API}/campaigns/{cid}", headers=as_("dl1")).status_code == 200
-    assert visit(client, as_, campaign, who="dl1").status_code == 404
+    assert visit(client, as_, campaign, who="dl1").status_code == 403
+    assert (
+        client.post(f"{API}/campaigns/{cid}/visits", json={}, headers=as_("dl1")).status_code == 403
+    )
+    # A household named with the wrong types is a 400 naming the field, not a missing household.
+    for household, field in (
+        ({"grid": None, "number": 1}, "household.grid"),
+        ({"grid": G01, "number": "1"}, "household.number"),
+        ({"grid": G01, "number": True}, "household.number"),
+    ):
+        body = {"household": household, "data": {"told": True}, "client_id": "t"}
+        response = client.post(f"{API}/campaigns/{cid}/visits", json=body, headers=as_("off1"))
+        assert set(error_fields(response, 400)) == {field}
     # The auditor reads every campaign and records nothing.
     assert client.get(f"{API}/campaigns/{cid}", headers=as_("aud")).status_code == 200
     assert visit(client, as_, campaign, who="aud").status_code == 403
@@ -354,6 +367,39 @@ def test_completing_both_items_through_the_api_closes_the_campaign_and_its_chain
     tampered = {k: v for k, v in events[1].items() if k != "hash"} | {"actor": "someone"}
     recomputed = hashlib.sha256((events[0]["hash"] + "\n" + canonical(tampered)).encode())
     assert recomputed.hexdigest() != events[1]["hash"]
+
+
+def test_a_grids_people_read_the_campaigns_own_events_and_their_grids_not_another_grids(
+    client, as_
+):
+    """Two grids of V01-D1 return: each grid's officer reads the launch and their own grid's
+    return, not the other grid's (who returned it, and when, is outside their units); the
+    district leader, the town leader and the auditor read both."""
+    campaign = launched(client, as_, targets=("V01-D1",))
+    url = f"{API}/campaigns/{campaign['id']}"
+    for who in ("off1", "off2"):
+        [item] = campaign_items(client, as_, who)
+        done = client.post(
+            f"{API}/work-items/{item['id']}/complete", json={"data": {}}, headers=as_(who)
+        )
+        assert done.status_code == 200, done.get_json()
+
+    def read(who):
+        answer = client.get(f"{url}/events", headers=as_(who)).get_json()
+        return answer, [(e["type"], e["data"].get("grid"), e["actor"]) for e in answer["events"]]
+
+    whole, everything = read("tl1")
+    assert everything == [
+        ("launched", None, "tl1"),
+        ("returned", G01, "off1"),
+        ("returned", "V01-D1-G02", "off2"),
+    ]
+    for who in ("dl1", "aud"):
+        assert read(who) == (whole, everything)
+    answer, seen = read("off1")
+    assert seen == [("launched", None, "tl1"), ("returned", G01, "off1")]
+    assert answer["head"] == whole["head"] == whole["events"][-1]["hash"]
+    assert read("off2")[1] == [("launched", None, "tl1"), ("returned", "V01-D1-G02", "off2")]
 
 
 def test_the_openapi_document_lists_the_campaign_calls(client):

@@ -97,8 +97,10 @@ def test_the_walk_page_is_for_the_grids_officers_and_leader_only(walk):
     assert text.count("保存") >= 4 and "已宣传" in text and "发现焚烧隐患" in text
     assert page.get_data(as_text=True).count('data-testid="household"') == 4
     assert web_client(app, "gl1").get(url).status_code == 200
-    for username in ("off2", "gl2", "dl1", "tl1", "aud", "adm", "ps1"):
+    for username in ("off2", "gl2", "adm", "ps1"):  # the grid is outside their units
         assert web_client(app, username).get(url).status_code == 404, username
+    for username in ("dl1", "tl1", "aud"):  # they see the grid, and record no visits
+        assert web_client(app, username).get(url).status_code == 403, username
     off1 = web_client(app, "off1")
     for other in (
         f"/campaigns/{campaign_id}/walk/V01-D1-G02",  # not a target, nor off1's
@@ -159,10 +161,14 @@ def test_bad_visits_answer_400_field_by_field_and_record_nothing(walk):
     assert set(missing.get_json()["error"]["fields"]) == {"client_id", "household"}
     assert off1.post(url, data="{", content_type="application/json").status_code == 400
     assert off1.post(url, json=["x"]).status_code == 400
-    for number in (99, 0, -1, "1", True, 2**40):
+    for number in (99, 2**40):  # no such household in the grid
         response = off1.post(url, json=body(number=number, client_id=f"n-{number}"))
         assert response.status_code == 404, number
         assert response.get_json()["error"]["code"] == "not_found"
+    for number in (0, -1, "1", True, None):  # not a household's number at all: that field
+        response = off1.post(url, json=body(number=number, client_id=f"n-{number}"))
+        assert response.status_code == 400, number
+        assert set(response.get_json()["error"]["fields"]) == {"household.number"}
     # A household of the grid named in the body, not the page's: 404.
     assert off1.post(url, json=body(grid="V01-D1-G02")).status_code == 404
     assert visits(app) == []

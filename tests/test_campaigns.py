@@ -262,7 +262,7 @@ def test_a_visit_answers_the_checklist_and_nothing_else_and_only_walkers_record_
     with pytest.raises(Invalid) as err:  # a float would break the chain: refused as a field
         visit(gl, campaign, extra=0.5)
     assert err.value.fields == {"data.extra": "unknown field"}
-    with pytest.raises(NotFound):  # a town leader sees the campaign but walks no grid
+    with pytest.raises(Forbidden):  # a town leader sees the campaign but walks no grid
         gl.runtime.record_visit(gl.session, gl.viewer("tl1"), campaign.id, {"bad": 1})
     assert gl.session.scalar(select(func.count()).select_from(Visit)) == 0
 
@@ -365,7 +365,7 @@ def test_a_delegate_walks_the_grid_of_the_grid_leader_they_stand_in_for(gl):
     campaign = launch(gl, targets=("V01-D1-G01",))
     body = {"household": {"grid": "V01-D1-G01", "number": 1}, "data": {"told": True}}
     dl1 = gl.session.scalars(select(Person).where(Person.username == "dl1")).one()
-    with pytest.raises(NotFound):  # a district leader walks no grid of their own
+    with pytest.raises(Forbidden):  # a district leader walks no grid of their own
         gl.runtime.record_visit(gl.session, viewer_of(gl.session, dl1, START), campaign.id,
                                 {**body, "client_id": "d-0"})  # fmt: skip
     gl.session.add(

@@ -113,10 +113,12 @@ def campaign_visit(campaign_id: int):
 @bp.get("/campaigns/<int:campaign_id>/events")
 @token_required
 def campaign_events(campaign_id: int):
-    """The campaign's own chain, shaped like a case's events answer: {events, head}."""
+    """The campaign's own chain, shaped like a case's events answer: {events, head}; for a
+    caller who covers part of the campaign, its own and their grids' events, and the whole
+    chain's head."""
     campaign = campaigns.visible(db.session, g.viewer, campaign_id)
-    events = campaigns.events_of(db.session, campaign)
-    return jsonify({"events": events, "head": events[-1]["hash"] if events else GENESIS})
+    events = campaigns.events_of(db.session, campaign, g.viewer)
+    return jsonify({"events": events, "head": campaign.event_head or GENESIS})
 
 
 @bp.get("/campaigns/<int:campaign_id>/coverage")
