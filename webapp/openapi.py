@@ -116,6 +116,20 @@ def build_openapi() -> dict:
                 errors=("400", "401"),
             )
         },
+        "/stats": {
+            "get": _op(
+                "A unit's figures (DESIGN §11) over a period of Asia/Shanghai dates, with "
+                "`children` (the same per child unit) and `by_category`",
+                ("200", None),
+                params=[
+                    _q("unit"),
+                    {**_q("from"), "schema": {"type": "string", "format": "date"}},
+                    {**_q("to"), "schema": {"type": "string", "format": "date"}},
+                    _q("category"),
+                ],
+                errors=("400", "401", "404"),
+            )
+        },
         "/work-items/{item_id}/claim": {
             "post": _op("Claim", ("200", "WorkItemOut"), params=item, errors=all_errors)
         },
