@@ -109,9 +109,9 @@ def _write(session, rng, diagram, grids, parent, numbers) -> None:
                 "case_id": case_id, "town_id": town, "village_id": village,
                 "district_id": district, "grid_id": grid, "category": category,
                 "opened_at": opened, "accepted_at": accepted, "valid": valid,
-                "dispatch_seconds": int((accepted - opened).total_seconds()),
+                "dispatch_us": (accepted - opened) // timedelta(microseconds=1),
                 "archived_at": archived,
-                "resolution_seconds": int((archived - accepted).total_seconds()) if archived else None,
+                "resolution_us": (archived - accepted) // timedelta(microseconds=1) if archived else None,
                 "resolved_tier": rng.choice(TIERS) if archived else None,
                 "late_at": late, "reopened_at": reopened,
             }

@@ -9,7 +9,7 @@ event chain by construction and never read a workflow. The words are the contrac
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
@@ -59,7 +59,7 @@ def on_step(
                 .values(
                     accepted_at=now,
                     valid=data.get("valid") is True,
-                    dispatch_seconds=_seconds(case.opened_at, now),
+                    dispatch_us=_micros(case.opened_at, now),
                 )
             )
             if data.get("category"):
@@ -71,7 +71,7 @@ def on_step(
             accepted = conn.scalar(ACCEPTED_AT, {"b_case": case.id})
             values.update(archived_at=now, resolved_tier=tier)
             if accepted is not None:
-                values["resolution_seconds"] = _seconds(accepted, now)
+                values["resolution_us"] = _micros(accepted, now)
         if type_ == "escalated" or data.get("overdue") is True:
             values["late_at"] = func.coalesce(FACTS.c.late_at, _instant(now))
         if type_ == "reopened":
@@ -84,5 +84,6 @@ def _instant(moment: datetime):
     return bindparam(None, moment, type_=UTCDateTime())
 
 
-def _seconds(start: datetime, end: datetime) -> int:
-    return max(0, int((end - start).total_seconds()))
+def _micros(start: datetime, end: datetime) -> int:
+    """Whole microseconds, exactly (timedelta // timedelta is integer arithmetic)."""
+    return max(0, (end - start) // timedelta(microseconds=1))

@@ -29,6 +29,7 @@ from .deadlines import item_overdue
 from .models import TIERS, Case, CaseFact, FeedbackFact, Unit, WorkItem, case_unit
 from .specs import PROCESS_ID
 
+MINUTE_US, HOUR_US = 60_000_000, 3_600_000_000  # case_fact keeps durations in microseconds
 CHILD_LEVEL = {"town": "village", "village": "district", "district": "grid"}
 LEVEL_COLUMN = {
     "town": CaseFact.town_id,
@@ -106,8 +107,8 @@ class Tally:
     resolved: int = 0
     on_time: int = 0
     reopened: int = 0
-    dispatch_seconds: int = 0
-    resolution_seconds: int = 0
+    dispatch_us: int = 0
+    resolution_us: int = 0
     satisfied: int = 0
     answered: int = 0
     overdue_open: int = 0
@@ -126,8 +127,8 @@ class Tally:
             "on_time_rate": rate(self.on_time, self.resolved),
             "satisfaction_rate": rate(self.satisfied, self.answered),
             "reopen_rate": rate(self.reopened, self.received),
-            "avg_dispatch_minutes": _mean(self.dispatch_seconds, self.received, 60, "1"),
-            "avg_resolution_hours": _mean(self.resolution_seconds, self.resolved, 3600, "0.1"),
+            "avg_dispatch_minutes": _mean(self.dispatch_us, self.received, MINUTE_US, "1"),
+            "avg_resolution_hours": _mean(self.resolution_us, self.resolved, HOUR_US, "0.1"),
             "overdue_open": self.overdue_open,
         }
 
@@ -161,8 +162,8 @@ def _counts(session: Session, where: list, period: Period, groups: list, into: d
         count(resolved),
         count(on_time),
         count(reopened),
-        total(received, CaseFact.dispatch_seconds),
-        total(resolved, CaseFact.resolution_seconds),
+        total(received, CaseFact.dispatch_us),
+        total(resolved, CaseFact.resolution_us),
     ).where(*where, CaseFact.accepted_at >= period.begins, CaseFact.accepted_at < end)
     if groups:
         query = query.group_by(*groups)
@@ -175,8 +176,8 @@ def _counts(session: Session, where: list, period: Period, groups: list, into: d
             tally.resolved,
             tally.on_time,
             tally.reopened,
-            tally.dispatch_seconds,
-            tally.resolution_seconds,
+            tally.dispatch_us,
+            tally.resolution_us,
         ) = (int(v or 0) for v in row[n:])
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -547,8 +548,9 @@ class Job(Base):
 
 class CaseFact(Base):
     """What the figures (DESIGN §11) count about a case, kept by each step that changes it, so
-    that figures are indexed aggregates and never read workflows or events. A case counts under
-    the units it was opened in; durations are kept in seconds, summed portably by any database."""
+        that figures are indexed aggregates and never read workflows or events. A case counts under
+        the units it was opened in; durations are kept in microseconds (the events' own precision, so
+    averages are exact), summed portably by any database."""
 
     __tablename__ = "case_fact"
     __table_args__ = (
@@ -566,9 +568,9 @@ class CaseFact(Base):
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # accept completed
     valid: Mapped[bool | None] = mapped_column(Boolean)  # what accept said
-    dispatch_seconds: Mapped[int | None] = mapped_column(Integer)  # opened → accepted
+    dispatch_us: Mapped[int | None] = mapped_column(BigInteger)  # opened → accepted, µs
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    resolution_seconds: Mapped[int | None] = mapped_column(Integer)  # accepted → archived
+    resolution_us: Mapped[int | None] = mapped_column(BigInteger)  # accepted → archived, µs
     resolved_tier: Mapped[str | None] = mapped_column(String(32))
     late_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # first escalation or overdue
     reopened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # first reopening

@@ -276,11 +276,34 @@ def test_the_facts_filled_in_from_the_events_equal_those_kept_step_by_step(town)
     gl.session.execute(delete(FeedbackFact))
     gl.session.execute(delete(CaseFact))
     gl.session.commit()
-    migration = importlib.import_module("migrations.versions.0009_case_facts")
-    migration._backfill(gl.session.connection())
+    # 0009 wrote whole seconds, which 0015 turned into microseconds from the rows' instants:
+    # the columns 0009 knew for a while, then both fills in turn.
+    conn = gl.session.connection()
+    for column in ("dispatch_seconds", "resolution_seconds"):
+        conn.exec_driver_sql(f"ALTER TABLE case_fact ADD COLUMN {column} INTEGER")
+    importlib.import_module("migrations.versions.0009_case_facts")._backfill(conn)
+    importlib.import_module("migrations.versions.0015_fact_microseconds")._fill(conn)
+    for column in ("dispatch_seconds", "resolution_seconds"):
+        conn.exec_driver_sql(f"ALTER TABLE case_fact DROP COLUMN {column}")
     gl.session.commit()
     assert rows() == kept
     assert len(kept[0]) == 3 and len(kept[1]) == 2
+
+
+def test_averages_are_of_the_exact_durations_rounded_half_up(town):
+    """Accepted after 14,189.6 s and 14,190.4 s: the mean is 236.5 minutes, shown as 237 (half
+    up, DESIGN §11). Cut to whole seconds first it was 14,189.5 s, 236.49 minutes, shown as 236
+    (found by a check that recomputed the figure from the events)."""
+    app, gl = town
+    for officer, grid, after in (
+        ("off1", "V01-D1-G01", timedelta(seconds=14_189, microseconds=600_000)),
+        ("off2", "V01-D1-G02", timedelta(seconds=14_190, microseconds=400_000)),
+    ):
+        case = gl.open(officer, grid)
+        gl.clock.advance(seconds=after.total_seconds())
+        gl.complete(officer, case, ACCEPT_NORMAL)
+    assert _stats(app)["avg_dispatch_minutes"] == 237
+    assert _stats(app, unit="V01-D1-G01")["avg_dispatch_minutes"] == 236  # 236.49 alone
 
 
 def test_the_xlsx_export_and_the_page_show_the_same_84_8(year):
