@@ -431,8 +431,8 @@ def test_a_town_item_is_supervised_daily_for_60_days_and_then_still_runs_to_the_
     case = gl.complete("tl1", case, {"outcome": "resolved", "note": "已协调解决"})
     case = gl.complete("off1", case, {"satisfaction": "satisfied"})
     case = gl.complete("tl1", case, {"summary": "已办结"})
-    # V01's only liaison leader resolved it, so no other town leader may review: tl1 does.
-    case = gl.complete("tl1", case, {"approved": True})
+    # V01's only liaison leader resolved it: another town leader reviews (DESIGN §2.5).
+    case = gl.complete("tl2", case, {"approved": True})
     assert case.status == "archived"
 
 

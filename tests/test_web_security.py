@@ -348,10 +348,21 @@ def test_deeply_nested_json_is_400(sec_app):
         (f"{API}/tokens", wrapped),
         (f"{API}/cases", deep),
         (f"{API}/cases", closed),  # valid JSON, but deeper than any form needs
-        (f"{API}/work-items/1/complete", b'{"data": ' + b'{"a": ' * 50_000),
     ]:
         error = assert_error(post_raw(client, path, data, headers), 400, "invalid")
         assert set(error.get("fields", {})) == {"body"}
+    # On a work item, who is asking comes first (DESIGN §4): 404 for an item that is not the
+    # caller's, the 400 for one that is.
+    nested = b'{"data": ' + b'{"a": ' * 50_000
+    assert_error(post_raw(client, f"{API}/work-items/999999/complete", nested, headers), 404)
+    number = client.post(f"{API}/cases", json={"title": "t", "grid": GRID}, headers=headers)
+    assert number.status_code == 201, number.get_json()
+    inbox = client.get(f"{API}/inbox", headers=headers).get_json()["items"]
+    own = next(i["id"] for i in inbox if i["case"]["number"] == number.get_json()["number"])
+    error = assert_error(
+        post_raw(client, f"{API}/work-items/{own}/complete", nested, headers), 400, "invalid"
+    )
+    assert set(error.get("fields", {})) == {"body"}
 
 
 def test_moderate_nesting_still_reaches_validation(sec_app):
