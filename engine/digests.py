@@ -30,6 +30,9 @@ from .models import Campaign, CampaignEvent, Case, CaseEvent, ChainRewrite, Dige
 CHUNK = 500  # cases verified per query
 
 
+SYSTEM = "system"  # who makes the nightly digest (and `gridloop audit digest`)
+
+
 def digest_hash(n: int, made_at: str, prev: str, heads: list) -> str:
     body = {"n": n, "made_at": made_at, "prev": prev, "heads": heads}
     return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
@@ -111,7 +114,7 @@ def make_daily(session: Session, now: datetime) -> Digest | None:
     """The day's digest if it is due (the ticker and the rq scheduler call this); commits."""
     if not daily_due(session, now):
         return None
-    digest = make(session, now, "system")
+    digest = make(session, now, SYSTEM)
     session.commit()
     return digest
 

@@ -4,6 +4,7 @@ the record, and they replay cases, make digests and verify every chain against t
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from apps import bearer, web_client
@@ -401,3 +402,32 @@ def test_odd_paging_values_are_a_first_page_not_an_error(town):
     page = web_client(app, "aud")
     assert page.get(f"/audit?before={huge}").status_code == 200
     assert page.get(f"/audit/access?before={huge}").status_code == 200
+
+
+def test_the_audit_pages_speak_the_page_language_and_link_only_what_the_viewer_may_open(town):
+    """A digest shows when it was made in Shanghai time and who made it in words; the
+    administration log's chain links to its page, not to a case 'admin'; case numbers are links
+    for an auditor and plain text for an administrator, who reads no case; how an auditor opened
+    a case is said in words; an empty number to replay is asked for, not 'No case .'."""
+    app, gl = town
+    case = gl.accepted()
+    aud = web_client(app, "aud")
+    assert aud.get(f"/cases/{case.number}").status_code == 200  # logged: how = page
+    reset = web_client(app, "adm").post("/admin/org/people/off1b/password")
+    assert reset.status_code == 200  # on the administration log, whose chain a digest holds
+    gl.clock.set(datetime(2026, 11, 24, 16, 30, tzinfo=UTC))  # 00:30 in Shanghai
+    with app.app_context():
+        digests.make_daily(gl.session, gl.clock.now())
+    index = aud.get("/audit").get_data(as_text=True)
+    assert "2026-11-25 00:30" in index and "系统" in index and ">system<" not in index
+    assert "案件页面" in index
+    digest = aud.get("/audit/digests/1").get_data(as_text=True)
+    assert f'href="/cases/{case.number}"' in digest and "/cases/admin" not in digest
+    assert 'href="/audit/admin-log"' in digest  # the deploy and the import are on its log
+    assert "2026-11-25 00:30" in digest
+    admin = web_client(app, "adm")
+    for page in ("/audit", "/audit/digests/1"):
+        html = admin.get(page).get_data(as_text=True)
+        assert case.number in html and f'href="/cases/{case.number}"' not in html, page
+    empty = aud.post("/audit/replay", data={"number": "  "}, follow_redirects=True)
+    assert "请输入要重放的案件编号。" in empty.get_data(as_text=True)

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from engine import access_log, digests
 from engine.access import Viewer
+from engine.clock import parse_iso
 from engine.errors import Conflict, Forbidden, NotFound
 from engine.models import Case, Digest, Job
 from engine.replay import replay
@@ -35,9 +36,31 @@ from . import services
 from .api import bp as api_bp
 from .api import token_required
 from .extensions import db
-from .web import login_required, now, runtime, viewer
+from .web import login_required, now, powers, runtime, viewer
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
+
+
+@bp.context_processor
+def _helpers() -> dict:
+    """What the audit pages show in the page's language: when a digest was made (stored as ISO
+    text), who made it ("system": the nightly run), how an auditor opened a case, and whether
+    the viewer may open the cases the pages name (an administrator audits, and reads no case)."""
+    return {
+        "made_at": lambda text: parse_iso(text) if text else None,
+        "maker": lambda name: _("System") if name == digests.SYSTEM else name,
+        "HOW": {
+            "page": _("case page"),
+            "api": _("API"),
+            "events": _("events"),
+            "dossier": _("dossier"),
+            "replay": _("replay"),
+            "steps": _("step-through"),
+        },
+        "links_cases": powers().reads_cases,
+    }
+
+
 PAGE = 50
 
 
@@ -232,6 +255,9 @@ def access():
 def replay_page():
     me = _audit_viewer()
     number = (request.form.get("number") or "").strip().upper()
+    if not number:
+        flash(_("Enter the number of the case to replay."), "error")
+        return redirect(url_for("audit.index"))
     try:
         result = _replay(me, number)
     except NotFound:
