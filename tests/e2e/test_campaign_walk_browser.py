@@ -116,6 +116,13 @@ def test_an_officer_walks_the_grid_to_the_end_with_one_household_saved_offline(
         expect(first).to_have_attribute("data-done", "yes")
         expect(first.get_by_test_id("mark")).to_have_text("已走访")
         expect(first.get_by_test_id("visited-by")).to_contain_text("周信息员")
+        # The time the saved row shows is the town's, as the server writes it on the page,
+        # whatever zone the phone is set to (this browser's is the machine's, UTC here).
+        fresh = context.new_page()
+        fresh.goto(urlsplit(page.url).path)
+        served = row(fresh, 1).get_by_test_id("visited-by").inner_text()
+        assert first.get_by_test_id("visited-by").inner_text() == served
+        fresh.close()
 
         # Household 2: a hazard opens a case, linked from the household.
         second = row(page, 2)

@@ -149,12 +149,17 @@
     return (n < 10 ? "0" : "") + n;
   }
 
+  // The town's time, as the server writes it on the page (Asia/Shanghai: UTC+8, no summer
+  // time), whatever zone the phone is set to.
+  var SHANGHAI_MS = 8 * 3600 * 1000;
+
   function shortTime(iso) {
     var d = new Date(iso);
     if (isNaN(d.getTime())) return "";
+    d = new Date(d.getTime() + SHANGHAI_MS);
     return (
-      d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " +
-      pad(d.getHours()) + ":" + pad(d.getMinutes())
+      d.getUTCFullYear() + "-" + pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate()) + " " +
+      pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes())
     );
   }
 
