@@ -314,3 +314,17 @@ def test_slowest_open_lists_the_items_waiting_longest_first(gl):
         slowest_open(gl.session, gl.viewer("aud"), unit(gl, "V01-D1-G01"), later)[0]["overdue"]
         is True
     )
+
+
+def test_a_bad_date_on_the_figures_page_says_which_value_was_wrong(town):
+    """/figures?from=bad&to=bad said only 请求有误，请按提示修改 with nothing to correct by:
+    the error page now lists each value that was not valid, in the page's language."""
+    app, _gl = town
+    page = web_client(app, "tl1").get("/figures?from=bad&to=bad")
+    assert page.status_code == 400
+    html = page.get_data(as_text=True)
+    assert "起始日期：该值无效。" in html and "截止日期：该值无效。" in html
+    english = web_client(app, "tl1")
+    english.set_cookie("lang", "en")
+    html = english.get("/figures?from=bad&to=bad").get_data(as_text=True)
+    assert "From: Not a valid date." in html and "To: Not a valid date." in html

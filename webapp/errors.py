@@ -44,10 +44,28 @@ PAGES = {
 STATUS_OF = {Forbidden: 403, NotFound: 404, Conflict: 409}
 
 
-def page(status: int, detail: str | None = None):
+# The query parameters pages take, named as a person reads them in a list of what was wrong.
+FIELD_NAMES = {
+    "from": _l("From"),
+    "to": _l("To"),
+    "unit": _l("Unit"),
+    "category": _l("Category"),
+    "bucket": _l("Trend by"),
+    "cursor": _l("Page"),
+    "status": _l("Status"),
+    "overdue": _l("Overdue"),
+}
+
+
+def page(status: int, detail: str | None = None, fields: dict | None = None):
+    """The error page; `fields` (an Invalid's) is listed as which value was not valid."""
     title, text = PAGES.get(status, PAGES[500])
+    wrong = [
+        (str(FIELD_NAMES.get(name, name)), shown(message) or gettext("This value is not valid."))
+        for name, message in sorted((fields or {}).items())
+    ]
     return render_template(
-        "errors/error.html", status=status, title=title, text=text, detail=detail
+        "errors/error.html", status=status, title=title, text=text, detail=detail, wrong=wrong
     ), status
 
 
@@ -62,7 +80,7 @@ def register(app) -> None:
 
     @app.errorhandler(GridloopError)
     def _engine(exc: GridloopError):
-        return page(STATUS_OF.get(type(exc), 400), shown(exc.message))
+        return page(STATUS_OF.get(type(exc), 400), shown(exc.message), exc.fields)
 
     @app.errorhandler(500)
     def _crash(exc):
