@@ -394,11 +394,17 @@ def test_an_auditor_opening_a_task_page_or_the_steps_is_logged(town):
     assert [(r.case_id, r.how) for r in rows] == [(case.id, "page"), (case.id, "steps")]
 
 
-def test_odd_paging_values_are_a_first_page_not_an_error(town):
+def test_odd_paging_values_are_a_first_page_on_pages_and_a_400_through_the_api(town):
+    """A person's odd link shows the first page; a client's bad cursor is told, field by field,
+    as /cases, /inbox and /campaigns tell it (a contract sweep found /digests ignoring it)."""
     app, _gl = town
     api = app.test_client()
     huge = "99999999999999999999"
-    assert api.get(f"/api/v1/digests?cursor={huge}", headers=bearer(api, "aud")).status_code == 200
+    for cursor in (huge, "abc", "-5", "0", ""):
+        answer = api.get(f"/api/v1/digests?cursor={cursor}", headers=bearer(api, "aud"))
+        assert answer.status_code == 400, cursor
+        assert answer.get_json()["error"]["fields"] == {"cursor": "bad cursor"}
+    assert api.get("/api/v1/digests?cursor=5", headers=bearer(api, "aud")).status_code == 200
     page = web_client(app, "aud")
     assert page.get(f"/audit?before={huge}").status_code == 200
     assert page.get(f"/audit/access?before={huge}").status_code == 200

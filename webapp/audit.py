@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from engine import access_log, digests
 from engine.access import Viewer
 from engine.clock import parse_iso
-from engine.errors import Conflict, Forbidden, NotFound
+from engine.errors import Conflict, Forbidden, Invalid, NotFound
 from engine.models import Case, Digest, Job
 from engine.replay import replay
 from jobs import audit as audit_jobs
@@ -142,7 +142,10 @@ def replay_api(number: str):
 @token_required
 def digests_api():
     _may_audit(g.viewer)  # heads name every case that grew: not for every signed-in person
-    before = _bounded(request.args.get("cursor", type=int))
+    cursor = request.args.get("cursor")
+    before = _bounded(int(cursor)) if cursor is not None and cursor.isdigit() else None
+    if cursor is not None and before is None:  # as /cases, /inbox and /campaigns answer it
+        raise Invalid("the request has errors", {"cursor": "bad cursor"})
     rows, next_n = _digest_page(before)
     return jsonify(
         {
