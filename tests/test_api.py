@@ -1068,3 +1068,19 @@ def test_the_embedded_ticker_delivers_notifications_from_the_outbox(
         assert ticker.deliver() == 0  # delivered once
     finally:
         receiver.close()
+
+
+def test_accepts_form_starts_from_what_the_case_was_opened_with(api_client, api_as):
+    """DESIGN §2.1: category and severity given when opening only prefill accept's form. A case
+    opened urgent offered a form defaulting to normal, which a client rendering defaults would
+    have sent back, lowering the severity."""
+    off1 = api_as("off1")
+    urgent = open_case(api_client, off1, category="safety_hazard", severity="urgent")["number"]
+    plain = open_case(api_client, off1)["number"]
+    form = item_of(api_client, off1, urgent)["form"]["properties"]
+    assert (form["category"]["default"], form["severity"]["default"]) == (
+        "safety_hazard",
+        "urgent",
+    )
+    form = item_of(api_client, off1, plain)["form"]["properties"]  # the schema's own defaults
+    assert "default" not in form["category"] and form["severity"].get("default") == "normal"

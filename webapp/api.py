@@ -187,6 +187,30 @@ def open_items_of(case_ids: list[int]) -> dict[int, list[WorkItem]]:
     return found
 
 
+# DESIGN §2.1: the category and severity given when a case is opened only prefill accept's form.
+PREFILLED = ("category", "severity")
+
+
+def prefilled(form: dict, case: Case) -> dict:
+    """The form a client renders for this case's item: `default` set to what the case was opened
+    with, for the fields PREFILLED that the form has (a copy; the spec's schema is shared)."""
+    properties = form.get("properties") or {}
+    opened = {
+        name: getattr(case, name)
+        for name in PREFILLED
+        if name in properties and getattr(case, name, None) is not None
+    }
+    if not opened:
+        return form
+    return {
+        **form,
+        "properties": {
+            **properties,
+            **{name: {**properties[name], "default": value} for name, value in opened.items()},
+        },
+    }
+
+
 def item_json(item: WorkItem) -> dict:
     case = item.case
     spec = runtime().registry.get(case.diagram, case.process)
@@ -207,7 +231,7 @@ def item_json(item: WorkItem) -> dict:
         "due_at": iso(item.due_at),
         "overdue": item_overdue(item, now()),
         "claimed_by": item.claimed_by,
-        "form": spec.forms[item.form],
+        "form": prefilled(spec.forms[item.form], case),
     }
     if case.process == CAMPAIGN_PROCESS_ID:  # DESIGN §12: a campaign's item names no case
         answer["case"] = None

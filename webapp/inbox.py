@@ -30,7 +30,7 @@ from engine.models import Campaign, Case, Unit, WorkItem
 from engine.specs import CAMPAIGN_PROCESS_ID
 from engine.words import choices_of
 
-from .api import open_items_of
+from .api import PREFILLED, open_items_of
 from .auth import safe_next
 from .cases import display_names, event_view, step_strip
 from .extensions import db
@@ -70,7 +70,6 @@ BOOL_NAMES = {
     "approved": (_l("Approve"), _l("Return for rework")),
 }
 YES_NO = (_l("Yes"), _l("No"))
-PREFILLED = ("category", "severity")  # accept's form starts from what the case was opened with
 RADIO_MAX = 3  # enums with this many options or fewer are radio buttons, longer ones a select
 
 
