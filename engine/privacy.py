@@ -42,6 +42,11 @@ def mask_phone(phone: str | None) -> str:
     88881234) keeps only its last 2: a masked number never shows whole, nor nearly so."""
     if not phone:
         return ""
+    # Digits only (DESIGN §12 counts digits: "+86 138 1234 5678" is 138****5678), and a
+    # mobile's country code (86, 0086) left out, as people write the number at home.
+    digits = re.sub(r"\D", "", phone)
+    mobile = re.fullmatch(r"(?:0086|86)(1\d{10})", digits)
+    phone = mobile.group(1) if mobile else digits or phone
     if len(phone) >= 7 + MASK_HIDES_AT_LEAST:
         return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
     return "*" * (len(phone) - 2) + phone[-2:] if len(phone) > 2 else "*" * len(phone)

@@ -219,6 +219,10 @@ def test_the_phone_masking_rule():
     assert mask_phone("02188889999") == "021****9999"
     assert mask_phone("86138123456789") == "861*******6789"
     assert mask_phone("5551234") == "*****34", "a short number never shows whole"
+    # Digits are what count: spaces, dashes and a mobile's country code are left out.
+    assert mask_phone("+86 138 1234 5678") == "138****5678"
+    assert mask_phone("0086-138-1234-5678") == "138****5678"
+    assert mask_phone("0731-8888 8888") == "073*****8888"
     assert mask_phone("") == "" and mask_phone(None) == ""
 
 
