@@ -192,6 +192,8 @@ class Runtime:
             session, SimpleNamespace(diagram_sha=version.sha256, diagram_id=version.id)
         )
         problems = _word_problems(spec, category=category, severity=severity)
+        if not isinstance(title, str) or not title.strip():
+            problems["title"] = "must not be blank"
         units = projection.grid_chain(session, grid)
         if units is None or (
             actor is not None and ("info_officer", units.grid_id) not in actor.tier_positions()

@@ -1084,3 +1084,11 @@ def test_accepts_form_starts_from_what_the_case_was_opened_with(api_client, api_
     )
     form = item_of(api_client, off1, plain)["form"]["properties"]  # the schema's own defaults
     assert "default" not in form["category"] and form["severity"].get("default") == "normal"
+
+
+def test_a_blank_title_is_400_and_opens_nothing(api_client, api_as):
+    off1 = api_as("off1")
+    for title in (" ", "\u3000\n\t"):
+        response = api_client.post(f"{API}/cases", json={"title": title, "grid": G01}, headers=off1)
+        assert_error(response, 400, {"title"})
+    assert api_client.get(f"{API}/cases", headers=off1).get_json()["items"] == []

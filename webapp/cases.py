@@ -534,7 +534,7 @@ def _household(text: str, households: list[Household]) -> tuple[str | None, str 
 
 
 def _field_message(field: str, value: str) -> str:
-    if not value:
+    if not value or not str(value).strip():
         return _("Required")
     return str(
         {
