@@ -328,3 +328,6 @@ def test_a_bad_date_on_the_figures_page_says_which_value_was_wrong(town):
     english.set_cookie("lang", "en")
     html = english.get("/figures?from=bad&to=bad").get_data(as_text=True)
     assert "From: Not a valid date." in html and "To: Not a valid date." in html
+    # engine/'s terse English reaches an English page as a sentence.
+    html = english.get("/board?unit=ZZZ").get_data(as_text=True)
+    assert "There is no such unit among yours." in html and "no such unit<" not in html
