@@ -219,12 +219,14 @@ def test_the_banner_shows_administrators_from_the_first_of_november(banner_app, 
     banner_clock.set(FIRST_NOVEMBER)
     ops = _page(admin, "/admin/ops")
     assert BANNER in ops
-    # Chinese by default, naming the year and the command; English on request.
+    # Chinese by default, naming the year and leading to the calendar page (a page sweep found
+    # it sending people on phones to a command line); English on request.
     assert "2027 年节假日安排尚未录入" in ops
-    assert "<code>gridloop calendar import FILE</code>" in ops
+    assert "gridloop calendar import" not in ops
+    assert 'href="/admin/calendar/2027" data-testid="calendar-warning-link"' in ops
     english = _page(admin, "/admin/ops", "en")
     assert "The 2027 holiday arrangement has not been entered." in english
-    assert "<code>gridloop calendar import FILE</code>" in english
+    assert "gridloop calendar import" not in english
     # On every page an administrator opens, not only the operations page.
     assert BANNER in _page(admin, "/account/password")
     # Never for people who cannot enter the calendar, nor before signing in.
