@@ -174,8 +174,10 @@ def _liaison_ok() -> ColumnElement[bool]:
 
 
 def other_liaisons(village_id, excluded) -> Select:
-    """SELECT the liaison leaders of a village but the `excluded` username (either may be a
-    column of the enclosing query, or a value)."""
+    """SELECT the active liaison leaders of a village but the `excluded` username (either may be
+    a column of the enclosing query, or a value). A deactivated leader keeps their liaison rows,
+    so that reactivating restores them, and no longer counts: the village's town items go to
+    the other town leaders meanwhile."""
     # Aliases of their own, so that a query around this never correlates them with its own.
     liaison, person = aliased(Liaison), aliased(Person)
     if excluded is None:
@@ -187,7 +189,7 @@ def other_liaisons(village_id, excluded) -> Select:
     return (
         select(liaison.person_id)
         .join(person, person.id == liaison.person_id)
-        .where(liaison.village_id == village_id, but)
+        .where(liaison.village_id == village_id, person.active, but)
     )
 
 

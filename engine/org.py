@@ -19,7 +19,7 @@ from typing import Any
 
 from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarint import ScalarInt
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, exists, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from .clock import iso
@@ -675,7 +675,8 @@ class _Sync:
         self.people: dict[str, Person] = {}
         self.created: set[str] = set()
         self.touched: set[str] = set()  # existing people in the file whose rows changed
-        # grid id -> numbers of the households officers added in Gridloop (they stay)
+        # grid id -> numbers of the households that stay whatever the file says: officers added
+        # them in Gridloop, or a campaign visit names them
         self.officers_households: dict[int, set[int]] = defaultdict(set)
 
     def run(self) -> ImportReport:
@@ -701,7 +702,14 @@ class _Sync:
 
     def sync_units(self) -> None:
         self.units = {u.code: u for u in self.session.scalars(select(Unit))}
-        added = select(Household.grid_id, Household.number).where(Household.added_by.is_not(None))
+        # Households that stay whatever the file says: those officers added in Gridloop, and
+        # those a campaign visit names (sync_households keeps them), so a grid's count is its rows.
+        added = select(Household.grid_id, Household.number).where(
+            or_(
+                Household.added_by.is_not(None),
+                exists().where(Visit.household_id == Household.id),
+            )
+        )
         for grid_id, number in self.session.execute(added):
             self.officers_households[grid_id].add(number)
         for level in UNIT_ORDER:
@@ -834,13 +842,24 @@ class _Sync:
         if changed:
             self.touched.add(spec.username)
 
+    def kept_as_deactivated(self, username: str) -> bool:
+        """A person the file leaves out who was deactivated before this import (by an
+        administrator, or by an earlier import): the import leaves them as they are, positions
+        and liaisons included, so that reactivating restores them and importing an export (which
+        lists active people only) changes nothing."""
+        person = self.people.get(username)
+        return username not in self.plan.people and person is not None and not person.active
+
     def sync_positions(self) -> None:
-        """Every person's positions become exactly the file's; people not in it keep none."""
+        """Every person's positions become exactly the file's; people not in it keep none, but
+        for those deactivated already (kept_as_deactivated)."""
         by_id = {unit.id: unit for unit in self.units.values()}
         wanted: dict[str, set[tuple[str, int]]] = defaultdict(set)
         for username, role, code in self.plan.positions:
             wanted[username].add((role, self.units[code].id))
         for username, person in self.people.items():
+            if self.kept_as_deactivated(username):
+                continue
             want = wanted.get(username, set())
             have = {(p.role, p.unit_id): p for p in person.positions}
             for key, position in have.items():
@@ -861,7 +880,7 @@ class _Sync:
             (row.person_id, row.village_id): row for row in self.session.scalars(select(Liaison))
         }
         for key, row in have.items():
-            if key not in want:
+            if key not in want and not self.kept_as_deactivated(usernames.get(key[0], "")):
                 self.session.delete(row)
                 self.report.liaisons_removed += 1
                 self.note_change(usernames.get(key[0], ""))

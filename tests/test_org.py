@@ -693,3 +693,34 @@ def test_demo_org_yaml_is_the_same_organisation_and_imports(sessions, passwords)
         report = import_org_data(s, parsed, passwords)
         s.commit()
     assert (report.units_created, report.people_created) == (373, 705)
+
+
+def test_an_administrators_deactivation_survives_importing_the_export(sessions, passwords):
+    """An administrator deactivates an officer and a liaison leader (their positions and
+    liaisons kept, so reactivating restores them). The export lists active people only, and
+    importing it used to strip what they kept (a CLI sweep): now it changes nothing, and a
+    village whose liaison leader is deactivated sends its town items to the other leaders."""
+    from engine import org_admin
+    from engine.access import eligible_town_leaders
+    from engine.org_xlsx import export_file
+
+    run_import(sessions, SMALL, passwords)
+    now = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    with sessions() as s:
+        for username in ("g02.officer", "zhang.wei"):
+            org_admin.deactivate(s, now, "root", username)
+        s.commit()
+        exported = export_file(s, "yaml").decode()
+        v01 = s.scalar(select(Unit.id).where(Unit.code == "V01"))
+        town = s.scalar(select(Unit.id).where(Unit.code == "XDK"))
+        assert set(eligible_town_leaders(s, v01, town)) == {"li.na"}
+    assert "g02.officer" not in exported and "zhang.wei" not in exported
+    report = run_import(sessions, exported, passwords)
+    assert (report.positions_removed, report.liaisons_removed, report.people_updated) == (0, 0, 0)
+    assert report.people_deactivated == 0
+    with sessions() as s:
+        assert positions_of(s, "g02.officer") == {("info_officer", "V01-D1-G02")}
+        assert s.scalar(select(func.count()).select_from(Liaison)) == 3  # zhang.wei's V01 too
+        org_admin.reactivate(s, now, "root", "g02.officer")
+        s.commit()
+        assert authenticate(s, "g02.officer", "pw-g02", passwords) is not None
