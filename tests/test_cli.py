@@ -122,9 +122,26 @@ def test_fire_due_as_of_escalates_once_and_audit_verify_names_a_tampered_event(c
     assert f"{number}: BROKEN at seq 2" in result.output
 
 
-def test_bad_as_of_is_a_usage_error(cli):
-    result = cli("timers", "fire-due", "--as-of", "yesterday", ok=False)
-    assert result.exit_code == 2 and "ISO time" in result.output
+def test_bad_values_missing_files_and_an_old_schema_are_refused_with_exit_1(
+    cli, tmp_path, monkeypatch, new_db_url
+):
+    """DESIGN §8: everything refused exits 1 with the problem said: a bad or empty --as-of, a
+    file that is not there, a folder that is not there to write to (a CLI sweep found exit 2,
+    an empty --as-of taken as now, and tracebacks)."""
+    for as_of in ("yesterday", "", "2026-12-01T08:00:00"):
+        result = cli("timers", "fire-due", "--as-of", as_of, ok=False)
+        assert result.exit_code == 1 and "ISO time" in result.output, as_of
+    result = cli("org", "import", str(tmp_path / "missing.yaml"), ok=False)
+    assert result.exit_code == 1 and "does not exist" in result.output
+    cli("org", "import", _org_file(tmp_path))
+    result = cli("org", "export", str(tmp_path / "no" / "such" / "org.yaml"), ok=False)
+    assert result.exit_code == 1 and "cannot write" in result.output
+    assert not isinstance(result.exception, OSError)
+    monkeypatch.setenv("GRIDLOOP_DATABASE_URL", new_db_url("empty"))  # never initialised
+    for command in (("diagrams", "list"), ("audit", "verify"), ("timers", "fire-due")):
+        result = cli(*command, ok=False)
+        assert result.exit_code == 1, command
+        assert "run `gridloop init-db` first" in result.output, command
 
 
 def test_serve_refuses_a_busy_port_with_a_clear_message(cli):

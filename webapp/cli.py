@@ -20,20 +20,69 @@ from engine.digests import verify_all
 from engine.models import Case, DiagramVersion, Unit
 from engine.replay import replay
 from engine.specs import DiagramError, live_version, load_bundle
-from engine.storage import upgrade_schema
+from engine.storage import head_revision, upgrade_schema
 from engine.workcal import CalendarFileError, enter_calendar
 
 from . import create_app, services
 from .extensions import db
 
 
-def _app():
+def _app(schema_current: bool = True):
+    """The app, its context pushed. With `schema_current`, a database whose schema is not the
+    current one is refused with what to do, instead of failing on a missing table mid-command
+    (init-db and demo upgrade it themselves)."""
     app = create_app()
     app.app_context().push()
+    if schema_current:
+        _check_schema(db.engine)
     return app
 
 
-@click.group(help="Gridloop: the township's grid case loop.")
+def _check_schema(engine) -> None:
+    """Refuse a database whose schema is not the current one, saying what to do."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        revision = MigrationContext.configure(conn).get_current_revision()
+    if revision != head_revision():
+        raise click.ClickException(
+            f"the database's schema is {revision or 'empty'}, not {head_revision()}: "
+            "run `gridloop init-db` first"
+        )
+
+
+def _write(path: Path, content: bytes) -> None:
+    """Write a file the command was asked for; a path that cannot be written (no such folder,
+    no permission) is refused with exit 1, not a traceback."""
+    try:
+        path.write_bytes(content)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+class _Refusals(click.Group):
+    """Every refusal exits 1 (DESIGN §8: "Everything the API refuses, the CLI refuses the same
+    way, with the problems listed and exit status 1"): a bad option value or a missing file too,
+    which click would end with 2."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            exc.show()
+            sys.exit(1)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Refusals, help="Gridloop: the township's grid case loop.")
 def main() -> None:
     pass
 
@@ -44,7 +93,7 @@ REPOSITORY = "system"
 
 @main.command("init-db", help="Upgrade the schema; deploy the repository's bundle if it changed.")
 def init_db() -> None:
-    app = _app()
+    app = _app(schema_current=False)
     click.echo(upgrade_schema(db.engine).summary())
     _deploy(app, services(app).root, REPOSITORY, quiet=False)
 
@@ -247,7 +296,7 @@ def org_import(file: Path, reset_passwords: bool) -> None:
 def demo() -> None:
     from engine.demo import load_demo
 
-    app = _app()
+    app = _app(schema_current=False)
     upgrade_schema(db.engine)
     _deploy(app, services(app).root, REPOSITORY, quiet=True)
     if db.session.scalar(select(Unit.id).limit(1)) is not None:
@@ -345,6 +394,7 @@ def worker(
     from redis.exceptions import RedisError
 
     with rq_worker.worker_root() as root:
+        _check_schema(root.engine)
         if root.redis_url is None:
             raise click.ClickException(
                 f"{REDIS_URL_ENV} is not set. Without Redis, the embedded ticker in "
@@ -376,8 +426,9 @@ def fire_due(as_of: str | None) -> None:
     from jobs.root import build_root
     from jobs.ticker import catch_up
 
-    moment = _parse_time(as_of) if as_of else None
+    moment = _parse_time(as_of) if as_of is not None else None
     with build_root() as root:
+        _check_schema(root.engine)
         moment = moment or root.clock.now()
         total = catch_up(root, moment)
     click.echo(f"fired the due timers of {total} case(s) as of {iso(moment)}")
@@ -390,8 +441,9 @@ def timers_status(as_of: str | None, max_lag: float | None) -> None:
     from jobs.root import build_root
     from jobs.status import timers_status as status_of
 
-    moment = _parse_time(as_of) if as_of else None
+    moment = _parse_time(as_of) if as_of is not None else None
     with build_root() as root:
+        _check_schema(root.engine)
         state, lines = status_of(root, moment or root.clock.now())
     for line in lines:
         click.echo(line)
@@ -528,7 +580,7 @@ def audit_export(case_number: str, out: Path | None) -> None:
     if out is None:
         click.echo(text)
         return
-    out.write_text(text + "\n", encoding="utf-8")
+    _write(out, (text + "\n").encode("utf-8"))
     click.echo(f"{case.number}: dossier written to {out}", err=True)
 
 
@@ -620,7 +672,7 @@ def org_export(file: Path) -> None:
         content = export_file(db.session, fmt)
     except NotFound as exc:
         raise click.ClickException(exc.message) from exc
-    file.write_bytes(content)
+    _write(file, content)
     # The file holds residents' phones: who took a copy is on the record.
     now = services(app).runtime.clock.now()
     admin_log.record(db.session, now, "cli", "org_exported", {"format": fmt})
