@@ -610,6 +610,17 @@ def _read_plan(session: Session, data: Any) -> _Plan:
     plan = reader.read(data)
     if reader.errors:
         raise OrgFileError(reader.errors)
+    if not any(role == "admin" for _u, role, _c in plan.positions):
+        admins = session.scalars(
+            select(Person.username)
+            .join(Position, Position.person_id == Person.id)
+            .where(Position.role == "admin", Person.active)
+        ).all()
+        if admins:  # as an administrator cannot deactivate the last one (engine/org_admin.py)
+            raise OrgFileError(
+                [(0, "admins", "names no administrator: importing it would deactivate "
+                  f"{', '.join(sorted(admins))} and leave nobody to manage Gridloop")]
+            )  # fmt: skip
     return plan
 
 

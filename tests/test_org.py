@@ -724,3 +724,16 @@ def test_an_administrators_deactivation_survives_importing_the_export(sessions, 
         org_admin.reactivate(s, now, "root", "g02.officer")
         s.commit()
         assert authenticate(s, "g02.officer", "pw-g02", passwords) is not None
+
+
+def test_a_file_without_administrators_cannot_lock_everyone_out(sessions, passwords):
+    """An administrator cannot deactivate the last one; nor can an import that names none (a
+    CLI sweep imported such a file and every administrator was deactivated)."""
+    run_import(sessions, SMALL, passwords)
+    no_admins = SMALL.replace('admins: [{username: root, name: 林峰, password: "pw"}]\n', "")
+    assert "admins" not in no_admins
+    with pytest.raises(OrgFileError) as refused, sessions() as s:
+        import_org(s, no_admins, passwords)
+    assert "names no administrator" in str(refused.value) and "root" in str(refused.value)
+    with sessions() as s:
+        assert person(s, "root").active
