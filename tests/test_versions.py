@@ -374,8 +374,9 @@ def test_cli_deploys_with_a_comment_without_activating_then_lists(
 
     listed = cli("diagrams", "list").splitlines()
     assert len(listed) == 2
-    new_line = next(line for line in listed if short in line)
-    old_line = next(line for line in listed if repo_bundle.sha256[:12] in line)
+    # The whole hash, which `cases migrate --to` takes (a CLI sweep found only 12 characters).
+    new_line = next(line for line in listed if longer_limit.sha256 in line)
+    old_line = next(line for line in listed if repo_bundle.sha256 in line)
     assert new_line.startswith(" ") and "延长时限" in new_line and "cli" in new_line
     assert old_line.startswith("*") and "open 0 / total 0" in old_line
 

@@ -252,7 +252,8 @@ def diagrams_list() -> None:
     for info in infos:
         v = info.version
         line = (
-            f"{'*' if info.live else ' '} {v.sha256[:12]}  {iso(v.deployed_at)}  {v.deployed_by}"
+            # The whole hash: `cases migrate --to HASH` and the API take it as it is.
+            f"{'*' if info.live else ' '} {v.sha256}  {iso(v.deployed_at)}  {v.deployed_by}"
             f"  open {info.cases_open} / total {info.cases_total}"
             f"  {'live' if info.live else 'never live' if v.activated_at is None else 'stored'}"
         )
