@@ -138,8 +138,10 @@ def _someone_active_holds() -> ColumnElement[bool]:
     it (not the excluded resolver; for a town item of a village with liaison leaders, one of
     them), as engine/access.py decides for each person."""
     village_has_liaisons = exists(other_liaisons(WorkItem.village_id, WorkItem.excluded))
-    is_liaison = exists().where(
-        Liaison.village_id == WorkItem.village_id, Liaison.person_id == Person.id
+    is_liaison = exists(
+        select(Liaison.person_id)
+        .where(Liaison.village_id == WorkItem.village_id, Liaison.person_id == Person.id)
+        .correlate(WorkItem, Person)
     )
     return exists(
         select(Position.id)
