@@ -400,7 +400,7 @@ def test_odd_paging_values_are_a_first_page_on_pages_and_a_400_through_the_api(t
     app, _gl = town
     api = app.test_client()
     huge = "99999999999999999999"
-    for cursor in (huge, "abc", "-5", "0", ""):
+    for cursor in (huge, "abc", "-5", "0", "", "%C2%B2", "%EF%BC%95", "9" * 5000):
         answer = api.get(f"/api/v1/digests?cursor={cursor}", headers=bearer(api, "aud"))
         assert answer.status_code == 400, cursor
         assert answer.get_json()["error"]["fields"] == {"cursor": "bad cursor"}
@@ -437,3 +437,17 @@ def test_the_audit_pages_speak_the_page_language_and_link_only_what_the_viewer_m
         assert case.number in html and f'href="/cases/{case.number}"' not in html, page
     empty = aud.post("/audit/replay", data={"number": "  "}, follow_redirects=True)
     assert "请输入要重放的案件编号。" in empty.get_data(as_text=True)
+
+
+def test_an_audit_form_sent_after_the_session_ended_gets_a_page_not_a_crash(town):
+    """With CSRF on, as in production, a form sent without a valid token (a session that ended)
+    fails before sign-in is checked; its error page used to crash on the signed-in helpers."""
+    app, _gl = town
+    app.config["WTF_CSRF_ENABLED"] = True
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    for path in ("/audit/replay", "/audit/digests"):
+        response = app.test_client().post(path, data={"number": "XDK-2026-000001"})
+        assert response.status_code == 400, path
+        assert "请求" in response.get_data(as_text=True) or "request" in response.get_data(
+            as_text=True
+        )

@@ -20,6 +20,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -57,7 +58,8 @@ def _helpers() -> dict:
             "replay": _("replay"),
             "steps": _("step-through"),
         },
-        "links_cases": powers().reads_cases,
+        # Also on the error page of a request that failed before sign-in was checked.
+        "links_cases": current_user.is_authenticated and powers().reads_cases,
     }
 
 
@@ -143,7 +145,8 @@ def replay_api(number: str):
 def digests_api():
     _may_audit(g.viewer)  # heads name every case that grew: not for every signed-in person
     cursor = request.args.get("cursor")
-    before = _bounded(int(cursor)) if cursor is not None and cursor.isdigit() else None
+    plain = cursor is not None and cursor.isascii() and cursor.isdigit() and len(cursor) <= 10
+    before = _bounded(int(cursor)) if plain else None
     if cursor is not None and before is None:  # as /cases, /inbox and /campaigns answer it
         raise Invalid("the request has errors", {"cursor": "bad cursor"})
     rows, next_n = _digest_page(before)
