@@ -19,7 +19,7 @@ from typing import Any
 
 from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarint import ScalarInt
-from sqlalchemy import delete, exists, insert, or_, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from .clock import iso
@@ -714,15 +714,25 @@ class _Sync:
     def sync_units(self) -> None:
         self.units = {u.code: u for u in self.session.scalars(select(Unit))}
         # Households that stay whatever the file says: those officers added in Gridloop, and
-        # those a campaign visit names (sync_households keeps them), so a grid's count is its rows.
-        added = select(Household.grid_id, Household.number).where(
-            or_(
-                Household.added_by.is_not(None),
-                exists().where(Visit.household_id == Household.id),
-            )
-        )
-        for grid_id, number in self.session.execute(added):
-            self.officers_households[grid_id].add(number)
+        # those a campaign visit names that the file no longer lists (sync_households keeps
+        # them), so that a grid's count is its rows.
+        listed = {
+            self.units[code].id: spec.households.keys()
+            for code, spec in self.plan.units.items()
+            if spec.level == "grid" and code in self.units
+        }
+        unlisted: dict[int, tuple[int, int]] = {}
+        rows = select(Household.id, Household.grid_id, Household.number, Household.added_by)
+        for row in self.session.execute(rows):
+            if row.added_by is not None:
+                self.officers_households[row.grid_id].add(row.number)
+            elif row.grid_id in listed and row.number not in listed[row.grid_id]:
+                unlisted[row.id] = (row.grid_id, row.number)
+        for chunk in _chunks(list(unlisted)):
+            visited = select(Visit.household_id).where(Visit.household_id.in_(chunk))
+            for household_id in self.session.scalars(visited):
+                grid_id, number = unlisted[household_id]
+                self.officers_households[grid_id].add(number)
         for level in UNIT_ORDER:
             for spec in self.plan.units.values():
                 if spec.level == level:
