@@ -294,6 +294,8 @@ def calendar_cli(tmp_path, monkeypatch, new_db_url):
     monkeypatch.setenv("GRIDLOOP_DATABASE_URL", new_db_url("cal"))
     monkeypatch.setenv("GRIDLOOP_CHEAP_PASSWORDS", "1")
     runner = CliRunner()
+    # A database at the current schema: the CLI refuses any other before it reads the file.
+    assert runner.invoke(main, ["init-db"]).exit_code == 0
 
     def run(text: str):
         path = tmp_path / "calendar.yaml"
