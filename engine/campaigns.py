@@ -402,8 +402,9 @@ def events_of(
                 )
             )
         )
-        rows = [r for r in rows if json.loads(r.data).get("grid") in mine | {None}]
-    return [
+    else:
+        mine = None
+    events = [
         {
             "case": campaign.number,
             "seq": r.seq,
@@ -417,6 +418,9 @@ def events_of(
         }
         for r in rows
     ]
+    if mine is None:
+        return events
+    return [e for e in events if e["data"].get("grid") in mine | {None}]
 
 
 def _campaign_row(session: Session, campaign_id: int) -> SimpleNamespace | None:
@@ -841,6 +845,12 @@ def may_walk(viewer: Viewer) -> bool:
     return any(role in WALKERS for role, _unit, _level in held_positions(viewer))
 
 
+def not_a_walker() -> Forbidden:
+    """The refusal of a visit by someone who sees the grid but does not walk it (DESIGN §4:
+    what the caller may see but not do)."""
+    return Forbidden("only the grid's information officers and its leader record visits")
+
+
 def walker_grid(session: Session, viewer: Viewer, campaign: Campaign, grid_code: Any):
     """The campaign's instance in a grid the viewer walks (its information officer or leader),
     else NotFound (Forbidden for a grid they cover but do not walk): another grid's households are
@@ -863,7 +873,7 @@ def walker_grid(session: Session, viewer: Viewer, campaign: Campaign, grid_code:
         if session.scalar(select(Case.id).where(Case.id == row.id, case_scope(viewer))):
             # A grid they cover but do not walk (a grid leader's district, say): 403, as for
             # anything they see but may not do (DESIGN §4).
-            raise Forbidden("only the grid's information officers and its leader record visits")
+            raise not_a_walker()
         raise NotFound("no such household")
     return SimpleNamespace(id=row.id, grid_id=row.grid_id, holder=holder)
 

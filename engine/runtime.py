@@ -477,7 +477,7 @@ class Runtime:
             campaign = campaigns.visible(session, actor, campaign_id)
             if not campaigns.may_walk(actor):  # who, before what they sent (DESIGN §4)
                 # They see the campaign's grids (a leader above them) but record no visits.
-                raise Forbidden("only the grid's information officers and its leader record visits")
+                raise campaigns.not_a_walker()
             if not isinstance(body, dict):
                 raise Invalid("the request has errors", {"body": "must be a JSON object"})
             household, client_id = body.get("household"), body.get("client_id")

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from engine import access_log, digests
 from engine.access import Viewer
 from engine.clock import parse_iso
-from engine.errors import Conflict, Forbidden, Invalid, NotFound
+from engine.errors import Conflict, Forbidden, NotFound
 from engine.models import Case, Digest, Job
 from engine.replay import replay
 from jobs import audit as audit_jobs
@@ -37,6 +37,7 @@ from . import services
 from .api import bp as api_bp
 from .api import token_required
 from .extensions import db
+from .paging import decode_cursor, encode_cursor
 from .web import login_required, now, powers, runtime, viewer
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
@@ -144,16 +145,14 @@ def replay_api(number: str):
 @token_required
 def digests_api():
     _may_audit(g.viewer)  # heads name every case that grew: not for every signed-in person
+    # The keyset cursors every list of the API gives out and checks (webapp/paging.py).
     cursor = request.args.get("cursor")
-    plain = cursor is not None and cursor.isascii() and cursor.isdigit() and len(cursor) <= 10
-    before = _bounded(int(cursor)) if plain else None
-    if cursor is not None and before is None:  # as /cases, /inbox and /campaigns answer it
-        raise Invalid("the request has errors", {"cursor": "bad cursor"})
+    before = decode_cursor(cursor, int)[0] if cursor is not None else None
     rows, next_n = _digest_page(before)
     return jsonify(
         {
             "items": [digests.as_json(d) for d in rows],
-            "next_cursor": str(next_n) if next_n else None,
+            "next_cursor": encode_cursor([next_n]) if next_n else None,
         }
     )
 
